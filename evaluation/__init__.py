@@ -1,0 +1,1 @@
+"""Evaluation: runners (one per runtime) and the one loop they all share."""

@@ -1,0 +1,65 @@
+"""The Runner interface and the runtime registry.
+
+A Runner loads one artifact on one runtime and maps an NCHW float32 batch to logits. Each Runner
+class says which artifact kinds it runs and why it cannot run on this machine (missing package or
+device), so the loop can list skipped pairs with a reason instead of failing.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+
+from utils.artifacts import Artifact
+
+# runtime name -> "module:Class"; imported lazily so a missing runtime package costs nothing.
+RUNTIMES: dict[str, str] = {
+    "torch": "evaluation.pipelines.torch_runner:TorchRunner",
+    "torch_compile": "evaluation.pipelines.torch_runner:TorchCompileRunner",
+    "onnxruntime": "evaluation.pipelines.onnxruntime_runner:OnnxRuntimeRunner",
+    "openvino": "evaluation.pipelines.openvino_runner:OpenVINORunner",
+    "tensorrt": "evaluation.pipelines.tensorrt_runner:TensorRTRunner",
+}
+
+
+class Runner(ABC):
+    runtime: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]]
+
+    def __init__(self, artifact: Artifact, threads: int | None = None):
+        self.artifact = artifact
+        self.threads = threads
+
+    @classmethod
+    @abstractmethod
+    def unavailable_reason(cls) -> str | None:
+        """None where this runtime can run here, else one line saying what is missing."""
+
+    @classmethod
+    def supports(cls, artifact: Artifact) -> bool:
+        return artifact.kind in cls.kinds
+
+    @property
+    def device(self) -> str:
+        """What actually executes (execution provider, device name), recorded in the report."""
+        return "cpu"
+
+    @abstractmethod
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Logits (float32, N x classes) for an NCHW float32 batch."""
+
+
+def runner_class(runtime: str) -> type[Runner]:
+    from utils.errors import SuiteError
+
+    if runtime not in RUNTIMES:
+        raise SuiteError(f"unknown runtime '{runtime}' (known: {', '.join(RUNTIMES)})")
+    module_name, class_name = RUNTIMES[runtime].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def available_runtimes() -> dict[str, str | None]:
+    """Every registered runtime with None (runs here) or the reason it does not."""
+    return {name: runner_class(name).unavailable_reason() for name in RUNTIMES}

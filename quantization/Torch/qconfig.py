@@ -1,0 +1,97 @@
+"""QConfigs for torch.ao FX from the suite's settings (backend, observer, granularity, bit widths).
+
+On CPUs without VNNI, u8 x s8 kernels add pairs of products in 16-bit lanes and can saturate when
+both operands use their full range; torch.ao's x86/fbgemm default keeps activations to 7 bits
+(``reduce_range``). ``weight_bits=7`` takes the bit from the weights instead.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
+from torch.ao.quantization.observer import (
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    PerChannelMinMaxObserver,
+)
+
+from utils.config import TorchQuantConfig
+from utils.errors import SuiteError
+
+BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
+OBSERVERS = ("minmax", "moving_average_minmax", "histogram", "percentile")
+GRANULARITIES = ("per_channel", "per_tensor")
+
+warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*deprecated.*")
+
+
+class PercentileObserver(HistogramObserver):
+    """Clips the activation range to a percentile of the calibration histogram.
+
+    torch.ao has no percentile observer; this one reuses HistogramObserver's running histogram and
+    replaces its L2 range search by the lower/upper percentile of the accumulated distribution.
+    """
+
+    def __init__(self, percentile: float = 99.99, **kwargs):
+        super().__init__(**kwargs)
+        self.percentile = percentile
+
+    def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
+        hist = self.histogram.float()
+        total = hist.sum()
+        if total <= 0:
+            return self.min_val, self.max_val
+        cdf = torch.cumsum(hist, 0) / total
+        tail = (100.0 - self.percentile) / 100.0
+        bin_width = (self.max_val - self.min_val) / self.bins
+        lo_bin = int(torch.searchsorted(cdf, torch.tensor(tail)).item())
+        hi_bin = int(torch.searchsorted(cdf, torch.tensor(1.0 - tail)).item())
+        new_min = self.min_val + bin_width * lo_bin
+        new_max = self.min_val + bin_width * min(hi_bin + 1, self.bins)
+        return torch.minimum(new_min, torch.zeros_like(new_min)), torch.maximum(new_max, torch.zeros_like(new_max))
+
+
+def use_reduce_range(cfg: TorchQuantConfig) -> bool:
+    if cfg.reduce_range == "auto":
+        return cfg.backend in ("x86", "fbgemm")
+    if cfg.reduce_range in ("on", "off"):
+        return cfg.reduce_range == "on"
+    raise SuiteError(f"--reduce-range must be auto, on or off (got {cfg.reduce_range})")
+
+
+def validate(cfg: TorchQuantConfig) -> None:
+    for value, allowed, flag in ((cfg.backend, BACKENDS, "--backend"), (cfg.observer, OBSERVERS, "--observer"),
+                                 (cfg.granularity, GRANULARITIES, "--granularity")):
+        if value not in allowed:
+            raise SuiteError(f"{flag} must be one of {', '.join(allowed)} (got {value})")
+    if cfg.weight_bits not in (7, 8):
+        raise SuiteError(f"--weight-bits must be 7 or 8 (got {cfg.weight_bits})")
+    if not 50.0 < cfg.percentile <= 100.0:
+        raise SuiteError(f"--percentile must be in (50, 100] (got {cfg.percentile})")
+
+
+def build_qconfig(cfg: TorchQuantConfig) -> QConfig:
+    validate(cfg)
+    reduce_range = use_reduce_range(cfg)
+    act_kwargs = {"dtype": torch.quint8, "qscheme": torch.per_tensor_affine, "reduce_range": reduce_range}
+    activation = {
+        "minmax": MinMaxObserver.with_args(**act_kwargs),
+        "moving_average_minmax": MovingAverageMinMaxObserver.with_args(**act_kwargs),
+        "histogram": HistogramObserver.with_args(**act_kwargs),
+        "percentile": PercentileObserver.with_args(percentile=cfg.percentile, **act_kwargs),
+    }[cfg.observer]
+    qmin, qmax = (-64, 63) if cfg.weight_bits == 7 else (-128, 127)
+    if cfg.granularity == "per_channel":
+        weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                                    quant_min=qmin, quant_max=qmax)
+    else:
+        weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
+                                          quant_min=qmin, quant_max=qmax)
+    return QConfig(activation=activation, weight=weight)
+
+
+def build_qconfig_mapping(cfg: TorchQuantConfig) -> QConfigMapping:
+    """The backend's default mapping (fixed-qparams ops etc.) with our global qconfig."""
+    return get_default_qconfig_mapping(cfg.backend).set_global(build_qconfig(cfg))

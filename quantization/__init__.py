@@ -1,0 +1,1 @@
+"""Toolchains: each one a Quantizer that turns an FP32 model + calibration set into artifacts."""

@@ -1,0 +1,68 @@
+"""The Quantizer interface and the toolchain registry.
+
+A Quantizer writes two artifacts of the same kind: the FP32 reference (so FP32 and INT8 run on the
+same runtime) and the quantized model. Toolchain packages are imported inside the quantizer modules,
+so a missing package only stops that toolchain, with a message naming what to install.
+"""
+from __future__ import annotations
+
+import importlib
+import re
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+from utils.artifacts import Artifact
+from utils.config import RunConfig, resolve_path
+from utils.data import CalibrationSet
+from utils.models import LoadedModel
+
+# toolchain name -> "module:Class"
+TOOLCHAINS: dict[str, str] = {
+    "torch_fx": "quantization.Torch.fx_quantizer:FxQuantizer",
+    "torch_pt2e": "quantization.Torch.pt2e_quantizer:PT2EQuantizer",
+    "modelopt": "quantization.ModelOpt.modelopt_quantizer:ModelOptQuantizer",
+    "ort": "quantization.ModelOpt.ort_quantizer:OrtQuantizer",
+    "tensorrt": "quantization.TensorRT.trt_quantizer:TensorRTQuantizer",
+}
+
+
+class Quantizer(ABC):
+    toolchain: ClassVar[str]
+    folder: ClassVar[str]  # models/<folder>/
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None where this toolchain can run here, else one line saying what is missing."""
+        return None
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """The settings that shape the artifact (recorded in its manifest and the report)."""
+
+    @abstractmethod
+    def export_fp32(self, model: LoadedModel) -> Artifact:
+        """The FP32 model in this toolchain's artifact kind, for a same-runtime comparison."""
+
+    @abstractmethod
+    def quantize(self, model: LoadedModel, calibration: CalibrationSet) -> Artifact:
+        """Calibrate and write the INT8 artifact (atomically, with its manifest)."""
+
+    def output_dir(self) -> Path:
+        return resolve_path(self.cfg.models_dir) / self.folder
+
+    def artifact_stem(self, model: LoadedModel, tag: str) -> str:
+        weights = model.weights_path.stem if model.weights_path else "random"
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model.arch}-{weights}_{tag}")
+
+
+def quantizer_class(name: str) -> type[Quantizer]:
+    from utils.errors import SuiteError
+
+    if name not in TOOLCHAINS:
+        raise SuiteError(f"unknown toolchain '{name}' (known: {', '.join(TOOLCHAINS)})")
+    module_name, class_name = TOOLCHAINS[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)

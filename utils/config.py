@@ -1,0 +1,152 @@
+"""One run's configuration: a YAML recipe, overridden by CLI flags, into a dataclass.
+
+Every script builds the same :class:`RunConfig`, so a recipe in ``configs/`` works with any entry
+point and a flag always means the same thing. Precedence: dataclass defaults < YAML < CLI flags.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from utils.errors import SuiteError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "demo"  # registry name: demo, resnet20..56, any torchvision classifier, efficientnet_lite0
+    weights: str | None = None  # .pth state_dict or {'state_dict': ...} checkpoint
+    num_classes: int | None = None  # replace the classifier head before loading weights
+    allow_unsafe_load: bool = False  # torch.load(weights_only=False): only for files you trust
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "demo"  # demo | imagenet | cifar10
+    root: str | None = None  # dataset folder (imagenet: class folders or images/ + labels.tsv)
+    calib_root: str | None = None  # separate calibration folder (else a seeded split of root/train)
+    batch_size: int = 32
+    limit: int | None = None  # evaluate on the first N evaluation images only
+    image_size: int | None = None  # centre-crop size (dataset default if unset)
+    resize: int | None = None  # resize before the crop (dataset default if unset)
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+@dataclass
+class CalibrationConfig:
+    size: int = 256  # images drawn for calibration
+    seed: int = 0
+    batch_size: int = 32
+
+
+@dataclass
+class TorchQuantConfig:
+    mode: str = "fx"  # fx | pt2e | dynamic
+    backend: str = "x86"  # x86 | fbgemm | onednn | qnnpack
+    granularity: str = "per_channel"  # per_channel | per_tensor
+    observer: str = "histogram"  # minmax | moving_average_minmax | histogram | percentile
+    percentile: float = 99.99
+    reduce_range: str = "auto"  # auto (backend default) | on | off
+    weight_bits: int = 8  # 7 avoids u8 x s8 saturation on CPUs without VNNI
+
+
+@dataclass
+class ModelOptQuantConfig:
+    engine: str = "modelopt"  # modelopt | ort
+    calibration_method: str = "max"  # modelopt: max | entropy; ort: minmax | entropy | percentile
+    granularity: str = "per_channel"  # ort only; ModelOpt int8 weights are always per channel
+    calibration_eps: list[str] | None = None  # default: what this machine has
+    exclude_nodes: list[str] = field(default_factory=list)  # regexes of node names kept float
+    exclude_op_types: list[str] = field(default_factory=list)
+    high_precision_dtype: str = "fp32"  # fp32 for CPU runtimes, fp16 for TensorRT
+    activation_type: str = "auto"  # ort only: auto | uint8 | int8
+    opset: int = 17
+
+
+@dataclass
+class TensorRTConfig:
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
+    calibrator: str | None = None  # legacy implicit INT8 (TensorRT <= 10): entropy | minmax
+    workspace_gib: float = 4.0
+    max_batch: int = 64
+    opt_batch: int = 16
+
+
+@dataclass
+class BenchmarkConfig:
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
+    warmup: int = 5
+    rounds: int = 30
+    threads: int | None = None  # intra-op threads (default: all cores)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    torch: TorchQuantConfig = field(default_factory=TorchQuantConfig)
+    modelopt: ModelOptQuantConfig = field(default_factory=ModelOptQuantConfig)
+    tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    toolchains: list[str] | None = None  # resnet.run: which toolchains (default: all runnable)
+    runtimes: list[str] | None = None  # which runtimes (default: every installed one that fits)
+    models_dir: str = "models"
+    results_dir: str = "results"
+    run_name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
+    known = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        if key not in known:
+            raise SuiteError(f"unknown config key '{where}{key}' (known: {', '.join(sorted(known))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise SuiteError(f"config key '{where}{key}' must be a mapping")
+            _merge(current, value, f"{where}{key}.")
+        else:
+            setattr(obj, key, value)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults, then the YAML recipe at ``path``, then dotted ``overrides`` ({'model.arch': ...})."""
+    cfg = RunConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise SuiteError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise SuiteError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise SuiteError(f"config file {path} must hold a mapping at top level")
+        _merge(cfg, data, "")
+    nested: dict[str, Any] = {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = nested
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    _merge(cfg, nested, "")
+    return cfg
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Relative output folders live under the repository root, whatever the working directory."""
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path

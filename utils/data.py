@@ -1,0 +1,348 @@
+"""Datasets, the evaluation split, and the seeded calibration sample.
+
+Every toolchain calibrates on :func:`calibration_batches` of the same :class:`DataSplits`, and every
+runtime is evaluated on the same evaluation split. Calibration images are always disjoint from the
+evaluation images: they come from a training split (demo, CIFAR-10), a separate folder, or the head
+of a seeded permutation whose tail is evaluated (ImageNet-style folder).
+
+Registry:
+- ``demo``: scikit-learn's 1,797 labelled 8x8 digits (ships inside the package, works offline),
+  upscaled to 3x32x32; a seeded 60/40 train/test split.
+- ``imagenet``: class folders (``root/<wnid>/*.JPEG``) or ``root/images`` + ``root/labels.tsv``
+  (``file<TAB>class index``); Resize(256) + CenterCrop(224) + ImageNet mean/std by default.
+- ``cifar10``: the python batches layout (``data_batch_1..5``, ``test_batch``) or the ``.npz`` pair
+  ``test*.npz`` / ``train*.npz`` with ``x`` (NHWC uint8) and ``y``.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from utils.config import CalibrationConfig, DataConfig
+from utils.errors import SuiteError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
+DEMO_SPLIT_SEED = 20240601  # fixed: the demo model's cache depends on its training split
+DEMO_TEST_FRACTION = 0.4
+
+
+@dataclass
+class DataSplits:
+    """What a run needs from a dataset: a calibration pool, an evaluation set, and their ids."""
+
+    name: str
+    calibration_pool: Dataset
+    evaluation: Dataset
+    calibration_pool_ids: list[str]
+    evaluation_ids: list[str]
+    num_classes: int
+    class_names: list[str]
+    input_shape: tuple[int, int, int]
+    train: Dataset | None = None  # where the dataset has a training split (demo, cifar10)
+
+
+class TensorDataset(Dataset):
+    """Preprocessed images held in memory (small datasets: demo, CIFAR-10)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+class FileImageDataset(Dataset):
+    """Image files decoded on access, so a 50,000-image folder never sits in memory."""
+
+    def __init__(self, files: Sequence[Path], labels: Sequence[int], transform: Callable):
+        self.files, self.labels, self.transform = list(files), list(labels), transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                tensor = self.transform(image.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise SuiteError(f"cannot read image {path}: {exc}") from None
+        return tensor, self.labels[index]
+
+
+class SubsetDataset(Dataset):
+    def __init__(self, base: Dataset, indices: Sequence[int]):
+        self.base, self.indices = base, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.base[self.indices[index]]
+
+
+def _normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (images - mean_t) / std_t
+
+
+# ---------------------------------------------------------------------------------------- demo
+def load_demo(cfg: DataConfig) -> DataSplits:
+    """scikit-learn's digits: real labelled images that ship with the package (no download)."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise SuiteError("the demo dataset needs scikit-learn (pip install -r requirements/base.txt)") from None
+    digits = load_digits()
+    size = cfg.image_size or 32
+    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
+    images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    images = _normalize(images.repeat(1, 3, 1, 1), cfg.mean or (0.5,) * 3, cfg.std or (0.5,) * 3)
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    perm = np.random.default_rng(DEMO_SPLIT_SEED).permutation(len(labels))
+    n_test = int(round(len(labels) * DEMO_TEST_FRACTION))
+    test_idx, train_idx = np.sort(perm[:n_test]), np.sort(perm[n_test:])
+    train = TensorDataset(images[train_idx], labels[train_idx])
+    test = TensorDataset(images[test_idx], labels[test_idx])
+    return DataSplits(
+        name="demo", calibration_pool=train, evaluation=test,
+        calibration_pool_ids=[f"digits/{i}" for i in train_idx],
+        evaluation_ids=[f"digits/{i}" for i in test_idx],
+        num_classes=10, class_names=[str(i) for i in range(10)], input_shape=(3, size, size), train=train,
+    )
+
+
+# ------------------------------------------------------------------------------------ cifar10
+def _read_cifar_batches(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    def unpickle(path: Path) -> dict:
+        with open(path, "rb") as handle:
+            return pickle.load(handle, encoding="bytes")  # the dataset's own format (trusted files)
+
+    train_files = sorted(root.glob("data_batch_*"))
+    test_file = root / "test_batch"
+    if not train_files or not test_file.is_file():
+        raise SuiteError(f"{root}: no CIFAR-10 python batches (data_batch_1..5, test_batch) found")
+    try:
+        train = [unpickle(p) for p in train_files]
+        test = unpickle(test_file)
+    except (pickle.UnpicklingError, EOFError, OSError) as exc:
+        raise SuiteError(f"{root}: unreadable CIFAR-10 batch: {exc}") from None
+    x_train = np.concatenate([b[b"data"] for b in train]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    y_train = np.concatenate([np.asarray(b[b"labels"]) for b in train])
+    x_test = test[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    y_test = np.asarray(test[b"labels"])
+    meta = root / "batches.meta"
+    names = [n.decode() for n in unpickle(meta)[b"label_names"]] if meta.is_file() else [str(i) for i in range(10)]
+    return x_train, y_train, x_test, y_test, names
+
+
+def _read_cifar_npz(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    tests, trains = sorted(root.glob("test*.npz")), sorted(root.glob("train*.npz"))
+    if not tests or not trains:
+        raise SuiteError(f"{root}: no CIFAR-10 data (python batches, or test*.npz + train*.npz)")
+    try:
+        with np.load(tests[0], allow_pickle=False) as test, np.load(trains[0], allow_pickle=False) as train:
+            names = [str(c) for c in test["classes"]] if "classes" in test.files else [str(i) for i in range(10)]
+            return train["x"], train["y"], test["x"], test["y"], names
+    except (OSError, KeyError, ValueError) as exc:
+        raise SuiteError(f"{root}: unreadable CIFAR-10 npz: {exc}") from None
+
+
+def load_cifar10(cfg: DataConfig) -> DataSplits:
+    root = _existing_dir(cfg.root, "cifar10")
+    reader = _read_cifar_batches if (root / "test_batch").exists() else _read_cifar_npz
+    x_train, y_train, x_test, y_test, names = reader(root)
+
+    def to_tensor(x: np.ndarray) -> torch.Tensor:
+        images = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
+        return _normalize(images, cfg.mean or IMAGENET_MEAN, cfg.std or IMAGENET_STD)
+
+    train = TensorDataset(to_tensor(x_train), torch.from_numpy(np.asarray(y_train, dtype=np.int64)))
+    test = TensorDataset(to_tensor(x_test), torch.from_numpy(np.asarray(y_test, dtype=np.int64)))
+    return DataSplits(
+        name="cifar10", calibration_pool=train, evaluation=test,
+        calibration_pool_ids=[f"train/{i}" for i in range(len(train))],
+        evaluation_ids=[f"test/{i}" for i in range(len(test))],
+        num_classes=10, class_names=names, input_shape=(3, 32, 32), train=train,
+    )
+
+
+# ----------------------------------------------------------------------------------- imagenet
+def image_transform(cfg: DataConfig) -> Callable:
+    """The standard evaluation transform; calibration uses the very same one."""
+    from torchvision import transforms
+
+    crop = cfg.image_size or 224
+    resize = cfg.resize or int(round(crop * 256 / 224))
+    return transforms.Compose([
+        transforms.Resize(resize),
+        transforms.CenterCrop(crop),
+        transforms.ToTensor(),
+        transforms.Normalize(cfg.mean or IMAGENET_MEAN, cfg.std or IMAGENET_STD),
+    ])
+
+
+def list_image_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Files and labels of an ImageNet-style folder: ``labels.tsv`` layout or class sub-folders."""
+    labels_tsv = root / "labels.tsv"
+    if labels_tsv.is_file():
+        image_dir = root / "images" if (root / "images").is_dir() else root
+        files, labels = [], []
+        for line_no, line in enumerate(labels_tsv.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                name, label = line.split("\t")
+                labels.append(int(label))
+            except ValueError:
+                raise SuiteError(f"{labels_tsv}:{line_no}: expected 'file<TAB>class index'") from None
+            files.append(image_dir / name)
+        missing = [f for f in files if not f.is_file()]
+        if missing:
+            raise SuiteError(f"{labels_tsv} names {len(missing)} missing files, e.g. {missing[0]}")
+        words = root / "synset_words.txt"
+        names = ([w.split(" ", 1)[-1] for w in words.read_text(encoding="utf-8").splitlines()]
+                 if words.is_file() else [str(i) for i in range(max(labels, default=-1) + 1)])
+        return files, labels, names
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    files, labels = [], []
+    for index, cls in enumerate(classes):
+        for path in sorted((root / cls).rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                files.append(path)
+                labels.append(index)
+    return files, labels, classes
+
+
+def _existing_dir(root: str | None, dataset: str) -> Path:
+    if not root:
+        raise SuiteError(f"dataset '{dataset}' needs --data-root")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise SuiteError(f"dataset folder not found: {path}")
+    return path
+
+
+def load_imagenet(cfg: DataConfig, calibration: CalibrationConfig) -> DataSplits:
+    root = _existing_dir(cfg.root, "imagenet")
+    files, labels, names = list_image_folder(root)
+    if not files:
+        raise SuiteError(f"{root}: no images found (expected class folders or images/ + labels.tsv)")
+    transform = image_transform(cfg)
+    crop = cfg.image_size or 224
+    num_classes = max(len(names), max(labels) + 1)
+    if cfg.calib_root:
+        calib_root = _existing_dir(cfg.calib_root, "imagenet calibration")
+        c_files, c_labels, _ = list_image_folder(calib_root)
+        if not c_files:
+            raise SuiteError(f"{calib_root}: no calibration images found")
+        overlap = {p.name for p in c_files} & {p.name for p in files}
+        if overlap:
+            raise SuiteError(f"{len(overlap)} calibration images are also evaluation images "
+                             f"(e.g. {sorted(overlap)[0]}): never calibrate on what you evaluate")
+        pool = FileImageDataset(c_files, c_labels, transform)
+        return DataSplits(
+            name="imagenet", calibration_pool=pool, evaluation=FileImageDataset(files, labels, transform),
+            calibration_pool_ids=[str(p.name) for p in c_files], evaluation_ids=[p.name for p in files],
+            num_classes=num_classes, class_names=names, input_shape=(3, crop, crop),
+        )
+    # One folder: the head of a seeded permutation calibrates, the tail is evaluated.
+    n_calib = calibration.size
+    if n_calib >= len(files):
+        raise SuiteError(f"calibration size {n_calib} leaves no evaluation images in {root} "
+                         f"({len(files)} images); lower --calib-size or pass --calib-root")
+    perm = np.random.default_rng(calibration.seed).permutation(len(files))
+    calib_idx, eval_idx = perm[:n_calib], perm[n_calib:]
+    pick = lambda idx: ([files[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
+    c_files, c_labels = pick(calib_idx)
+    e_files, e_labels = pick(eval_idx)
+    return DataSplits(
+        name="imagenet", calibration_pool=FileImageDataset(c_files, c_labels, transform),
+        evaluation=FileImageDataset(e_files, e_labels, transform),
+        calibration_pool_ids=[p.name for p in c_files], evaluation_ids=[p.name for p in e_files],
+        num_classes=num_classes, class_names=names, input_shape=(3, crop, crop),
+    )
+
+
+DATASETS = ("demo", "imagenet", "cifar10")
+
+
+def load_splits(cfg: DataConfig, calibration: CalibrationConfig) -> DataSplits:
+    """The calibration pool and evaluation set of ``cfg.dataset``; bad input raises SuiteError."""
+    if cfg.dataset == "demo":
+        splits = load_demo(cfg)
+    elif cfg.dataset == "cifar10":
+        splits = load_cifar10(cfg)
+    elif cfg.dataset == "imagenet":
+        splits = load_imagenet(cfg, calibration)
+    else:
+        raise SuiteError(f"unknown dataset '{cfg.dataset}' (known: {', '.join(DATASETS)})")
+    if len(splits.evaluation) == 0:
+        raise SuiteError(f"dataset '{cfg.dataset}' has no evaluation images")
+    if cfg.limit is not None:
+        if cfg.limit <= 0:
+            raise SuiteError("--limit must be positive")
+        keep = min(cfg.limit, len(splits.evaluation))
+        splits.evaluation = SubsetDataset(splits.evaluation, range(keep))
+        splits.evaluation_ids = splits.evaluation_ids[:keep]
+    return splits
+
+
+@dataclass
+class CalibrationSet:
+    """The seeded calibration sample: the images plus the ids recorded in every manifest."""
+
+    dataset: Dataset
+    ids: list[str]
+    batch_size: int
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        for images, _ in DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False):
+            yield images
+
+    def as_array(self) -> np.ndarray:
+        """All calibration images as one NCHW float32 array (what ONNX calibrators take)."""
+        return torch.cat(list(self.batches())).numpy().astype(np.float32)
+
+
+def calibration_set(splits: DataSplits, calibration: CalibrationConfig) -> CalibrationSet:
+    """A seeded sample of ``calibration.size`` images from the calibration pool."""
+    pool = len(splits.calibration_pool)
+    if calibration.size <= 0:
+        raise SuiteError("calibration size must be positive")
+    if calibration.size > pool:
+        raise SuiteError(f"calibration size {calibration.size} is larger than the {pool} calibration "
+                         f"images of dataset '{splits.name}'")
+    if calibration.size == pool:
+        indices = np.arange(pool)
+    else:
+        indices = np.sort(np.random.default_rng(calibration.seed).choice(pool, calibration.size, replace=False))
+    return CalibrationSet(SubsetDataset(splits.calibration_pool, indices.tolist()),
+                          [splits.calibration_pool_ids[i] for i in indices], calibration.batch_size)
+
+
+def evaluation_loader(splits: DataSplits, batch_size: int) -> DataLoader:
+    return DataLoader(splits.evaluation, batch_size=batch_size, shuffle=False, num_workers=0)
+
+
+def sample_batch(splits: DataSplits, batch_size: int) -> torch.Tensor:
+    """A real batch of evaluation images for latency runs (repeated if the set is smaller)."""
+    n = len(splits.evaluation)
+    return torch.stack([splits.evaluation[i % n][0] for i in range(batch_size)])

@@ -1,0 +1,72 @@
+"""The demo model: a ResNet-20 trained on the demo digits, so the demo quantizes real accuracy.
+
+Trained once (about a minute on two CPU cores), cached in ``models/demo/`` with a manifest, and
+reused by every later run. The training split is fixed and disjoint from the evaluation split.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from utils.artifacts import atomic_path, build_manifest, write_json_atomic, manifest_path_for
+from utils.config import DataConfig, resolve_path
+
+log = logging.getLogger(__name__)
+
+DEMO_EPOCHS = 12
+DEMO_SEED = 0
+
+
+def demo_weights_path(models_dir: str | Path = "models") -> Path:
+    return resolve_path(models_dir) / "demo" / "resnet20_digits.pth"
+
+
+def train_demo_model(path: Path, epochs: int = DEMO_EPOCHS, seed: int = DEMO_SEED) -> Path:
+    """Train ResNet-20 on the demo training split (with small random shifts) and save it atomically."""
+    from utils.cifar_resnet import cifar_resnet
+    from utils.data import load_demo
+
+    torch.manual_seed(seed)
+    splits = load_demo(DataConfig())
+    model = cifar_resnet("resnet20", 10)
+    loader = torch.utils.data.DataLoader(splits.train, batch_size=64, shuffle=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=epochs * len(loader))
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    for _ in tqdm(range(epochs), desc="training demo ResNet-20", unit="epoch"):
+        for images, labels in loader:
+            shift = torch.randint(-2, 3, (2,))
+            images = torch.roll(images, shifts=(int(shift[0]), int(shift[1])), dims=(2, 3))
+            optimizer.zero_grad()
+            loss_fn(model(images), labels).backward()
+            optimizer.step()
+            scheduler.step()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in torch.utils.data.DataLoader(splits.evaluation, batch_size=256):
+            correct += int((model(images).argmax(1) == labels).sum())
+    accuracy = correct / len(splits.evaluation)
+    log.info("demo ResNet-20 trained: FP32 top-1 %.2f%% on the demo evaluation split", 100 * accuracy)
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
+    write_json_atomic(manifest_path_for(path), build_manifest(
+        name="demo-resnet20", toolchain="training", kind="state_dict", precision="fp32",
+        settings={"epochs": epochs, "seed": seed, "optimizer": "SGD+OneCycle", "top1": accuracy},
+        source_weights=None, calibration_ids=None))
+    return path
+
+
+def demo_weights(models_dir: str | Path = "models") -> Path:
+    """The cached demo weights, trained on first use."""
+    path = demo_weights_path(models_dir)
+    if not path.is_file():
+        log.info("no cached demo model at %s: training it now (about a minute)", path)
+        train_demo_model(path)
+    return path

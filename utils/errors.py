@@ -1,0 +1,29 @@
+"""One exception type for everything a user can get wrong.
+
+The CLIs turn a :class:`SuiteError` into a single line on stderr and exit code 2, so bad input
+never ends in a traceback wall. Library code raises it with a message that says what to fix.
+"""
+from __future__ import annotations
+
+USAGE_EXIT_CODE = 2
+
+
+class SuiteError(Exception):
+    """A user-facing error: bad input, a missing package, a toolchain that cannot run here."""
+
+
+class ToolchainUnavailable(SuiteError):
+    """A toolchain or runtime cannot run on this machine (package or device missing)."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`SuiteError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise SuiteError(message)
+
+
+def missing_package(toolchain: str, package: str, requirements: str = "requirements/base.txt") -> ToolchainUnavailable:
+    """The one message for an optional package that is not installed."""
+    return ToolchainUnavailable(
+        f"toolchain {toolchain} needs package {package} (pip install -r {requirements})"
+    )

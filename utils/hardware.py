@@ -1,0 +1,83 @@
+"""What this machine can run fast: CPU integer-dot-product ISA and CUDA devices.
+
+INT8 speed and even INT8 accuracy depend on the CPU (AVX2 without VNNI saturates 16-bit sums in
+u8 x s8 kernels), so every manifest and report records these flags.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+_ISA_FLAGS = {
+    "avx2": "avx2",
+    "fma": "fma",
+    "avx512f": "avx512f",
+    "avx512_vnni": "avx512_vnni",
+    "avx_vnni": "avx_vnni",
+    "amx_int8": "amx_int8",
+    "amx_tile": "amx_tile",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags") or line.startswith("Features"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_isa() -> dict[str, bool]:
+    flags = cpu_flags()
+    return {name: flag in flags for name, flag in _ISA_FLAGS.items()}
+
+
+def has_int8_dot_product() -> bool:
+    """True where u8 x s8 dot products accumulate in 32 bits (VNNI/AMX) and cannot saturate."""
+    isa = cpu_isa()
+    return isa["avx512_vnni"] or isa["avx_vnni"] or isa["amx_int8"]
+
+
+def cuda_summary() -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a base requirement
+        return {"available": False}
+    if not torch.cuda.is_available():
+        return {"available": False}
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "available": True,
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "memory_gib": round(props.total_memory / 2**30, 1),
+    }
+
+
+def hardware_summary() -> dict[str, Any]:
+    return {
+        "cpu": cpu_model_name(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "isa": cpu_isa(),
+        "int8_dot_product": has_int8_dot_product(),
+        "cuda": cuda_summary(),
+    }

@@ -1,0 +1,150 @@
+"""The FP32 model of a run: an architecture from the registry plus a weights file.
+
+Registry: the CIFAR ResNets (``resnet20/32/44/56``, 3x32x32), every torchvision classification
+architecture by name (``resnet50``, ``mobilenet_v3_large``, ...), ``efficientnet_lite0..4`` when the
+``efficientnet-lite-pytorch`` package is installed, and ``demo`` (a ResNet-20 trained on the demo
+set, cached in ``models/demo/``). Weights load with ``weights_only=True`` unless the user opts in,
+accept a ``{'state_dict': ...}`` / ``{'model': ...}`` wrapper and a DataParallel ``module.`` prefix,
+and ``num_classes`` replaces the classifier head before loading (fine-tuned heads).
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from utils.cifar_resnet import CIFAR_DEPTHS, cifar_resnet
+from utils.config import ModelConfig
+from utils.errors import SuiteError
+
+log = logging.getLogger(__name__)
+
+EFFICIENTNET_LITE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260,
+                     "efficientnet_lite3": 280, "efficientnet_lite4": 300}
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    arch: str
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    weights_path: Path | None
+
+
+def torchvision_classifiers() -> list[str]:
+    from torchvision import models
+
+    return sorted(models.list_models(module=models))
+
+
+def default_input_shape(arch: str) -> tuple[int, int, int]:
+    if arch in CIFAR_DEPTHS or arch == "demo":
+        return (3, 32, 32)
+    if arch in EFFICIENTNET_LITE:
+        size = EFFICIENTNET_LITE[arch]
+        return (3, size, size)
+    if arch.startswith("inception"):
+        return (3, 299, 299)
+    return (3, 224, 224)
+
+
+def build_architecture(arch: str, num_classes: int) -> nn.Module:
+    """An untrained instance of ``arch`` with a ``num_classes``-way head."""
+    if arch in CIFAR_DEPTHS or arch == "demo":
+        return cifar_resnet("resnet20" if arch == "demo" else arch, num_classes)
+    if arch in EFFICIENTNET_LITE:
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError:
+            raise SuiteError(f"architecture {arch} needs package efficientnet-lite-pytorch "
+                             "(pip install -r requirements/extras.txt)") from None
+        return EfficientNet.from_name(arch.replace("_", "-"), num_classes=num_classes)
+    if arch not in torchvision_classifiers():
+        raise SuiteError(f"unknown architecture '{arch}': use resnet20/32/44/56, demo, "
+                         "efficientnet_lite0..4, or a torchvision classifier (e.g. resnet50)")
+    from torchvision import models
+
+    kwargs: dict[str, Any] = {"weights": None, "num_classes": num_classes}
+    if arch.startswith(("inception", "googlenet")):
+        kwargs["aux_logits"] = False
+        kwargs["init_weights"] = False
+    return models.get_model(arch, **kwargs)
+
+
+def read_state_dict(path: Path, allow_unsafe_load: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.pth``: plain state_dict, or wrapped in 'state_dict'/'model', prefix stripped."""
+    if not path.is_file():
+        raise SuiteError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not allow_unsafe_load)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise SuiteError(f"{path}: refused by weights_only loading ({first[:160]}); pass "
+                         "--allow-unsafe-load only if you trust this file") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise SuiteError(f"{path}: not a readable PyTorch weights file ({str(exc).splitlines()[0][:160]})") from None
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], (dict, nn.Module)):
+                obj = obj[key].state_dict() if isinstance(obj[key], nn.Module) else obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise SuiteError(f"{path}: holds no state_dict of tensors")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def load_weights(module: nn.Module, state: dict[str, torch.Tensor], arch: str, path: Path) -> None:
+    """Strict load with a one-line explanation when the weights belong to another architecture."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or mismatched:
+        detail = []
+        if mismatched:
+            k = mismatched[0]
+            detail.append(f"{len(mismatched)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} "
+                          f"vs model {tuple(own[k].shape)})")
+        if missing:
+            detail.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        raise SuiteError(f"weights {path.name} do not match architecture {arch}: {'; '.join(detail)}"
+                         " (check --arch and --num-classes)")
+    module.load_state_dict(state, strict=True)
+
+
+def infer_num_classes(state: dict[str, torch.Tensor]) -> int | None:
+    """The head size of a checkpoint: the output rows of its last 2-D weight."""
+    matrices = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 2]
+    return int(matrices[-1].shape[0]) if matrices else None
+
+
+def load_model(cfg: ModelConfig, num_classes: int | None = None) -> LoadedModel:
+    """The FP32 model in eval mode. ``num_classes`` is the dataset's, used when the config has none."""
+    arch = cfg.arch
+    weights = Path(cfg.weights).expanduser() if cfg.weights else None
+    if arch == "demo" and weights is None:
+        from utils.demo_model import demo_weights
+
+        weights = demo_weights()
+    state = read_state_dict(weights, cfg.allow_unsafe_load) if weights else None
+    n_classes = cfg.num_classes or (infer_num_classes(state) if state else None) or num_classes or 1000
+    module = build_architecture(arch, n_classes)
+    if state is not None:
+        load_weights(module, state, arch, weights)
+    else:
+        log.warning("no --weights for %s: random initialisation (good for speed only, not accuracy)", arch)
+    module.eval()
+    return LoadedModel(module, arch, n_classes, default_input_shape(arch), weights)
