@@ -54,6 +54,11 @@ class Quantizer(ABC):
     def output_dir(self) -> Path:
         return resolve_path(self.cfg.models_dir) / self.folder
 
+    @staticmethod
+    def model_facts(model: LoadedModel) -> dict[str, Any]:
+        """What a runner needs to know about the model, recorded in every manifest."""
+        return {"arch": model.arch, "num_classes": model.num_classes, "input_shape": list(model.input_shape)}
+
     def artifact_stem(self, model: LoadedModel, tag: str) -> str:
         weights = model.weights_path.stem if model.weights_path else "random"
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model.arch}-{weights}_{tag}")

@@ -55,7 +55,7 @@ class FxQuantizer(Quantizer):
         return write_torchscript(model.module, self._example(model), final,
                                  name=f"{model.arch} FP32", toolchain="torch", precision="fp32",
                                  settings={"mode": "fp32"}, source_weights=model.weights_path,
-                                 calibration_ids=None)
+                                 calibration_ids=None, extra=self.model_facts(model))
 
     def quantize(self, model: LoadedModel, calibration: CalibrationSet) -> Artifact:
         t = self.cfg.torch
@@ -78,7 +78,7 @@ class FxQuantizer(Quantizer):
         return write_torchscript(quantized, self._example(model), final,
                                  name=f"{model.arch} {self.tag()}", toolchain=self.toolchain, precision="int8",
                                  settings=self.settings(), source_weights=model.weights_path,
-                                 calibration_ids=ids, extra={"quantize_seconds": round(elapsed, 2)})
+                                 calibration_ids=ids, extra={**self.model_facts(model), "quantize_seconds": round(elapsed, 2)})
 
     def _static(self, model: LoadedModel, calibration: CalibrationSet) -> torch.nn.Module:
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx

@@ -1,0 +1,74 @@
+"""ONNX Runtime: FP32 ONNX and Q/DQ ONNX, on the TensorRT, CUDA or CPU execution provider.
+
+onnxruntime-gpu lists the CUDA and TensorRT providers even on a machine with no GPU, so the provider
+is chosen from what the machine really has, and the one the session actually uses is reported.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import numpy as np
+
+from evaluation.pipelines.base import Runner
+from utils.artifacts import Artifact
+from utils.errors import SuiteError
+
+log = logging.getLogger(__name__)
+
+
+def choose_providers() -> list[str]:
+    """TensorRT EP (when TensorRT is installed), CUDA EP (when a GPU is there), then CPU EP."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    providers: list[str] = []
+    try:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a base requirement
+        gpu = False
+    if gpu and "TensorrtExecutionProvider" in available and importlib.util.find_spec("tensorrt"):
+        providers.append("TensorrtExecutionProvider")
+    if gpu and "CUDAExecutionProvider" in available:
+        providers.append("CUDAExecutionProvider")
+    providers.append("CPUExecutionProvider")
+    return providers
+
+
+def make_session(path: str, threads: int | None, providers: list[str] | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(path, sess_options=options, providers=providers or choose_providers())
+    except Exception as exc:  # ORT raises its own exception types for invalid models
+        raise SuiteError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+
+
+class OnnxRuntimeRunner(Runner):
+    runtime = "onnxruntime"
+    kinds = ("onnx", "onnx_qdq")
+
+    def __init__(self, artifact: Artifact, threads: int | None = None):
+        super().__init__(artifact, threads)
+        self.session = make_session(str(artifact.path), threads)
+        self.input_name = self.session.get_inputs()[0].name
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "onnxruntime is not installed (pip install -r requirements/base.txt)"
+        return None
+
+    @property
+    def device(self) -> str:
+        return self.session.get_providers()[0]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0].astype(np.float32, copy=False)

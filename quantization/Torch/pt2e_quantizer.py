@@ -1,0 +1,89 @@
+"""PT2E PTQ: torch.export -> torchao X86InductorQuantizer -> ExportedProgram, run with torch.compile.
+
+The forward-compatible PyTorch path (torch.ao.quantization is deprecated upstream). Export uses
+``strict=True``: with torchao 0.18 the default non-strict export of torchvision ResNets makes
+``prepare_pt2e`` fail ("Input partition has more than one output node"). The FP32 reference is the
+same model exported without quantization, so both are compiled by Inductor and compared fairly.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import time
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from quantization.base import Quantizer
+from utils.artifacts import Artifact, build_manifest, write_artifact
+from utils.data import CalibrationSet
+from utils.errors import SuiteError
+from utils.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+def _export(module: torch.nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    try:
+        return torch.export.export(module, (example,), dynamic_shapes=({0: batch},), strict=True)
+    except Exception as exc:  # export raises many internal types for unsupported Python
+        raise SuiteError(f"torch.export cannot export this model: {str(exc).splitlines()[0][:200]}") from None
+
+
+class PT2EQuantizer(Quantizer):
+    toolchain = "torch_pt2e"
+    folder = "torch"
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        if importlib.util.find_spec("torchao") is None:
+            return "torchao is not installed (pip install -r requirements/base.txt)"
+        return None
+
+    def settings(self) -> dict[str, Any]:
+        return {"mode": "pt2e", "quantizer": "X86InductorQuantizer", "granularity": "per_channel",
+                "observer": "histogram (torchao x86 default)", "is_dynamic": False,
+                "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed}
+
+    def _write(self, program: torch.export.ExportedProgram, model: LoadedModel, tag: str, precision: str,
+               settings: dict[str, Any], calibration_ids: list[str] | None, extra: dict[str, Any]) -> Artifact:
+        final = self.output_dir() / f"{self.artifact_stem(model, tag)}.pt2"
+        manifest = build_manifest(name=f"{model.arch} {tag}", toolchain=self.toolchain if precision == "int8"
+                                  else "torch", kind="exported_program", precision=precision, settings=settings,
+                                  source_weights=model.weights_path, calibration_ids=calibration_ids,
+                                  extra={**self.model_facts(model), **extra})
+        return write_artifact(final, lambda tmp: torch.export.save(program, str(tmp)), manifest,
+                              toolchain=manifest["toolchain"], kind="exported_program", precision=precision)
+
+    def export_fp32(self, model: LoadedModel) -> Artifact:
+        example = torch.randn(2, *model.input_shape)
+        program = _export(copy.deepcopy(model.module).eval(), example)
+        return self._write(program, model, "fp32_exported", "fp32", {"mode": "fp32"}, None, {})
+
+    def quantize(self, model: LoadedModel, calibration: CalibrationSet) -> Artifact:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+            X86InductorQuantizer,
+            get_default_x86_inductor_quantization_config,
+        )
+
+        start = time.perf_counter()
+        example = torch.randn(2, *model.input_shape)
+        graph = _export(copy.deepcopy(model.module).eval(), example).module()
+        quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+        try:
+            prepared = prepare_pt2e(graph, quantizer)
+        except Exception as exc:
+            raise SuiteError(f"PT2E prepare failed on {model.arch}: {str(exc).splitlines()[0][:200]}") from None
+        with torch.no_grad():
+            for images in tqdm(calibration.batches(), desc="calibrating (PT2E)", unit="batch",
+                               total=-(-len(calibration.dataset) // calibration.batch_size)):
+                prepared(images)
+        converted = convert_pt2e(prepared)
+        program = _export(converted, example)
+        elapsed = time.perf_counter() - start
+        return self._write(program, model, "pt2e_x86inductor", "int8", self.settings(), calibration.ids,
+                           {"quantize_seconds": round(elapsed, 2)})

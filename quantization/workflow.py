@@ -1,0 +1,63 @@
+"""The quantize half of a run: config -> model + data -> toolchain -> artifacts.
+
+Shared by the per-toolchain scripts and ``python -m resnet.run`` so every path calibrates on the
+same seeded sample and writes the same artifacts.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from quantization.base import Quantizer, quantizer_class
+from utils.artifacts import Artifact
+from utils.config import RunConfig
+from utils.data import CalibrationSet, DataSplits, calibration_set, load_splits
+from utils.errors import SuiteError, ToolchainUnavailable
+from utils.models import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    splits: DataSplits
+    model: LoadedModel
+    calibration: CalibrationSet
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Load data first (cheap errors first), then the model, then draw the calibration sample."""
+    splits = load_splits(cfg.data, cfg.calibration)
+    model = load_model(cfg.model, splits.num_classes)
+    if model.num_classes < splits.num_classes:
+        raise SuiteError(f"model {model.arch} has {model.num_classes} classes but dataset "
+                         f"'{splits.name}' has {splits.num_classes} (set --num-classes)")
+    model.input_shape = splits.input_shape  # the data decides the spatial size the artifacts are built for
+    return Prepared(splits, model, calibration_set(splits, cfg.calibration))
+
+
+def make_quantizer(name: str, cfg: RunConfig) -> Quantizer:
+    cls = quantizer_class(name)
+    reason = cls.unavailable_reason()
+    if reason:
+        raise ToolchainUnavailable(f"toolchain {name} cannot run here: {reason}")
+    return cls(cfg)
+
+
+def run_toolchain(name: str, cfg: RunConfig, prepared: Prepared) -> tuple[Artifact, Artifact]:
+    """The FP32 reference and the INT8 artifact of toolchain ``name``."""
+    quantizer = make_quantizer(name, cfg)
+    fp32 = quantizer.export_fp32(prepared.model)
+    log.info("%s: FP32 reference %s", name, fp32.path)
+    int8 = quantizer.quantize(prepared.model, prepared.calibration)
+    log.info("%s: INT8 artifact %s", name, int8.path)
+    return fp32, int8
+
+
+def check_disjoint(artifact: Artifact, splits: DataSplits) -> None:
+    """Refuse to evaluate an artifact on images it was calibrated on."""
+    calibrated = set(artifact.manifest.get("calibration_sample_ids") or [])
+    overlap = calibrated & set(splits.evaluation_ids)
+    if overlap:
+        raise SuiteError(f"{artifact.path.name} was calibrated on {len(overlap)} of the evaluation images "
+                         f"(e.g. {sorted(overlap)[0]}): never calibrate on what you evaluate")

@@ -1,0 +1,1 @@
+"""The one-command end-to-end run: ``python -m resnet.run``."""

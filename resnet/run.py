@@ -1,0 +1,91 @@
+"""``python -m resnet.run``: FP32 baseline, every toolchain runnable here, one comparison report.
+
+With no arguments it runs on the embedded default: the built-in demo digits and the demo ResNet-20
+(trained on first use). Toolchains that cannot run on this machine are listed as skipped with the
+reason. Subcommands keep the original suite's commands: ``calib-images`` and ``trt-ptq``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from evaluation.pipelines.workflow import evaluate_and_report, run_folder
+from evaluation.pipelines.loop import Skipped
+from quantization.base import TOOLCHAINS, quantizer_class
+from quantization.workflow import prepare, run_toolchain
+from utils import cli
+from utils.artifacts import Artifact
+from utils.errors import SuiteError, ToolchainUnavailable
+
+log = logging.getLogger("resnet.run")
+
+DEFAULT_TOOLCHAINS = ["torch_fx", "torch_pt2e", "modelopt", "ort", "tensorrt"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m resnet.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_config_arg(parser)
+    g = parser.add_argument_group("run")
+    cli.option(g, "--toolchains", "toolchains", f"toolchains to run, comma-separated: {', '.join(TOOLCHAINS)} "
+               f"(all runnable: {','.join(DEFAULT_TOOLCHAINS)})", type=cli.csv_list())
+    cli.add_model_args(parser)
+    cli.add_data_args(parser)
+    cli.add_calibration_args(parser)
+    cli.add_torch_args(parser)
+    cli.add_benchmark_args(parser)
+    cli.add_output_args(parser)
+    return parser
+
+
+def run_all(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.verbose)
+    cfg = cli.config_from_args(args)
+    names = cfg.toolchains or DEFAULT_TOOLCHAINS
+    for name in names:
+        quantizer_class(name)  # unknown names fail before any work
+    prepared = prepare(cfg)
+    artifacts: dict[str, Artifact] = {}
+    skipped: list[Skipped] = []
+    for name in names:
+        reason = quantizer_class(name).unavailable_reason()
+        if reason:
+            log.warning("toolchain %s skipped: %s", name, reason)
+            skipped.append(Skipped(f"toolchain {name}", reason))
+            continue
+        try:
+            for artifact in run_toolchain(name, cfg, prepared):
+                artifacts[str(artifact.path)] = artifact
+        except ToolchainUnavailable as exc:
+            log.warning("toolchain %s skipped: %s", name, exc)
+            skipped.append(Skipped(f"toolchain {name}", str(exc)))
+    if not artifacts:
+        raise SuiteError("no toolchain could run on this machine: " + "; ".join(s.reason for s in skipped))
+    out_dir = run_folder(cfg, None)
+    report = evaluate_and_report("End-to-end INT8 comparison", list(artifacts.values()), prepared.splits, cfg,
+                                 out_dir, skipped=skipped, context={"toolchains": ", ".join(names)})
+    for row in report["rows"]:
+        drop = "" if row["top1_drop_pp"] is None else f" (drop {row['top1_drop_pp']:+.2f} pp)"
+        print(f"{row['artifact']:<60} {row['runtime']:<13} top-1 {100 * row['top1']:6.2f}%{drop}")
+    print(f"report: {out_dir / 'report.md'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "calib-images":
+        from resnet.calib_images import main as calib_main
+
+        return calib_main(argv[1:])
+    if argv and argv[0] == "trt-ptq":
+        from quantization.TensorRT.cli import main as trt_main
+
+        return trt_main(argv[1:])
+    return run_all(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli.run_cli(main))

@@ -1,0 +1,150 @@
+"""Shared command-line plumbing: option groups, config building, and the error boundary.
+
+Every entry script builds its parser from these groups, so a flag means the same thing everywhere,
+and runs through :func:`run_cli`, which turns a SuiteError into one line on stderr and exit code 2.
+Options default to None so that only flags the user gave override the YAML recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from typing import Any, Callable, Sequence
+
+from utils.config import RunConfig, load_config
+from utils.errors import USAGE_EXIT_CODE, SuiteError
+
+_DEFAULTS = RunConfig()
+
+
+def csv_list(cast: Callable[[str], Any] = str) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        try:
+            return [cast(part.strip()) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got '{text}'") from None
+    return parse
+
+
+def _default(dotted: str) -> Any:
+    node: Any = _DEFAULTS
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    if isinstance(node, list):
+        return ",".join(str(v) for v in node)
+    return node
+
+
+def option(group: argparse._ArgumentGroup, flag: str, dest: str, help: str, **kwargs: Any) -> None:
+    """Add ``flag`` writing to config key ``dest``; the help text shows the config default."""
+    if kwargs.get("action") != "store_true":
+        help = f"{help} (default: {_default(dest)})"
+        kwargs.setdefault("metavar", None if "choices" in kwargs else flag.lstrip("-").upper().replace("-", "_"))
+    group.add_argument(flag, dest=dest, default=None, help=help, **kwargs)
+
+
+def add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, metavar="YAML",
+                        help="recipe in configs/*.yaml; flags given on the command line override it")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    option(g, "--arch", "model.arch", "architecture: demo, resnet20/32/44/56, efficientnet_lite0..4, "
+           "or any torchvision classifier (resnet18, resnet50, mobilenet_v2, ...)")
+    option(g, "--weights", "model.weights", ".pth state_dict or {'state_dict': ...} checkpoint "
+           "(none: the demo model for --arch demo, random init otherwise)")
+    option(g, "--num-classes", "model.num_classes", "classifier size; replaces the head before loading "
+           "fine-tuned weights (none: read from the weights, else the dataset's)", type=int)
+    option(g, "--allow-unsafe-load", "model.allow_unsafe_load",
+           "load weights with weights_only=False (runs pickled code: only for files you trust)",
+           action="store_true")
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("data")
+    option(g, "--dataset", "data.dataset", "demo (built-in digits), imagenet (folder), cifar10 (batches or npz)",
+           choices=["demo", "imagenet", "cifar10"])
+    option(g, "--data-root", "data.root", "dataset folder")
+    option(g, "--calib-root", "data.calib_root", "separate calibration image folder (imagenet layout)")
+    option(g, "--batch-size", "data.batch_size", "evaluation batch size", type=int)
+    option(g, "--limit", "data.limit", "evaluate on the first N evaluation images only", type=int)
+    option(g, "--image-size", "data.image_size", "centre-crop size (dataset default)", type=int)
+    option(g, "--resize", "data.resize", "resize before the crop (dataset default)", type=int)
+    option(g, "--mean", "data.mean", "per-channel normalisation mean, e.g. 0.485,0.456,0.406", type=csv_list(float))
+    option(g, "--std", "data.std", "per-channel normalisation std", type=csv_list(float))
+
+
+def add_calibration_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("calibration")
+    option(g, "--calib-size", "calibration.size", "number of calibration images (seeded sample)", type=int)
+    option(g, "--calib-seed", "calibration.seed", "seed of the calibration sample and split", type=int)
+    option(g, "--calib-batch-size", "calibration.batch_size", "calibration batch size", type=int)
+
+
+def add_benchmark_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("benchmark")
+    option(g, "--bench-batch-sizes", "benchmark.batch_sizes", "latency batch sizes", type=csv_list(int))
+    option(g, "--warmup", "benchmark.warmup", "warm-up calls per model and batch size", type=int)
+    option(g, "--rounds", "benchmark.rounds", "timed interleaved rounds per batch size", type=int)
+    option(g, "--threads", "benchmark.threads", "intra-op threads for every runtime (all cores)", type=int)
+    option(g, "--runtimes", "runtimes", "runtimes to evaluate on: torch, torch_compile, onnxruntime, "
+           "openvino, tensorrt (every installed one that can run the artifact)", type=csv_list())
+
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("output")
+    option(g, "--models-dir", "models_dir", "where artifacts go (relative: under the repository)")
+    option(g, "--results-dir", "results_dir", "where reports go (relative: under the repository)")
+    option(g, "--run-name", "run_name", "report folder name (a timestamp)")
+
+
+def add_torch_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("Torch quantization")
+    option(g, "--mode", "torch.mode", "fx: static PTQ in FX graph mode (TorchScript artifact); pt2e: "
+           "torch.export + X86InductorQuantizer (ExportedProgram, run with torch.compile); dynamic: "
+           "Linear layers only", choices=["fx", "pt2e", "dynamic"])
+    option(g, "--backend", "torch.backend", "quantized engine", choices=["x86", "fbgemm", "onednn", "qnnpack"])
+    option(g, "--granularity", "torch.granularity", "weight scales", choices=["per_channel", "per_tensor"])
+    option(g, "--observer", "torch.observer", "activation observer: minmax, moving_average_minmax, histogram "
+           "(L2-optimal range, the entropy-like one), percentile",
+           choices=["minmax", "moving_average_minmax", "histogram", "percentile"])
+    option(g, "--percentile", "torch.percentile", "percentile for --observer percentile", type=float)
+    option(g, "--reduce-range", "torch.reduce_range", "7-bit activations: auto (on for x86/fbgemm), on, off",
+           choices=["auto", "on", "off"])
+    option(g, "--weight-bits", "torch.weight_bits", "7 avoids u8 x s8 saturation on CPUs without VNNI",
+           type=int, choices=[7, 8])
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    overrides = {k: v for k, v in vars(args).items() if "." in k or k in ("runtimes", "models_dir",
+                                                                          "results_dir", "run_name", "toolchains")}
+    return load_config(args.config, overrides)
+
+
+def quiet_known_warnings() -> None:
+    """torch.ao and TorchScript are deprecated upstream; say so once in docs, not per call."""
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+    warnings.filterwarnings("ignore", message=r".*(deprecated|reduce_range will be deprecated).*",
+                            category=UserWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run ``main``; a SuiteError becomes one line on stderr and exit code 2."""
+    quiet_known_warnings()
+    try:
+        return int(main(argv) or 0)
+    except SuiteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return USAGE_EXIT_CODE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,172 @@
+"""Reports: one row per (artifact, runtime) pair, written as JSON, Markdown and CSV.
+
+The report is built from the measured results only; every figure in ``report.md`` and
+``metrics.csv`` is the number in ``report.json``, so tests can check one against the other.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from utils.artifacts import write_json_atomic, write_text_atomic
+
+SLOWER_WARNING = "INT8 is slower than FP32 on this runtime"
+
+
+def result_row(result: Any) -> dict[str, Any]:
+    """Flatten one PairResult into the report's row (plain JSON types only)."""
+    artifact, metrics, comp = result.artifact, result.metrics, result.comparison
+    settings = artifact.manifest.get("settings", {})
+    row: dict[str, Any] = {
+        "artifact": artifact.name,
+        "toolchain": artifact.toolchain,
+        "precision": artifact.precision,
+        "runtime": result.runtime,
+        "device": result.device,
+        "mode": settings.get("mode") or settings.get("quantize_mode"),
+        "calibration": settings.get("observer") or settings.get("calibration_method"),
+        "granularity": settings.get("granularity"),
+        "samples": metrics["samples"],
+        "top1": metrics["top1"],
+        "top5": metrics["top5"],
+        "precision_macro": metrics["precision_macro"],
+        "recall_macro": metrics["recall_macro"],
+        "f1_macro": metrics["f1_macro"],
+        "top1_drop_pp": comp.get("top1_drop_pp"),
+        "agreement": comp.get("agreement"),
+        "size_bytes": artifact.size_bytes(),
+        "compression_ratio": comp.get("compression_ratio"),
+        "peak_rss_bytes": result.peak_rss_bytes,
+        "quantize_seconds": artifact.manifest.get("quantize_seconds"),
+        "latency": {str(b): s for b, s in result.latency.items()},
+        "speedup": {str(b): s for b, s in comp.get("speedup", {}).items()},
+        "path": str(artifact.path),
+    }
+    return row
+
+
+def warnings_for(rows: list[dict[str, Any]], max_drop_pp: float) -> list[str]:
+    """Plain-language warnings: INT8 slower than FP32, or losing too much accuracy, on a runtime."""
+    notes = []
+    for row in rows:
+        if row["precision"] != "int8":
+            continue
+        for batch, speedup in row["speedup"].items():
+            if speedup < 1.0:
+                better = [r for r in rows if r["artifact"] == row["artifact"] and r["runtime"] != row["runtime"]
+                          and r["speedup"].get(batch, 0) > 1.0]
+                hint = f"; it runs faster than FP32 on {better[0]['runtime']}" if better else ""
+                notes.append(f"{row['artifact']}: {SLOWER_WARNING} {row['runtime']} at batch {batch} "
+                             f"({speedup:.2f}x){hint}")
+        if row["top1_drop_pp"] is not None and row["top1_drop_pp"] > max_drop_pp:
+            notes.append(f"{row['artifact']}: loses {row['top1_drop_pp']:.2f} pp top-1 on {row['runtime']} "
+                         f"(more than {max_drop_pp:g} pp)")
+    return notes
+
+
+def fastest_int8(rows: list[dict[str, Any]], batch: str) -> dict[str, Any] | None:
+    int8 = [r for r in rows if r["precision"] == "int8" and batch in r["latency"]]
+    return min(int8, key=lambda r: r["latency"][batch]["p50_ms"], default=None)
+
+
+def _fmt(value: Any, spec: str = ".2f", scale: float = 1.0, empty: str = "-") -> str:
+    if value is None:
+        return empty
+    return format(value * scale, spec)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    rows, batches = report["rows"], [str(b) for b in report["batch_sizes"]]
+    out = io.StringIO()
+    out.write(f"# {report['title']}\n\n")
+    for key, value in report["context"].items():
+        out.write(f"- **{key}**: {value}\n")
+    out.write("\n## Results per (artifact, runtime)\n\n")
+    head = ["artifact", "runtime", "prec", "mode", "calib", "gran.", "top-1 %", "top-5 %", "drop pp", "agree %"]
+    for b in batches:
+        head += [f"p50 b{b} ms", f"p99 b{b} ms", f"img/s b{b}", f"speedup b{b}"]
+    head += ["size MB", "compr.", "peak RSS MB", "quant. s"]
+    out.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
+    for r in rows:
+        cells = [r["artifact"], r["runtime"], r["precision"], r["mode"] or "-", r["calibration"] or "-",
+                 r["granularity"] or "-", _fmt(r["top1"], scale=100), _fmt(r["top5"], scale=100),
+                 _fmt(r["top1_drop_pp"]), _fmt(r["agreement"], scale=100)]
+        for b in batches:
+            lat = r["latency"].get(b, {})
+            cells += [_fmt(lat.get("p50_ms")), _fmt(lat.get("p99_ms")), _fmt(lat.get("throughput_ips"), ".1f"),
+                      _fmt(r["speedup"].get(b))]
+        cells += [_fmt(r["size_bytes"], scale=1e-6), _fmt(r["compression_ratio"]),
+                  _fmt(r["peak_rss_bytes"], ".1f", scale=2**-20), _fmt(r["quantize_seconds"], ".1f")]
+        out.write("| " + " | ".join(cells) + " |\n")
+    for b in batches:
+        best = report["fastest_int8"].get(b)
+        if best:
+            out.write(f"\nFastest INT8 at batch {b}: **{best['artifact']}** on **{best['runtime']}** "
+                      f"({best['p50_ms']:.2f} ms p50, {_fmt(best['speedup'])}x vs FP32 on the same runtime).\n")
+    if report["warnings"]:
+        out.write("\n## Warnings\n\n" + "".join(f"- {w}\n" for w in report["warnings"]))
+    if report["skipped"]:
+        out.write("\n## Skipped\n\n" + "".join(f"- {s['what']}: {s['reason']}\n" for s in report["skipped"]))
+    return out.getvalue()
+
+
+CSV_FIELDS = ["artifact", "toolchain", "precision", "runtime", "device", "mode", "calibration", "granularity",
+              "samples", "top1", "top5", "precision_macro", "recall_macro", "f1_macro", "top1_drop_pp",
+              "agreement", "size_bytes", "compression_ratio", "peak_rss_bytes", "quantize_seconds"]
+
+
+def csv_text(report: dict[str, Any]) -> str:
+    out = io.StringIO()
+    batches = [str(b) for b in report["batch_sizes"]]
+    fields = CSV_FIELDS + [f"{k}_b{b}" for b in batches for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms",
+                                                                  "std_ms", "throughput_ips", "speedup")]
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    for r in report["rows"]:
+        line = {k: r[k] for k in CSV_FIELDS}
+        for b in batches:
+            lat = r["latency"].get(b, {})
+            for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_ips"):
+                line[f"{k}_b{b}"] = lat.get(k)
+            line[f"speedup_b{b}"] = r["speedup"].get(b)
+        writer.writerow(line)
+    return out.getvalue()
+
+
+def build_report(title: str, results: list[Any], skipped: list[Any], context: dict[str, Any],
+                 batch_sizes: list[int], max_drop_pp: float = 1.0) -> dict[str, Any]:
+    rows = [result_row(r) for r in results]
+    fastest = {}
+    for b in (str(b) for b in batch_sizes):
+        best = fastest_int8(rows, b)
+        if best:
+            fastest[b] = {"artifact": best["artifact"], "runtime": best["runtime"],
+                          "p50_ms": best["latency"][b]["p50_ms"], "speedup": best["speedup"].get(b)}
+    return {
+        "title": title,
+        "context": context,
+        "batch_sizes": batch_sizes,
+        "rows": rows,
+        "fastest_int8": fastest,
+        "warnings": warnings_for(rows, max_drop_pp),
+        "skipped": [{"what": s.what, "reason": s.reason} for s in skipped],
+        "confusion_matrices": {f"{r.artifact.name} @ {r.runtime}": r.metrics["confusion_matrix"].tolist()
+                               for r in results},
+    }
+
+
+def write_report(out_dir: Path, report: dict[str, Any]) -> dict[str, Path]:
+    """report.json, report.md, metrics.csv (each written atomically) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "report.json", "md": out_dir / "report.md", "csv": out_dir / "metrics.csv"}
+    write_json_atomic(paths["json"], report)
+    write_text_atomic(paths["md"], markdown(report))
+    write_text_atomic(paths["csv"], csv_text(report))
+    return paths
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
