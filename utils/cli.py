@@ -118,6 +118,30 @@ def add_torch_args(parser: argparse.ArgumentParser) -> None:
            type=int, choices=[7, 8])
 
 
+def add_modelopt_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("ONNX quantization (ModelOpt / ONNX Runtime)")
+    option(g, "--engine", "modelopt.engine", "modelopt: nvidia-modelopt ONNX PTQ (TensorRT-style Q/DQ); "
+           "ort: onnxruntime quantize_static QDQ (fast on ORT's CPU EP)", choices=["modelopt", "ort"])
+    option(g, "--calibration-method", "modelopt.calibration_method",
+           "modelopt: max | entropy; ort: minmax | entropy | percentile")
+    option(g, "--onnx-granularity", "modelopt.granularity", "ort weight scales (ModelOpt int8 is always "
+           "per channel)", choices=["per_channel", "per_tensor"])
+    option(g, "--calibration-eps", "modelopt.calibration_eps", "ModelOpt calibration execution providers, "
+           "e.g. cpu or trt,cuda:0,cpu (none: what this machine has)", type=csv_list())
+    option(g, "--exclude-nodes", "modelopt.exclude_nodes", "regexes (re.match) of node names to keep in "
+           "float, comma-separated", type=csv_list())
+    option(g, "--exclude-op-types", "modelopt.exclude_op_types", "op types to keep in float, e.g. Gemm",
+           type=csv_list())
+    option(g, "--high-precision-dtype", "modelopt.high_precision_dtype", "ModelOpt: dtype of the non-quantized "
+           "parts: fp32 for CPU runtimes, fp16 for TensorRT", choices=["fp32", "fp16"])
+    option(g, "--activation-type", "modelopt.activation_type", "ort: activation dtype (auto: uint8, what "
+           "x86 integer kernels take)", choices=["auto", "uint8", "int8"])
+    option(g, "--opset", "modelopt.opset", "ONNX opset of the FP32 export (17 or newer)", type=int)
+    option(g, "--onnx", "modelopt.onnx_path", "start from this FP32 ONNX instead of exporting the model")
+    option(g, "--calibration-data", "modelopt.calibration_data", ".npz of calibration arrays keyed by the "
+           "model's input name (none: the seeded calibration sample)")
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     overrides = {k: v for k, v in vars(args).items() if "." in k or k in ("runtimes", "models_dir",
                                                                           "results_dir", "run_name", "toolchains")}

@@ -67,6 +67,8 @@ class ModelOptQuantConfig:
     high_precision_dtype: str = "fp32"  # fp32 for CPU runtimes, fp16 for TensorRT
     activation_type: str = "auto"  # ort only: auto | uint8 | int8
     opset: int = 17
+    onnx_path: str | None = None  # start from this FP32 ONNX instead of exporting the model
+    calibration_data: str | None = None  # .npz keyed by input name instead of the seeded sample
 
 
 @dataclass

@@ -1,0 +1,109 @@
+"""NVIDIA ModelOpt ONNX PTQ (``modelopt.onnx.quantization.quantize``), INT8, max or entropy calibration.
+
+``quantize()`` takes ``**kwargs`` and silently ignores names it does not know, so only its real
+parameters are passed (tests check that each setting reaches the artifact). Its default
+``calibration_eps`` includes CUDA and TensorRT; here it is chosen from what the machine has.
+ModelOpt places Q/DQ the TensorRT way (symmetric INT8, Conv/Gemm inputs): on CPU, run it on OpenVINO.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer
+from utils.errors import SuiteError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("max", "entropy")
+HIGH_PRECISION = ("fp32", "fp16")
+
+
+def default_calibration_eps() -> list[str]:
+    """Execution providers ModelOpt may calibrate on, from what this machine really has."""
+    eps = ["cpu"]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            eps = ["cuda:0", "cpu"]
+            if importlib.util.find_spec("tensorrt"):
+                eps.insert(0, "trt")
+    except ImportError:  # pragma: no cover
+        pass
+    return eps
+
+
+def _quantize_in_child(kwargs: dict[str, Any]) -> None:
+    from modelopt.onnx.quantization import quantize
+
+    quantize(**kwargs)
+
+
+def run_modelopt_quantize(**kwargs: Any) -> None:
+    """Call ModelOpt's ``quantize`` in a fresh process.
+
+    ModelOpt patches onnxruntime.quantization's calibrators and quantizers while it runs and leaves
+    them patched, which breaks a later ``quantize_static`` in the same process (measured: "Quantization
+    parameters are not specified for param input"). A spawned child keeps this process clean.
+    """
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(_quantize_in_child, kwargs).result()
+
+
+class ModelOptQuantizer(OnnxQuantizer):
+    toolchain = "modelopt"
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime-gpu"), ("modelopt", "nvidia-modelopt[onnx]")):
+            if importlib.util.find_spec(module) is None:
+                return f"toolchain modelopt needs package {package} (pip install -r requirements/base.txt)"
+        return None
+
+    def calibration_eps(self) -> list[str]:
+        return list(self.cfg.modelopt.calibration_eps or default_calibration_eps())
+
+    def settings(self) -> dict[str, Any]:
+        m = self.cfg.modelopt
+        return {"quantize_mode": "int8", "mode": "modelopt int8", "calibration_method": m.calibration_method,
+                "granularity": "per_channel (weights), per_tensor (activations)",
+                "calibration_eps": self.calibration_eps(), "high_precision_dtype": m.high_precision_dtype,
+                **self.common_settings()}
+
+    def tag(self) -> str:
+        m = self.cfg.modelopt
+        suffix = "" if m.high_precision_dtype == "fp32" else f"_{m.high_precision_dtype}"
+        return f"modelopt_int8_{m.calibration_method}{suffix}"
+
+    def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
+        m = self.cfg.modelopt
+        if m.calibration_method not in METHODS:
+            raise SuiteError(f"ModelOpt int8 calibration method must be one of {', '.join(METHODS)} "
+                             f"(got {m.calibration_method})")
+        if m.high_precision_dtype not in HIGH_PRECISION:
+            raise SuiteError(f"--high-precision-dtype must be fp32 or fp16 (got {m.high_precision_dtype})")
+        reason = self.unavailable_reason()
+        if reason:
+            raise SuiteError(reason)
+        run_modelopt_quantize(
+            onnx_path=str(fp32),
+            quantize_mode="int8",
+            calibration_data=feed,
+            calibration_method=m.calibration_method,
+            calibration_eps=self.calibration_eps(),
+            nodes_to_exclude=exclude or None,
+            op_types_to_exclude=list(m.exclude_op_types) or None,
+            high_precision_dtype=m.high_precision_dtype,
+            output_path=str(out),
+            log_level="WARNING",
+        )
+        if not out.is_file() or out.stat().st_size == 0:
+            raise SuiteError(f"ModelOpt wrote no model for {fp32.name}")

@@ -1,0 +1,145 @@
+"""What the ONNX toolchains share: the FP32 ONNX reference, the named calibration feed, exclusions.
+
+ModelOpt and ONNX Runtime both quantize an FP32 ONNX file into a Q/DQ ONNX file from the same seeded
+calibration sample; only the quantize call differs, so everything around it lives here once.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantization.base import Quantizer
+from quantization.onnx_export import check_onnx_file, export_onnx, onnx_input_names
+from utils.artifacts import Artifact, build_manifest, load_artifact, write_artifact
+from utils.config import RunConfig
+from utils.data import CalibrationSet
+from utils.errors import SuiteError
+from utils.models import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+def onnx_node_names(path: Path) -> list[tuple[str, str]]:
+    """(name, op_type) of every node of an ONNX file."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [(n.name, n.op_type) for n in model.graph.node]
+
+
+def resolve_exclusions(path: Path, patterns: list[str], op_types: list[str]) -> list[str]:
+    """Node names matched by the regexes (``re.match``, as ModelOpt does); warn on a pattern that matches none."""
+    nodes = onnx_node_names(path)
+    matched: list[str] = []
+    for pattern in patterns:
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise SuiteError(f"--exclude-nodes pattern '{pattern}' is not a valid regex: {exc}") from None
+        hits = [name for name, _ in nodes if regex.match(name)]
+        if not hits:
+            log.warning("--exclude-nodes pattern '%s' matches no node of %s; nothing excluded for it",
+                        pattern, path.name)
+        matched.extend(h for h in hits if h not in matched)
+    present = {op for _, op in nodes}
+    for op_type in op_types:
+        if op_type not in present:
+            log.warning("--exclude-op-types %s: the model has no such node", op_type)
+    return matched
+
+
+def read_calibration_npz(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise SuiteError(f"calibration data not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k].astype(np.float32) for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise SuiteError(f"{path}: not a readable .npz of arrays ({exc})") from None
+
+
+def check_feed(onnx_path: Path, feed: dict[str, np.ndarray]) -> None:
+    """The calibration arrays must be keyed by the model's input names."""
+    names = onnx_input_names(onnx_path)
+    if sorted(feed) != sorted(names):
+        raise SuiteError(f"calibration data inputs {sorted(feed)} do not match the model's inputs {names} "
+                         f"({onnx_path.name})")
+
+
+class OnnxQuantizer(Quantizer):
+    """Base of the ONNX toolchains: subclasses implement :meth:`_quantize_file`."""
+
+    folder = "modelopt"
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__(cfg)
+        self.onnx_path = Path(cfg.modelopt.onnx_path) if cfg.modelopt.onnx_path else None
+        self.calibration_data = Path(cfg.modelopt.calibration_data) if cfg.modelopt.calibration_data else None
+        self._fp32: Artifact | None = None
+
+    @abstractmethod
+    def tag(self) -> str: ...
+
+    @abstractmethod
+    def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
+        """Write the Q/DQ ONNX for ``fp32`` into ``out``."""
+
+    def export_fp32(self, model: LoadedModel) -> Artifact:
+        if self._fp32 is not None:
+            return self._fp32
+        if self.onnx_path is not None:
+            check_onnx_file(self.onnx_path)
+            try:
+                self._fp32 = load_artifact(self.onnx_path)
+            except SuiteError:  # a user's own ONNX without our manifest
+                self._fp32 = Artifact(self.onnx_path, "onnx", "onnx", "fp32",
+                                {"name": self.onnx_path.stem, "settings": {"mode": "fp32"},
+                                 **self.model_facts(model)})
+            return self._fp32
+        final = self.output_dir().parent / "onnx" / f"{self.artifact_stem(model, f'fp32_opset{self.cfg.modelopt.opset}')}.onnx"
+        self._fp32 = export_onnx(model.module, model.input_shape, final, name=f"{model.arch} FP32 ONNX",
+                                 opset=self.cfg.modelopt.opset, source_weights=model.weights_path,
+                                 extra=self.model_facts(model))
+        return self._fp32
+
+    def calibration_feed(self, fp32: Path, calibration: CalibrationSet) -> dict[str, np.ndarray]:
+        if self.calibration_data is not None:
+            feed = read_calibration_npz(self.calibration_data)
+        else:
+            feed = {onnx_input_names(fp32)[0]: calibration.as_array()}
+        check_feed(fp32, feed)
+        return feed
+
+    def quantize(self, model: LoadedModel, calibration: CalibrationSet) -> Artifact:
+        fp32 = self.export_fp32(model)
+        feed = self.calibration_feed(fp32.path, calibration)
+        m = self.cfg.modelopt
+        exclude = resolve_exclusions(fp32.path, m.exclude_nodes, m.exclude_op_types)
+        start = time.perf_counter()
+        final = self.output_dir() / f"{self.artifact_stem(model, self.tag())}.onnx"
+        settings = {**self.settings(), "nodes_excluded": exclude}
+        ids = calibration.ids if self.calibration_data is None else [f"{self.calibration_data}:{i}" for i in
+                                                                     range(len(next(iter(feed.values()))))]
+
+        def write(tmp: Path) -> None:
+            self._quantize_file(fp32.path, feed, exclude, tmp)
+            check_onnx_file(tmp)
+            manifest["quantize_seconds"] = round(time.perf_counter() - start, 2)
+
+        manifest = build_manifest(name=f"{model.arch} {self.tag()}", toolchain=self.toolchain, kind="onnx_qdq",
+                                  precision="int8", settings=settings, source_weights=model.weights_path,
+                                  calibration_ids=ids,
+                                  extra={**self.model_facts(model), "fp32_onnx": str(fp32.path)})
+        return write_artifact(final, write, manifest, toolchain=self.toolchain, kind="onnx_qdq", precision="int8")
+
+    def common_settings(self) -> dict[str, Any]:
+        m = self.cfg.modelopt
+        return {"calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed,
+                "exclude_nodes": list(m.exclude_nodes), "exclude_op_types": list(m.exclude_op_types),
+                "opset": m.opset}

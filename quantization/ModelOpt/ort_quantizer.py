@@ -1,0 +1,102 @@
+"""ONNX Runtime static quantization (``quantize_static``, QDQ format): what ModelOpt wraps.
+
+Defaults follow what runs fast on x86 CPUs: unsigned 8-bit activations with signed per-channel
+weights (ORT's CPU EP fuses u8 x s8 QDQ into integer kernels; s8 activations ran at FP32 speed).
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer
+from utils.errors import SuiteError
+from utils.hardware import has_int8_dot_product
+
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+class _FeedReader:
+    """ORT's CalibrationDataReader protocol over the named calibration arrays, in batches."""
+
+    def __init__(self, feed: dict[str, np.ndarray], batch_size: int):
+        self._iter = self._batches(feed, batch_size)
+
+    @staticmethod
+    def _batches(feed: dict[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        n = len(next(iter(feed.values())))
+        for start in range(0, n, batch_size):
+            yield {k: v[start:start + batch_size] for k, v in feed.items()}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:  # pragma: no cover - ORT only calls it for multi-pass calibrators
+        raise NotImplementedError
+
+
+class OrtQuantizer(OnnxQuantizer):
+    toolchain = "ort"
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime-gpu")):
+            if importlib.util.find_spec(module) is None:
+                return f"toolchain ort needs package {package} (pip install -r requirements/base.txt)"
+        return None
+
+    def method(self) -> str:
+        m = self.cfg.modelopt.calibration_method
+        method = {"max": "minmax"}.get(m, m)
+        if method not in METHODS:
+            raise SuiteError(f"ORT calibration method must be one of {', '.join(METHODS)} (got {m})")
+        return method
+
+    def activation_type(self) -> str:
+        choice = self.cfg.modelopt.activation_type
+        if choice == "auto":
+            return "uint8"  # ORT's x86 kernels are u8 x s8, with or without VNNI
+        if choice not in ("uint8", "int8"):
+            raise SuiteError(f"--activation-type must be auto, uint8 or int8 (got {choice})")
+        return choice
+
+    def settings(self) -> dict[str, Any]:
+        m = self.cfg.modelopt
+        return {"mode": "ort quantize_static QDQ", "calibration_method": self.method(),
+                "granularity": m.granularity, "activation_type": self.activation_type(), "weight_type": "int8",
+                "cpu_int8_dot_product": has_int8_dot_product(), **self.common_settings()}
+
+    def tag(self) -> str:
+        act = "u8" if self.activation_type() == "uint8" else "s8"
+        return f"ort_qdq_{self.method()}_{self.cfg.modelopt.granularity}_{act}s8"
+
+    def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        m = self.cfg.modelopt
+        if m.granularity not in ("per_channel", "per_tensor"):
+            raise SuiteError(f"--granularity must be per_channel or per_tensor (got {m.granularity})")
+        prepped = out.with_name(out.stem + ".pre.onnx")
+        try:
+            quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
+            op_types = None
+            if m.exclude_op_types:
+                import onnx
+
+                present = {n.op_type for n in onnx.load(str(prepped), load_external_data=False).graph.node}
+                op_types = sorted(present - set(m.exclude_op_types))
+            quantize_static(
+                str(prepped), str(out), _FeedReader(feed, self.cfg.calibration.batch_size),
+                quant_format=QuantFormat.QDQ,
+                per_channel=m.granularity == "per_channel",
+                activation_type=QuantType.QUInt8 if self.activation_type() == "uint8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=getattr(CalibrationMethod, METHODS[self.method()]),
+                nodes_to_exclude=exclude or None,
+                op_types_to_quantize=op_types,
+            )
+        finally:
+            prepped.unlink(missing_ok=True)

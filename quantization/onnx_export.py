@@ -1,0 +1,75 @@
+"""FP32 ONNX export shared by the ModelOpt, ONNX Runtime and TensorRT toolchains.
+
+One file per model and opset (dynamic batch axis, checked with ``onnx.checker``), reused by every
+ONNX toolchain so their INT8 artifacts share one FP32 reference.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+
+from utils.artifacts import Artifact, build_manifest, load_artifact, sha256_file, write_artifact
+from utils.errors import SuiteError, missing_package
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+def require_onnx(toolchain: str) -> None:
+    if importlib.util.find_spec("onnx") is None:
+        raise missing_package(toolchain, "onnx")
+
+
+def check_onnx_file(path: Path) -> None:
+    """Fail with one line if ``path`` is not a valid ONNX model."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # onnx raises ValidationError, DecodeError, OSError...
+        raise SuiteError(f"{path}: not a valid ONNX model ({str(exc).strip().splitlines()[0][:200]})") from None
+
+
+def export_onnx(module: torch.nn.Module, input_shape: tuple[int, ...], final: Path, *, name: str, opset: int,
+                source_weights: Path | None, extra: dict) -> Artifact:
+    """Export ``module`` to ONNX with a dynamic batch axis; reuse an identical earlier export."""
+    require_onnx("onnx export")
+    if opset < 17:
+        raise SuiteError(f"--opset must be 17 or newer (got {opset})")
+    weights_sha = sha256_file(source_weights)
+    if final.is_file():
+        try:
+            previous = load_artifact(final)
+            if (previous.manifest.get("source_weights_sha256") == weights_sha
+                    and previous.manifest.get("settings", {}).get("opset") == opset
+                    and previous.manifest.get("input_shape") == list(input_shape) and weights_sha):
+                log.info("reusing FP32 ONNX %s", final)
+                return previous
+        except SuiteError:
+            pass
+
+    def write(tmp: Path) -> None:
+        example = torch.randn(2, *input_shape)
+        with torch.no_grad():
+            torch.onnx.export(module.eval(), (example,), str(tmp), input_names=[INPUT_NAME],
+                              output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        check_onnx_file(tmp)
+
+    manifest = build_manifest(name=name, toolchain="onnx", kind="onnx", precision="fp32",
+                              settings={"mode": "fp32", "opset": opset, "input_name": INPUT_NAME},
+                              source_weights=source_weights, calibration_ids=None, extra=extra)
+    return write_artifact(final, write, manifest, toolchain="onnx", kind="onnx", precision="fp32")
+
+
+def onnx_input_names(path: Path) -> list[str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers]
