@@ -51,6 +51,10 @@ class Quantizer(ABC):
     def quantize(self, model: LoadedModel, calibration: CalibrationSet) -> Artifact:
         """Calibrate and write the INT8 artifact (atomically, with its manifest)."""
 
+    def extra_artifacts(self, model: LoadedModel) -> list[Artifact]:
+        """Further references some toolchains build (TensorRT: the FP16 engine)."""
+        return []
+
     def output_dir(self) -> Path:
         return resolve_path(self.cfg.models_dir) / self.folder
 

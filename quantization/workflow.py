@@ -44,14 +44,14 @@ def make_quantizer(name: str, cfg: RunConfig) -> Quantizer:
     return cls(cfg)
 
 
-def run_toolchain(name: str, cfg: RunConfig, prepared: Prepared) -> tuple[Artifact, Artifact]:
-    """The FP32 reference and the INT8 artifact of toolchain ``name``."""
+def run_toolchain(name: str, cfg: RunConfig, prepared: Prepared) -> list[Artifact]:
+    """The FP32 reference, the INT8 artifact, and any further references of toolchain ``name``."""
     quantizer = make_quantizer(name, cfg)
     fp32 = quantizer.export_fp32(prepared.model)
     log.info("%s: FP32 reference %s", name, fp32.path)
     int8 = quantizer.quantize(prepared.model, prepared.calibration)
     log.info("%s: INT8 artifact %s", name, int8.path)
-    return fp32, int8
+    return [fp32, int8, *quantizer.extra_artifacts(prepared.model)]
 
 
 def check_disjoint(artifact: Artifact, splits: DataSplits) -> None:

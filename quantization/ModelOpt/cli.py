@@ -35,6 +35,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
     cfg = cli.config_from_args(args)
-    fp32, int8 = run_toolchain(toolchain_for(cfg), cfg, prepare(cfg))
+    fp32, int8, *_ = run_toolchain(toolchain_for(cfg), cfg, prepare(cfg))
     print(f"FP32 ONNX:      {fp32.path}\nINT8 Q/DQ ONNX: {int8.path}\nmanifest:       {int8.manifest_path}")
     return 0

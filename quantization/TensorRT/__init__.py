@@ -1,1 +1,1 @@
-"""Package."""
+"""The TensorRT toolchain: .pth -> FP32 ONNX -> Q/DQ ONNX (ModelOpt) -> explicitly quantized engine."""

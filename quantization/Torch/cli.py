@@ -38,6 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.setup_logging(args.verbose)
     cfg = cli.config_from_args(args)
     prepared = prepare(cfg)
-    fp32, int8 = run_toolchain(toolchain_for_mode(cfg.torch.mode), cfg, prepared)
+    fp32, int8, *_ = run_toolchain(toolchain_for_mode(cfg.torch.mode), cfg, prepared)
     print(f"FP32 reference: {fp32.path}\nINT8 artifact:  {int8.path}\nmanifest:       {int8.manifest_path}")
     return 0

@@ -1,0 +1,77 @@
+"""Bad input: one line on stderr, exit code 2, no traceback, no partial artifact."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import run_script
+from utils.models import build_architecture
+
+PTQ = "quantization/Torch/torch_PTQ.py"
+
+
+def _assert_clean_failure(result, models_dir: Path, message: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    leftovers = [p for p in models_dir.rglob("*") if p.is_file() and (".tmp" in p.name or "_fx_" in p.name)]
+    assert leftovers == []
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path) -> Path:
+    return tmp_path / "models"
+
+
+def _ptq(models_dir: Path, *args: str):
+    return run_script(PTQ, "--models-dir", str(models_dir), "--calib-size", "16", *args)
+
+
+def test_missing_weights_file(tmp_path: Path, models_dir: Path):
+    result = _ptq(models_dir, "--arch", "resnet20", "--weights", str(tmp_path / "missing.pth"))
+    _assert_clean_failure(result, models_dir, "weights file not found")
+
+
+def test_corrupt_weights_file(tmp_path: Path, models_dir: Path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"PK\x03\x04 truncated zip")
+    result = _ptq(models_dir, "--arch", "resnet20", "--weights", str(bad))
+    _assert_clean_failure(result, models_dir, "not a readable PyTorch weights file")
+
+
+def test_architecture_that_does_not_match_the_weights(tmp_path: Path, models_dir: Path):
+    path = tmp_path / "r20.pth"
+    torch.save(build_architecture("resnet20", 10).state_dict(), path)
+    result = _ptq(models_dir, "--arch", "resnet44", "--weights", str(path))
+    _assert_clean_failure(result, models_dir, "do not match architecture resnet44")
+
+
+def test_empty_dataset_folder(tmp_path: Path, models_dir: Path):
+    (tmp_path / "empty").mkdir()
+    result = _ptq(models_dir, "--dataset", "imagenet", "--data-root", str(tmp_path / "empty"), "--arch", "resnet18")
+    _assert_clean_failure(result, models_dir, "no images found")
+
+
+def test_unreadable_dataset_images(tmp_path: Path, models_dir: Path):
+    folder = tmp_path / "data" / "n0"
+    folder.mkdir(parents=True)
+    for i in range(20):
+        (folder / f"{i}.jpg").write_bytes(b"not an image")
+    result = _ptq(models_dir, "--dataset", "imagenet", "--data-root", str(tmp_path / "data"), "--arch", "resnet18",
+                  "--image-size", "32")
+    _assert_clean_failure(result, models_dir, "cannot read image")
+
+
+def test_calibration_larger_than_the_dataset(models_dir: Path):
+    result = run_script(PTQ, "--models-dir", str(models_dir), "--calib-size", "5000")
+    _assert_clean_failure(result, models_dir, "larger than the")
+
+
+def test_help_documents_every_option():
+    for script in (PTQ, "evaluation/comprehensive_evaluation_torch_int8.py"):
+        result = run_script(script, "--help")
+        assert result.returncode == 0
+        for flag in ("--config", "--arch", "--weights", "--num-classes", "--dataset", "--data-root", "--calib-size",
+                     "--calib-seed", "--mode", "--backend", "--granularity", "--observer", "--reduce-range"):
+            assert flag in result.stdout, f"{script} --help lacks {flag}"
