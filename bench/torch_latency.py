@@ -54,7 +54,7 @@ def main() -> None:
             runners = {"fp32": cls(fp32), "int8": cls(int8)}
             for batch_size in args.batch_sizes:
                 batch = sample_batch(prepared.splits, batch_size).numpy()
-                stats = interleaved_latency({k: (lambda r=r: r.predict(batch)) for k, r in runners.items()},
+                stats = interleaved_latency({k: (lambda r=r, b=batch: r.predict(b)) for k, r in runners.items()},
                                             batch_size, warmup=5, rounds=args.rounds)
                 f, q = stats["fp32"].summary()["p50_ms"], stats["int8"].summary()["p50_ms"]
                 print(f"| {arch} | {toolchain} | {runtime} | {batch_size} | {f:.1f} | {q:.1f} | {f / q:.2f}x |",

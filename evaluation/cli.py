@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
 from quantization.workflow import check_disjoint, make_quantizer, prepare, run_toolchain
@@ -19,7 +19,8 @@ from utils.config import RunConfig
 log = logging.getLogger(__name__)
 
 
-def build_parser(prog: str, description: str, add_toolchain_args: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+def build_parser(prog: str, description: str,
+                 add_toolchain_args: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     cli.add_config_arg(parser)
     parser.add_argument("--artifact", action="append", default=None, metavar="PATH",

@@ -5,14 +5,20 @@ ONNX toolchain so their INT8 artifacts share one FP32 reference.
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
 import torch
 
-from utils.artifacts import Artifact, build_manifest, load_artifact, sha256_file, write_artifact
+from utils.artifacts import (
+    Artifact,
+    build_manifest,
+    load_artifact,
+    sha256_file,
+    write_artifact,
+)
 from utils.errors import SuiteError, missing_package
+from utils.packages import has_module
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +27,7 @@ OUTPUT_NAME = "logits"
 
 
 def require_onnx(toolchain: str) -> None:
-    if importlib.util.find_spec("onnx") is None:
+    if not has_module("onnx"):
         raise missing_package(toolchain, "onnx")
 
 

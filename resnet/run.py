@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
-from evaluation.pipelines.workflow import evaluate_and_report, run_folder
 from evaluation.pipelines.loop import Skipped
+from evaluation.pipelines.workflow import evaluate_and_report, run_folder
 from quantization.base import TOOLCHAINS, quantizer_class
 from quantization.workflow import prepare, run_toolchain
 from utils import cli

@@ -77,7 +77,7 @@ def test_markdown_and_csv_carry_the_json_figures(demo_run: Path):
     with open(folder / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(report["rows"])
-    for row, csv_row in zip(report["rows"], rows):
+    for row, csv_row in zip(report["rows"], rows, strict=True):
         assert f"| {row['artifact']} | {row['runtime']} |" in md
         assert f"{100 * row['top1']:.2f}" in md
         assert float(csv_row["top1"]) == pytest.approx(row["top1"])

@@ -14,10 +14,11 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 ARTIFACT_KINDS = ("torch_module", "torchscript", "exported_program", "onnx", "onnx_qdq", "trt_plan")
 MANIFEST_SUFFIX = ".manifest.json"
@@ -109,7 +110,7 @@ def build_manifest(*, name: str, toolchain: str, kind: str, precision: str, sett
         "toolchain": toolchain,
         "kind": kind,
         "precision": precision,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "settings": settings,
         "source_weights": str(source_weights) if source_weights else None,
         "source_weights_sha256": sha256_file(source_weights),

@@ -10,7 +10,8 @@ import argparse
 import logging
 import sys
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from utils.config import RunConfig, load_config
 from utils.errors import USAGE_EXIT_CODE, SuiteError

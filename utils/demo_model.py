@@ -12,7 +12,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from utils.artifacts import atomic_path, build_manifest, write_json_atomic, manifest_path_for
+from utils.artifacts import (
+    atomic_path,
+    build_manifest,
+    manifest_path_for,
+    write_json_atomic,
+)
 from utils.config import DataConfig, resolve_path
 
 log = logging.getLogger(__name__)

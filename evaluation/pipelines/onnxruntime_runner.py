@@ -5,7 +5,6 @@ is chosen from what the machine really has, and the one the session actually use
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 import numpy as np
@@ -13,6 +12,7 @@ import numpy as np
 from evaluation.pipelines.base import Runner
 from utils.artifacts import Artifact
 from utils.errors import SuiteError
+from utils.packages import has_module
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def choose_providers() -> list[str]:
         gpu = torch.cuda.is_available()
     except ImportError:  # pragma: no cover - torch is a base requirement
         gpu = False
-    if gpu and "TensorrtExecutionProvider" in available and importlib.util.find_spec("tensorrt"):
+    if gpu and "TensorrtExecutionProvider" in available and has_module("tensorrt"):
         providers.append("TensorrtExecutionProvider")
     if gpu and "CUDAExecutionProvider" in available:
         providers.append("CUDAExecutionProvider")
@@ -62,7 +62,7 @@ class OnnxRuntimeRunner(Runner):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        if importlib.util.find_spec("onnxruntime") is None:
+        if not has_module("onnxruntime"):
             return "onnxruntime is not installed (pip install -r requirements/base.txt)"
         return None
 

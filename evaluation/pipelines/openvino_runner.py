@@ -5,13 +5,12 @@ ONNX Runtime's CPU EP but about twice as fast on OpenVINO, so both runtimes are 
 """
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 
 from evaluation.pipelines.base import Runner
 from utils.artifacts import Artifact
 from utils.errors import SuiteError
+from utils.packages import has_module
 
 
 class OpenVINORunner(Runner):
@@ -39,7 +38,7 @@ class OpenVINORunner(Runner):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        if importlib.util.find_spec("openvino") is None:
+        if not has_module("openvino"):
             return "openvino is not installed (pip install -r requirements/base.txt)"
         return None
 

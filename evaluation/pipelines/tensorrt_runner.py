@@ -6,13 +6,12 @@ It has never run in this project (no GPU with TensorRT was available): see docs/
 """
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 
 from evaluation.pipelines.base import Runner
 from utils.artifacts import Artifact
 from utils.errors import SuiteError
+from utils.packages import has_module
 
 
 def tensorrt_unavailable_reason() -> str | None:
@@ -24,7 +23,7 @@ def tensorrt_unavailable_reason() -> str | None:
             return "no CUDA device"
     except ImportError:  # pragma: no cover
         return "torch is not installed"
-    if importlib.util.find_spec("tensorrt") is None:
+    if not has_module("tensorrt"):
         return "tensorrt not installed (pip install -r requirements/tensorrt.txt on a GPU host)"
     return None
 

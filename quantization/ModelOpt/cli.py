@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from quantization.workflow import prepare, run_toolchain
 from utils import cli

@@ -7,7 +7,6 @@ ModelOpt places Q/DQ the TensorRT way (symmetric INT8, Conv/Gemm inputs): on CPU
 """
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 
 from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer
 from utils.errors import SuiteError
+from utils.packages import has_module
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def default_calibration_eps() -> list[str]:
 
         if torch.cuda.is_available():
             eps = ["cuda:0", "cpu"]
-            if importlib.util.find_spec("tensorrt"):
+            if has_module("tensorrt"):
                 eps.insert(0, "trt")
     except ImportError:  # pragma: no cover
         pass
@@ -64,7 +64,7 @@ class ModelOptQuantizer(OnnxQuantizer):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime-gpu"), ("modelopt", "nvidia-modelopt[onnx]")):
-            if importlib.util.find_spec(module) is None:
+            if not has_module(module):
                 return f"toolchain modelopt needs package {package} (pip install -r requirements/base.txt)"
         return None
 

@@ -5,15 +5,16 @@ weights (ORT's CPU EP fuses u8 x s8 QDQ into integer kernels; s8 activations ran
 """
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer
 from utils.errors import SuiteError
 from utils.hardware import has_int8_dot_product
+from utils.packages import has_module
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
@@ -43,7 +44,7 @@ class OrtQuantizer(OnnxQuantizer):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime-gpu")):
-            if importlib.util.find_spec(module) is None:
+            if not has_module(module):
                 return f"toolchain ort needs package {package} (pip install -r requirements/base.txt)"
         return None
 
@@ -73,7 +74,12 @@ class OrtQuantizer(OnnxQuantizer):
         return f"ort_qdq_{self.method()}_{self.cfg.modelopt.granularity}_{act}s8"
 
     def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
-        from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         m = self.cfg.modelopt

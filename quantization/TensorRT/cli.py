@@ -6,7 +6,7 @@ then says what is missing in one line and exits 2, leaving the Q/DQ ONNX ready f
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from quantization.TensorRT.trt_quantizer import TensorRTQuantizer
 from quantization.workflow import prepare

@@ -14,9 +14,10 @@ None of this has run in this project: no machine here has a GPU with TensorRT (d
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from utils.errors import SuiteError
 

@@ -8,7 +8,6 @@ same model exported without quantization, so both are compiled by Inductor and c
 from __future__ import annotations
 
 import copy
-import importlib.util
 import logging
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from utils.artifacts import Artifact, build_manifest, write_artifact
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
+from utils.packages import has_module
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class PT2EQuantizer(Quantizer):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        if importlib.util.find_spec("torchao") is None:
+        if not has_module("torchao"):
             return "torchao is not installed (pip install -r requirements/base.txt)"
         return None
 
