@@ -1,0 +1,158 @@
+"""ModelOpt and ONNX Runtime quantize_static: each setting must reach the Q/DQ artifact."""
+import copy
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx.numpy_helper as nh
+import pytest
+
+from quantization.workflow import prepare, run_toolchain
+from tests.conftest import run_script
+from utils.config import RunConfig
+
+
+@pytest.fixture(scope="module")
+def base_cfg(tmp_path_factory) -> RunConfig:
+    cfg = RunConfig()
+    cfg.models_dir = str(tmp_path_factory.mktemp("models"))
+    cfg.calibration.size = 64
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def prepared(base_cfg):
+    return prepare(base_cfg)
+
+
+def _quantize(base_cfg, prepared, toolchain: str, **modelopt):
+    cfg = copy.deepcopy(base_cfg)
+    for key, value in modelopt.items():
+        setattr(cfg.modelopt, key, value)
+    fp32, int8, *_ = run_toolchain(toolchain, cfg, prepared)
+    return fp32, int8, onnx.load(str(int8.path))
+
+
+def _inits(model) -> dict:
+    return {i.name: nh.to_array(i) for i in model.graph.initializer}
+
+
+def _producers(model) -> dict:
+    return {o: n for n in model.graph.node for o in n.output}
+
+
+def _input_scale(model) -> float:
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+    return float(_inits(model)[q.input[1]])
+
+
+def _activation_scales(model) -> list[float]:
+    inits = _inits(model)
+    return [float(inits[n.input[1]]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in inits and inits[n.input[1]].size == 1]
+
+
+def _quantized_convs(model) -> set[str]:
+    prod = _producers(model)
+    return {n.name for n in model.graph.node if n.op_type == "Conv"
+            and prod.get(n.input[0]) is not None and prod[n.input[0]].op_type == "DequantizeLinear"}
+
+
+def test_modelopt_calibration_method_and_dtype_reach_the_artifact(base_cfg, prepared):
+    fp32, max_art, max_model = _quantize(base_cfg, prepared, "modelopt", calibration_method="max")
+    _, ent_art, ent_model = _quantize(base_cfg, prepared, "modelopt", calibration_method="entropy")
+    assert max_art.path != ent_art.path
+    assert _activation_scales(max_model) != pytest.approx(_activation_scales(ent_model))
+    assert max_art.manifest["settings"]["calibration_method"] == "max"
+    assert max_art.manifest["settings"]["calibration_eps"] == ["cpu"]  # no GPU here
+    # symmetric signed INT8, TensorRT-style
+    zps = [_inits(max_model)[n.input[2]] for n in max_model.graph.node
+           if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in _inits(max_model)]
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    has_fp16 = lambda m: any(i.data_type == onnx.TensorProto.FLOAT16 for i in m.graph.initializer)  # noqa: E731
+    assert not has_fp16(max_model)
+    _, _, fp16_model = _quantize(base_cfg, prepared, "modelopt", high_precision_dtype="fp16")
+    assert has_fp16(fp16_model)
+
+
+def test_modelopt_node_and_op_exclusions_reach_the_artifact(base_cfg, prepared, caplog):
+    _, _, full = _quantize(base_cfg, prepared, "modelopt")
+    first_conv = sorted(_quantized_convs(full))[0]
+    pattern = "^" + first_conv.replace("/", "\\/").replace(".", "\\.") + "$"
+    _, art, excluded = _quantize(base_cfg, prepared, "modelopt", exclude_nodes=[pattern, "no_such_node.*"])
+    assert art.manifest["settings"]["nodes_excluded"] == [first_conv]
+    assert first_conv not in _quantized_convs(excluded)
+    assert len(_quantized_convs(excluded)) == len(_quantized_convs(full)) - 1
+    assert "matches no node" in caplog.text
+    _, _, no_conv = _quantize(base_cfg, prepared, "modelopt", exclude_op_types=["Conv"])
+    assert _quantized_convs(no_conv) == set()
+
+
+def test_ort_granularity_activation_type_and_method(base_cfg, prepared):
+    _, art, pc = _quantize(base_cfg, prepared, "ort", calibration_method="minmax", granularity="per_channel")
+    _, _, pt = _quantize(base_cfg, prepared, "ort", calibration_method="minmax", granularity="per_tensor")
+    _, _, s8 = _quantize(base_cfg, prepared, "ort", calibration_method="minmax", activation_type="int8")
+    _, _, pct = _quantize(base_cfg, prepared, "ort", calibration_method="percentile")
+
+    def weight_scale_sizes(model):
+        prod, inits = _producers(model), _inits(model)
+        return [inits[prod[n.input[1]].input[1]].size for n in model.graph.node if n.op_type == "Conv"]
+
+    assert max(weight_scale_sizes(pc)) > 1 and max(weight_scale_sizes(pt)) == 1
+    input_zp = lambda m: _inits(m)[next(n for n in m.graph.node if n.op_type == "QuantizeLinear"  # noqa: E731
+                                        and n.input[0] == "input").input[2]].dtype
+    assert input_zp(pc) == np.uint8 and input_zp(s8) == np.int8
+    assert _input_scale(pct) < _input_scale(pc)  # percentile clips the range MinMax keeps
+    assert art.manifest["settings"]["activation_type"] == "uint8"
+
+
+def test_onnx_int8_accuracy_on_the_demo(base_cfg, prepared):
+    from evaluation.pipelines.loop import evaluate_artifacts
+
+    cfg = copy.deepcopy(base_cfg)
+    cfg.runtimes = ["onnxruntime"]
+    cfg.benchmark.batch_sizes, cfg.benchmark.rounds, cfg.benchmark.warmup = [1], 1, 0
+    fp32, mo, *_ = run_toolchain("modelopt", cfg, prepared)
+    _, ort_art, *_ = run_toolchain("ort", cfg, prepared)
+    results, _ = evaluate_artifacts([fp32, mo, ort_art], prepared.splits, cfg)
+    for result in results:
+        assert result.metrics["top1"] >= 0.95
+        if result.artifact.precision == "int8":
+            assert result.comparison["top1_drop_pp"] <= 1.0
+
+
+SCRIPT = "quantization/ModelOpt/ModelOpt_PTQ.py"
+
+
+def test_not_onnx_is_one_line(tmp_path: Path):
+    fake = tmp_path / "model.onnx"
+    fake.write_text("this is not a protobuf")
+    result = run_script(SCRIPT, "--onnx", str(fake), "--calib-size", "16", "--models-dir", str(tmp_path / "m"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "not a valid ONNX model" in result.stderr.strip().splitlines()[-1]
+
+
+def test_calibration_input_name_mismatch(tmp_path: Path):
+    data = tmp_path / "calib.npz"
+    np.savez(data, images=np.zeros((4, 3, 32, 32), np.float32))
+    result = run_script(SCRIPT, "--calibration-data", str(data), "--calib-size", "16", "--models-dir", str(tmp_path / "m"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "do not match the model's inputs ['input']" in last
+    assert not list((tmp_path / "m").rglob("*modelopt_int8*"))
+
+
+def test_missing_modelopt_names_the_requirements_file(tmp_path: Path):
+    code = ("import sys; sys.modules['modelopt'] = None; sys.argv = ['ModelOpt_PTQ.py', '--calib-size', '16', "
+            f"'--models-dir', {str(tmp_path)!r}]; sys.path.insert(0, '.');"
+            "from quantization.ModelOpt.cli import main; from utils.cli import run_cli; raise SystemExit(run_cli(main))")
+    result = run_script("-c", code)
+    assert result.returncode == 2
+    assert "needs package nvidia-modelopt[onnx] (pip install -r requirements/base.txt)" in result.stderr
+
+
+def test_modelopt_help_documents_every_option():
+    result = run_script(SCRIPT, "--help")
+    for flag in ("--engine", "--calibration-method", "--calibration-eps", "--exclude-nodes", "--exclude-op-types",
+                 "--high-precision-dtype", "--activation-type", "--onnx", "--calibration-data", "--opset"):
+        assert flag in result.stdout
