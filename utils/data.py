@@ -253,7 +253,7 @@ def load_imagenet(cfg: DataConfig, calibration: CalibrationConfig) -> DataSplits
         c_files, c_labels, _ = list_image_folder(calib_root)
         if not c_files:
             raise SuiteError(f"{calib_root}: no calibration images found")
-        overlap = {p.name for p in c_files} & {p.name for p in files}
+        overlap = {p.stem for p in c_files} & {p.stem for p in files}  # calib-images re-saves as PNG
         if overlap:
             raise SuiteError(f"{len(overlap)} calibration images are also evaluation images "
                              f"(e.g. {sorted(overlap)[0]}): never calibrate on what you evaluate")

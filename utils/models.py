@@ -112,7 +112,8 @@ def read_state_dict(path: Path, allow_unsafe_load: bool = False) -> dict[str, to
 def load_weights(module: nn.Module, state: dict[str, torch.Tensor], arch: str, path: Path) -> None:
     """Strict load with a one-line explanation when the weights belong to another architecture."""
     own = module.state_dict()
-    missing = [k for k in own if k not in state]
+    # BatchNorm's num_batches_tracked counter is absent from checkpoints saved by PyTorch < 0.4.1.
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
     if missing or unexpected or mismatched:
@@ -127,7 +128,7 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], arch: str, p
             detail.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
         raise SuiteError(f"weights {path.name} do not match architecture {arch}: {'; '.join(detail)}"
                          " (check --arch and --num-classes)")
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=False)  # strictness checked above, counters excepted
 
 
 def infer_num_classes(state: dict[str, torch.Tensor]) -> int | None:

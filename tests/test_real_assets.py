@@ -1,0 +1,70 @@
+"""Accuracy on the real pretrained models in ../shared/assets (skipped with the reason when absent).
+
+FP32 and INT8 go through the suite's own quantizers, runners and evaluation loop, on the models' own
+labelled images, calibrated on images disjoint from the evaluated ones.
+"""
+import copy
+import os
+
+import pytest
+
+from evaluation.pipelines.loop import evaluate_artifacts
+from quantization.workflow import prepare, run_toolchain
+from tests.conftest import asset
+from utils.config import RunConfig
+
+# CI evaluates the first 2,000 CIFAR-10 test images; MLS_EVAL_LIMIT=0 evaluates all 10,000.
+EVAL_LIMIT = int(os.environ.get("MLS_EVAL_LIMIT", "2000")) or None
+CIFAR_WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th",
+                 "resnet44": "resnet44-014dd654.th", "resnet56": "resnet56-4bfd9763.th"}
+
+
+def _cifar_cfg(arch: str, tmp_path) -> RunConfig:
+    root = asset("cifar10")
+    cfg = RunConfig()
+    cfg.model.arch, cfg.model.weights = arch, str(root / CIFAR_WEIGHTS[arch])
+    cfg.data.dataset, cfg.data.root, cfg.data.batch_size = "cifar10", str(root), 500
+    cfg.data.limit = EVAL_LIMIT
+    cfg.calibration.size = 256
+    cfg.models_dir = str(tmp_path)
+    cfg.benchmark.batch_sizes, cfg.benchmark.rounds, cfg.benchmark.warmup = [1], 1, 0
+    return cfg
+
+
+def _drops(cfgs: list[RunConfig], toolchain: str, runtime: str) -> dict[str, tuple[float, float]]:
+    """Quantize with each config (same data), then evaluate every artifact once on ``runtime``."""
+    prepared = prepare(cfgs[0])
+    artifacts = {}
+    for variant in cfgs:
+        for artifact in run_toolchain(toolchain, variant, prepared):
+            artifacts[str(artifact.path)] = artifact
+    cfg = copy.deepcopy(cfgs[0])
+    cfg.runtimes = [runtime]
+    results, _ = evaluate_artifacts(list(artifacts.values()), prepared.splits, cfg)
+    return {r.artifact.name: (r.metrics["top1"], r.comparison.get("top1_drop_pp", 0.0)) for r in results}
+
+
+@pytest.mark.parametrize("arch", sorted(CIFAR_WEIGHTS))
+def test_cifar_resnet_fx_per_channel_within_one_point(arch, tmp_path):
+    cfg = _cifar_cfg(arch, tmp_path)
+    cfg.torch.granularity = "per_channel"
+    figures = _drops([cfg], "torch_fx", "torch")
+    fp32 = figures[f"{arch} FP32"][0]
+    assert fp32 > 0.80, f"FP32 top-1 {fp32:.3f}: the checkpoint or preprocessing is wrong"
+    for name, (top1, drop) in figures.items():
+        print(f"{name}: top-1 {100 * top1:.2f}% drop {drop:+.2f} pp")
+        assert drop <= 1.0, f"{name} loses {drop:.2f} pp"
+
+
+@pytest.mark.parametrize("arch", sorted(CIFAR_WEIGHTS))
+def test_cifar_resnet_modelopt_max_and_entropy_within_one_point(arch, tmp_path):
+    cfgs = []
+    for method in ("max", "entropy"):
+        cfg = _cifar_cfg(arch, tmp_path)
+        cfg.modelopt.calibration_method = method
+        cfgs.append(cfg)
+    figures = _drops(cfgs, "modelopt", "onnxruntime")
+    assert len(figures) == 3  # FP32 ONNX + max + entropy
+    for name, (top1, drop) in figures.items():
+        print(f"{name}: top-1 {100 * top1:.2f}% drop {drop:+.2f} pp")
+        assert drop <= 1.0, f"{name} loses {drop:.2f} pp"
