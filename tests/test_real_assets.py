@@ -50,7 +50,7 @@ def test_cifar_resnet_fx_per_channel_within_one_point(arch, tmp_path):
     cfg.torch.granularity = "per_channel"
     figures = _drops([cfg], "torch_fx", "torch")
     fp32 = figures[f"{arch} FP32"][0]
-    assert fp32 > 0.80, f"FP32 top-1 {fp32:.3f}: the checkpoint or preprocessing is wrong"
+    assert fp32 > 0.70, f"FP32 top-1 {fp32:.3f}: the checkpoint or preprocessing is wrong"
     for name, (top1, drop) in figures.items():
         print(f"{name}: top-1 {100 * top1:.2f}% drop {drop:+.2f} pp")
         assert drop <= 1.0, f"{name} loses {drop:.2f} pp"

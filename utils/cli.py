@@ -113,10 +113,10 @@ def add_torch_args(parser: argparse.ArgumentParser) -> None:
            "(L2-optimal range, the entropy-like one), percentile",
            choices=["minmax", "moving_average_minmax", "histogram", "percentile"])
     option(g, "--percentile", "torch.percentile", "percentile for --observer percentile", type=float)
-    option(g, "--reduce-range", "torch.reduce_range", "7-bit activations: auto (on for x86/fbgemm), on, off",
-           choices=["auto", "on", "off"])
-    option(g, "--weight-bits", "torch.weight_bits", "7 avoids u8 x s8 saturation on CPUs without VNNI",
-           type=int, choices=[7, 8])
+    option(g, "--reduce-range", "torch.reduce_range", "7-bit activations (torch.ao's x86 default): on, off; "
+           "auto = off (the bit is taken from the weights where needed)", choices=["auto", "on", "off"])
+    option(g, "--weight-bits", "torch.weight_bits", "weight bits: auto = 7 on x86/fbgemm without VNNI/AMX "
+           "(u8 x s8 kernels saturate 16-bit sums there), 8 with VNNI/AMX", choices=["auto", "7", "8"])
 
 
 def add_modelopt_args(parser: argparse.ArgumentParser) -> None:

@@ -52,8 +52,10 @@ class TorchQuantConfig:
     granularity: str = "per_channel"  # per_channel | per_tensor
     observer: str = "histogram"  # minmax | moving_average_minmax | histogram | percentile
     percentile: float = 99.99
-    reduce_range: str = "auto"  # auto (backend default) | on | off
-    weight_bits: int = 8  # 7 avoids u8 x s8 saturation on CPUs without VNNI
+    # Saturation-safe bit widths on CPUs whose u8 x s8 kernels add pairs in 16 bits (no VNNI/AMX):
+    # auto gives up one weight bit there (7-bit weights, 8-bit activations), none with VNNI/AMX.
+    reduce_range: str = "auto"  # 7-bit activations: auto (off) | on | off
+    weight_bits: str = "auto"  # auto | 7 | 8
 
 
 @dataclass

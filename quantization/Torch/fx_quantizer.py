@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from quantization.base import Quantizer
-from quantization.Torch.qconfig import build_qconfig_mapping, use_reduce_range, validate
+from quantization.Torch.qconfig import build_qconfig_mapping, saturation_risk, use_reduce_range, validate, weight_bits
 from quantization.Torch.torchscript_export import write_torchscript
 from utils.artifacts import Artifact
 from utils.data import CalibrationSet
@@ -36,14 +36,15 @@ class FxQuantizer(Quantizer):
             return {"mode": "dynamic", "backend": t.backend, "weights": "qint8 per-tensor (Linear only)"}
         return {"mode": "fx", "backend": t.backend, "granularity": t.granularity, "observer": t.observer,
                 "percentile": t.percentile if t.observer == "percentile" else None,
-                "reduce_range": use_reduce_range(t), "weight_bits": t.weight_bits,
+                "reduce_range": use_reduce_range(t), "weight_bits": weight_bits(t),
+                "saturation_risk_on_this_cpu": saturation_risk(t),
                 "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed}
 
     def tag(self) -> str:
         t = self.cfg.torch
         if t.mode == "dynamic":
             return f"dynamic_{t.backend}"
-        bits = "_w7" if t.weight_bits == 7 else ""
+        bits = "_w7" if weight_bits(t) == 7 else ""
         rr = "_rr" if use_reduce_range(t) else ""
         return f"fx_{t.backend}_{t.granularity}_{t.observer}{rr}{bits}"
 
