@@ -45,7 +45,7 @@ def evaluation_main(argv: Sequence[str] | None, *, prog: str, description: str, 
     if args.artifact:
         int8 = [load_artifact(p) for p in args.artifact]
         for artifact in int8:
-            check_disjoint(artifact, prepared.splits)
+            check_disjoint(artifact, prepared.splits, cfg.data.allow_overlap)
         artifacts = [make_quantizer(toolchain, cfg).export_fp32(prepared.model), *int8]
     else:
         artifacts = list(run_toolchain(toolchain, cfg, prepared))

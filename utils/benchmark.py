@@ -39,7 +39,11 @@ class LatencyStats:
 
 def interleaved_latency(models: dict[str, Callable[[], Any]], batch_size: int, warmup: int = 5,
                         rounds: int = 30, desc: str = "latency") -> dict[str, LatencyStats]:
-    """Time each zero-argument callable ``rounds`` times, interleaved, after ``warmup`` calls each."""
+    """Time each zero-argument callable ``rounds`` times, interleaved, after ``warmup`` calls each.
+
+    A callable that returns a float is self-timed (milliseconds, e.g. measured with CUDA events);
+    any other return value means the wall-clock time of the call is taken.
+    """
     names = list(models)
     for name in names:
         for _ in range(warmup):
@@ -49,8 +53,9 @@ def interleaved_latency(models: dict[str, Callable[[], Any]], batch_size: int, w
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             start = time.perf_counter()
-            models[name]()
-            samples[name].append((time.perf_counter() - start) * 1000.0)
+            measured = models[name]()
+            elapsed = (time.perf_counter() - start) * 1000.0
+            samples[name].append(measured if isinstance(measured, float) else elapsed)
     return {name: LatencyStats(batch_size, samples[name]) for name in names}
 
 

@@ -70,6 +70,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
            choices=["demo", "imagenet", "cifar10"])
     option(g, "--data-root", "data.root", "dataset folder")
     option(g, "--calib-root", "data.calib_root", "separate calibration image folder (imagenet layout)")
+    option(g, "--allow-overlap", "data.allow_overlap", "allow calibration images that are also evaluation "
+           "images (the accuracy figures are then optimistic)", action="store_true")
     option(g, "--batch-size", "data.batch_size", "evaluation batch size", type=int)
     option(g, "--limit", "data.limit", "evaluate on the first N evaluation images only", type=int)
     option(g, "--image-size", "data.image_size", "centre-crop size (dataset default)", type=int)

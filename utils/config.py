@@ -30,6 +30,7 @@ class DataConfig:
     dataset: str = "demo"  # demo | imagenet | cifar10
     root: str | None = None  # dataset folder (imagenet: class folders or images/ + labels.tsv)
     calib_root: str | None = None  # separate calibration folder (else a seeded split of root/train)
+    allow_overlap: bool = False  # let calibration images also be evaluation images (biased figures)
     batch_size: int = 32
     limit: int | None = None  # evaluate on the first N evaluation images only
     image_size: int | None = None  # centre-crop size (dataset default if unset)

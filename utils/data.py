@@ -255,8 +255,10 @@ def load_imagenet(cfg: DataConfig, calibration: CalibrationConfig) -> DataSplits
             raise SuiteError(f"{calib_root}: no calibration images found")
         overlap = {p.stem for p in c_files} & {p.stem for p in files}  # calib-images re-saves as PNG
         if overlap:
-            raise SuiteError(f"{len(overlap)} calibration images are also evaluation images "
-                             f"(e.g. {sorted(overlap)[0]}): never calibrate on what you evaluate")
+            message = (f"{len(overlap)} calibration images are also evaluation images (e.g. {sorted(overlap)[0]})")
+            if not cfg.allow_overlap:
+                raise SuiteError(f"{message}: never calibrate on what you evaluate (--allow-overlap to force)")
+            log.warning("%s: accuracy figures will be optimistic (--allow-overlap)", message)
         pool = FileImageDataset(c_files, c_labels, transform)
         return DataSplits(
             name="imagenet", calibration_pool=pool, evaluation=FileImageDataset(files, labels, transform),

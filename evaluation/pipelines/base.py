@@ -7,7 +7,9 @@ device), so the loop can list skipped pairs with a reason instead of failing.
 from __future__ import annotations
 
 import importlib
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -49,6 +51,18 @@ class Runner(ABC):
     @abstractmethod
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Logits (float32, N x classes) for an NCHW float32 batch."""
+
+    def timed_call(self, batch: np.ndarray) -> Callable[[], float]:
+        """A zero-argument call that runs ``batch`` once and returns its latency in ms.
+
+        Host runtimes time the whole call with a monotonic clock; device runtimes override this to
+        time on the device (CUDA events) with the input already resident there.
+        """
+        def call() -> float:
+            start = time.perf_counter()
+            self.predict(batch)
+            return (time.perf_counter() - start) * 1000.0
+        return call
 
 
 def runner_class(runtime: str) -> type[Runner]:

@@ -99,7 +99,7 @@ def evaluate_runtime(runtime: str, artifacts: list[Artifact], splits: DataSplits
     latency: dict[str, dict[int, dict[str, Any]]] = {r.artifact.name: {} for r in runners}
     for batch_size in cfg.benchmark.batch_sizes:
         batch = sample_batch(splits, batch_size).numpy()
-        calls = {r.artifact.name: (lambda r=r, b=batch: r.predict(b)) for r in runners}
+        calls = {r.artifact.name: r.timed_call(batch) for r in runners}
         stats = interleaved_latency(calls, batch_size, cfg.benchmark.warmup, cfg.benchmark.rounds,
                                     desc=f"latency {runtime} b{batch_size}")
         for name, stat in stats.items():

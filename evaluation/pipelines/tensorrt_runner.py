@@ -81,3 +81,17 @@ class TensorRTRunner(Runner):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.run_device(self._torch.from_numpy(batch)).float().cpu().numpy()
+
+    def timed_call(self, batch: np.ndarray):
+        """Latency of the engine alone: input resident on the GPU, timed with CUDA events on its stream."""
+        torch = self._torch
+        device_batch = torch.from_numpy(batch).cuda()
+
+        def call() -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(self.stream)
+            self.run_device(device_batch)
+            end.record(self.stream)
+            end.synchronize()
+            return float(start.elapsed_time(end))
+        return call
