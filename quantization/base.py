@@ -27,6 +27,15 @@ TOOLCHAINS: dict[str, str] = {
 }
 
 
+def float_suffix(layers: list[str]) -> str:
+    """A short, stable artifact-name suffix for a set of layers kept in float."""
+    if not layers:
+        return ""
+    import hashlib
+
+    return f"_float{len(layers)}-{hashlib.sha1(','.join(sorted(layers)).encode()).hexdigest()[:6]}"
+
+
 class Quantizer(ABC):
     toolchain: ClassVar[str]
     folder: ClassVar[str]  # models/<folder>/
@@ -50,6 +59,14 @@ class Quantizer(ABC):
     @abstractmethod
     def quantize(self, model: LoadedModel, calibration: CalibrationSet) -> Artifact:
         """Calibrate and write the INT8 artifact (atomically, with its manifest)."""
+
+    def quantizable_layers(self, model: LoadedModel) -> list[str]:
+        """Layer names that can be kept in float one at a time (sensitivity, fallback)."""
+        raise NotImplementedError(f"toolchain {self.toolchain} has no per-layer fallback")
+
+    def with_float_layers(self, layers: list[str]) -> Quantizer:
+        """The same quantizer with ``layers`` kept in float."""
+        raise NotImplementedError(f"toolchain {self.toolchain} has no per-layer fallback")
 
     def extra_artifacts(self, model: LoadedModel) -> list[Artifact]:
         """Further references some toolchains build (TensorRT: the FP16 engine)."""

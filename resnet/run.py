@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from evaluation.pipelines.loop import Skipped
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
 from quantization.base import TOOLCHAINS, quantizer_class
+from quantization.sweep import sweep_configs
 from quantization.workflow import prepare, run_toolchain
 from utils import cli
 from utils.artifacts import Artifact
@@ -31,6 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("run")
     cli.option(g, "--toolchains", "toolchains", f"toolchains to run, comma-separated: {', '.join(TOOLCHAINS)} "
                f"(all runnable: {','.join(DEFAULT_TOOLCHAINS)})", type=cli.csv_list())
+    t = parser.add_argument_group("calibration sweep and accuracy recovery")
+    cli.option(t, "--calibration", "tuning.calibrations", "sweep: minmax,percentile,entropy,mse (each toolchain "
+               "runs the ones it supports; the others are listed as skipped)", type=cli.csv_list())
+    cli.option(t, "--granularity-sweep", "tuning.granularities", "sweep: per_tensor,per_channel", type=cli.csv_list())
+    cli.option(t, "--sensitivity", "tuning.sensitivity", "rank layers by keeping each one in float at a time "
+               "(top-1 and logit SQNR on a held-out slice)", action="store_true")
+    cli.option(t, "--max-drop", "tuning.max_drop", "accuracy target in pp: keep the most sensitive layers in float "
+               "one by one until the held-out drop is within it", type=float)
+    cli.option(t, "--max-float-layers", "tuning.max_float_layers", "layer budget of --max-drop", type=int)
+    cli.option(t, "--heldout-size", "tuning.heldout_size", "held-out images for --sensitivity/--max-drop "
+               "(never evaluation images)", type=int)
+    cli.option(t, "--tuning-toolchains", "tuning.toolchains", "toolchains that get sensitivity/fallback",
+               type=cli.csv_list())
     cli.add_model_args(parser)
     cli.add_data_args(parser)
     cli.add_calibration_args(parser)
@@ -50,15 +64,21 @@ def run_all(argv: Sequence[str] | None = None) -> int:
     prepared = prepare(cfg)
     artifacts: dict[str, Artifact] = {}
     skipped: list[Skipped] = []
+    tuning: list[dict] = []
     for name in names:
         reason = quantizer_class(name).unavailable_reason()
         if reason:
             log.warning("toolchain %s skipped: %s", name, reason)
             skipped.append(Skipped(f"toolchain {name}", reason))
             continue
+        variants, unsupported = sweep_configs(name, cfg)
+        skipped.extend(Skipped(f"sweep {label}", why) for label, why in unsupported)
         try:
-            for artifact in run_toolchain(name, cfg, prepared):
-                artifacts[str(artifact.path)] = artifact
+            for variant in variants:
+                for artifact in run_toolchain(name, variant, prepared):
+                    artifacts[str(artifact.path)] = artifact
+            if (cfg.tuning.sensitivity or cfg.tuning.max_drop is not None) and name in cfg.tuning.toolchains:
+                tuning.append(_recover(name, cfg, prepared, artifacts))
         except ToolchainUnavailable as exc:
             log.warning("toolchain %s skipped: %s", name, exc)
             skipped.append(Skipped(f"toolchain {name}", str(exc)))
@@ -66,12 +86,27 @@ def run_all(argv: Sequence[str] | None = None) -> int:
         raise SuiteError("no toolchain could run on this machine: " + "; ".join(s.reason for s in skipped))
     out_dir = run_folder(cfg, None)
     report = evaluate_and_report("End-to-end INT8 comparison", list(artifacts.values()), prepared.splits, cfg,
-                                 out_dir, skipped=skipped, context={"toolchains": ", ".join(names)})
+                                 out_dir, skipped=skipped, context={"toolchains": ", ".join(names)}, tuning=tuning)
     for row in report["rows"]:
         drop = "" if row["top1_drop_pp"] is None else f" (drop {row['top1_drop_pp']:+.2f} pp)"
         print(f"{row['artifact']:<60} {row['runtime']:<13} top-1 {100 * row['top1']:6.2f}%{drop}")
     print(f"report: {out_dir / 'report.md'}")
     return 0
+
+
+def _recover(name: str, cfg, prepared, artifacts: dict[str, Artifact]) -> dict:
+    """Sensitivity ranking and layer fallback for toolchain ``name``; the fallback artifact joins the run."""
+    from evaluation.accuracy_recovery import recover
+    from quantization.workflow import make_quantizer
+
+    quantizer = make_quantizer(name, cfg)
+    fp32 = quantizer.export_fp32(prepared.model)
+    result = recover(name, quantizer, prepared, fp32, sensitivity=cfg.tuning.sensitivity,
+                     max_drop=cfg.tuning.max_drop, budget=cfg.tuning.max_float_layers,
+                     heldout_size=cfg.tuning.heldout_size)
+    if result.artifact is not None:
+        artifacts[str(result.artifact.path)] = result.artifact
+    return result.to_dict()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,6 +57,7 @@ class TorchQuantConfig:
     # auto gives up one weight bit there (7-bit weights, 8-bit activations), none with VNNI/AMX.
     reduce_range: str = "auto"  # 7-bit activations: auto (off) | on | off
     weight_bits: str = "auto"  # auto | 7 | 8
+    float_layers: list[str] = field(default_factory=list)  # module names kept in float (qconfig None)
 
 
 @dataclass
@@ -84,6 +85,19 @@ class TensorRTConfig:
 
 
 @dataclass
+class TuningConfig:
+    """Calibration sweeps, per-layer sensitivity and accuracy-aware layer fallback (resnet.run)."""
+
+    calibrations: list[str] | None = None  # sweep: minmax, percentile, entropy, mse
+    granularities: list[str] | None = None  # sweep: per_tensor, per_channel
+    sensitivity: bool = False  # rank layers by the effect of keeping each one in float
+    max_drop: float | None = None  # pp on the held-out slice: keep sensitive layers float until met
+    max_float_layers: int = 5  # layer budget of the fallback
+    heldout_size: int = 500  # images (never evaluation images) for sensitivity and fallback
+    toolchains: list[str] = field(default_factory=lambda: ["torch_fx", "ort", "modelopt"])
+
+
+@dataclass
 class BenchmarkConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
     warmup: int = 5
@@ -100,6 +114,7 @@ class RunConfig:
     modelopt: ModelOptQuantConfig = field(default_factory=ModelOptQuantConfig)
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     toolchains: list[str] | None = None  # resnet.run: which toolchains (default: all runnable)
     runtimes: list[str] | None = None  # which runtimes (default: every installed one that fits)
     models_dir: str = "models"

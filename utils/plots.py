@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ def drop_vs_speedup(rows: list[dict[str, Any]], batch: str, path: Path) -> Path 
         ax.scatter(row["speedup"][batch], row["top1_drop_pp"], s=50)
         ax.annotate(_label(row), (row["speedup"][batch], row["top1_drop_pp"]), textcoords="offset points",
                     xytext=(6, 4), fontsize=7)
+    ax.margins(x=0.2, y=0.2)
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_xlabel(f"speedup vs FP32 on the same runtime (batch {batch}, p50)")
@@ -115,7 +117,14 @@ def write_plots(report: dict[str, Any], out_dir: Path, class_names: list[str]) -
                             f"Latency at batch {b}", out_dir / f"latency_b{b}.png"))
     written.append(bars(rows, [r["peak_rss_bytes"] / 2**20 for r in rows], "peak RSS increase (MiB)",
                         "Memory", out_dir / "memory.png"))
+    for tuning in report.get("tuning", []):
+        ranking = tuning["ranking"][:20]
+        if ranking:
+            pseudo = [{"artifact": r["layer"], "runtime": tuning["toolchain"], "precision": "int8"} for r in ranking]
+            written.append(bars(pseudo, [r["sqnr_gain_db"] for r in ranking], "logit SQNR gain when kept float (dB)",
+                                f"Layer sensitivity ({tuning['toolchain']})", out_dir / f"sensitivity_{tuning['toolchain']}.png"))
     conf_dir = out_dir / "confusion"
-    for i, (key, matrix) in enumerate(report["confusion_matrices"].items()):
-        written.append(confusion_heatmap(np.asarray(matrix), class_names, key, conf_dir / f"confusion_{i:02d}.png"))
+    for key, matrix in report["confusion_matrices"].items():
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
+        written.append(confusion_heatmap(np.asarray(matrix), class_names, key, conf_dir / f"{slug}.png"))
     return written

@@ -106,10 +106,35 @@ def markdown(report: dict[str, Any]) -> str:
         if best:
             out.write(f"\nFastest INT8 at batch {b}: **{best['artifact']}** on **{best['runtime']}** "
                       f"({best['p50_ms']:.2f} ms p50, {_fmt(best['speedup'])}x vs FP32 on the same runtime).\n")
+    for tuning in report.get("tuning", []):
+        out.write(tuning_markdown(tuning))
     if report["warnings"]:
         out.write("\n## Warnings\n\n" + "".join(f"- {w}\n" for w in report["warnings"]))
     if report["skipped"]:
         out.write("\n## Skipped\n\n" + "".join(f"- {s['what']}: {s['reason']}\n" for s in report["skipped"]))
+    return out.getvalue()
+
+
+def tuning_markdown(t: dict[str, Any]) -> str:
+    out = io.StringIO()
+    out.write(f"\n## Accuracy recovery: {t['toolchain']} (measured on {t['runtime']}, {t['heldout']})\n\n")
+    out.write(f"FP32 top-1 {100 * t['fp32_top1']:.2f} %, full INT8 {100 * t['full_int8_top1']:.2f} % "
+              f"(logit SQNR {t['full_int8_sqnr_db']:.1f} dB) on the held-out slice.\n")
+    if t["ranking"]:
+        out.write("\nPer-layer sensitivity (each layer kept in float alone; most sensitive first):\n\n"
+                  "| rank | layer | SQNR gain dB | top-1 gain pp |\n|---|---|---|---|\n")
+        for i, r in enumerate(t["ranking"][:15], 1):
+            out.write(f"| {i} | {r['layer']} | {r['sqnr_gain_db']:+.2f} | {r['top1_gain_pp']:+.2f} |\n")
+    fb = t.get("fallback")
+    if fb:
+        verdict = "reached" if fb["reached"] else "NOT reached"
+        out.write(f"\nFallback to a {fb['target_drop_pp']:g} pp drop (budget {fb['budget']} layers): {verdict}; "
+                  f"kept in float: {', '.join(fb['kept_float']) or 'none'}"
+                  f"{' (artifact ' + t['artifact'] + ' in the table above)' if t.get('artifact') else ''}.\n\n"
+                  "| float layers | held-out top-1 % | drop pp |\n|---|---|---|\n")
+        for h in fb["history"]:
+            out.write(f"| {h['float_layers']}{' (+' + h['layer'] + ')' if h.get('layer') else ''} | "
+                      f"{100 * h['top1']:.2f} | {h['drop_pp']:.2f} |\n")
     return out.getvalue()
 
 

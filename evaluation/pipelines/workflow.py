@@ -25,7 +25,7 @@ def run_folder(cfg: RunConfig, toolchain: str | None) -> Path:
 
 def evaluate_and_report(title: str, artifacts: list[Artifact], splits: DataSplits, cfg: RunConfig,
                         out_dir: Path, skipped: list[Any] | None = None,
-                        context: dict[str, Any] | None = None) -> dict[str, Any]:
+                        context: dict[str, Any] | None = None, tuning: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Evaluate every (artifact, runtime) pair, write report.json/.md, metrics.csv and plots."""
     results, runtime_skips = evaluate_artifacts(artifacts, splits, cfg)
     hw = hardware_summary()
@@ -42,6 +42,7 @@ def evaluate_and_report(title: str, artifacts: list[Artifact], splits: DataSplit
         **(context or {}),
     }
     report = build_report(title, results, list(skipped or []) + runtime_skips, info, cfg.benchmark.batch_sizes)
+    report["tuning"] = tuning or []
     paths = write_report(out_dir, report)
     write_plots(report, out_dir, splits.class_names)
     log.info("report written to %s", paths["md"])

@@ -5,6 +5,7 @@ calibration sample; only the quantize call differs, so everything around it live
 """
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from quantization.base import Quantizer
+from quantization.base import Quantizer, float_suffix
 from quantization.onnx_export import check_onnx_file, export_onnx, onnx_input_names
 from utils.artifacts import Artifact, build_manifest, load_artifact, write_artifact
 from utils.config import RunConfig
@@ -82,6 +83,7 @@ class OnnxQuantizer(Quantizer):
         self.onnx_path = Path(cfg.modelopt.onnx_path) if cfg.modelopt.onnx_path else None
         self.calibration_data = Path(cfg.modelopt.calibration_data) if cfg.modelopt.calibration_data else None
         self._fp32: Artifact | None = None
+        self.float_layers: list[str] = []
 
     @abstractmethod
     def tag(self) -> str: ...
@@ -108,6 +110,16 @@ class OnnxQuantizer(Quantizer):
                                  extra=self.model_facts(model))
         return self._fp32
 
+    def quantizable_layers(self, model: LoadedModel) -> list[str]:
+        return [name for name, op in onnx_node_names(self.export_fp32(model).path) if op in ("Conv", "Gemm", "MatMul")]
+
+    def with_float_layers(self, layers: list[str]) -> OnnxQuantizer:
+        cfg = copy.deepcopy(self.cfg)
+        cfg.modelopt.exclude_nodes = [*cfg.modelopt.exclude_nodes, *("^" + re.escape(n) + "$" for n in layers)]
+        twin = type(self)(cfg)
+        twin._fp32, twin.float_layers = self._fp32, list(layers)
+        return twin
+
     def calibration_feed(self, fp32: Path, calibration: CalibrationSet) -> dict[str, np.ndarray]:
         if self.calibration_data is not None:
             feed = read_calibration_npz(self.calibration_data)
@@ -122,7 +134,7 @@ class OnnxQuantizer(Quantizer):
         m = self.cfg.modelopt
         exclude = resolve_exclusions(fp32.path, m.exclude_nodes, m.exclude_op_types)
         start = time.perf_counter()
-        final = self.output_dir() / f"{self.artifact_stem(model, self.tag())}.onnx"
+        final = self.output_dir() / f"{self.artifact_stem(model, self.tag() + float_suffix(self.float_layers))}.onnx"
         settings = {**self.settings(), "nodes_excluded": exclude}
         ids = calibration.ids if self.calibration_data is None else [f"{self.calibration_data}:{i}" for i in
                                                                      range(len(next(iter(feed.values()))))]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from quantization.base import Quantizer
+from quantization.base import Quantizer, float_suffix
 from quantization.Torch.qconfig import build_qconfig_mapping, saturation_risk, use_reduce_range, validate, weight_bits
 from quantization.Torch.torchscript_export import write_torchscript
 from utils.artifacts import Artifact
@@ -37,7 +37,7 @@ class FxQuantizer(Quantizer):
         return {"mode": "fx", "backend": t.backend, "granularity": t.granularity, "observer": t.observer,
                 "percentile": t.percentile if t.observer == "percentile" else None,
                 "reduce_range": use_reduce_range(t), "weight_bits": weight_bits(t),
-                "saturation_risk_on_this_cpu": saturation_risk(t),
+                "saturation_risk_on_this_cpu": saturation_risk(t), "float_layers": list(t.float_layers),
                 "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed}
 
     def tag(self) -> str:
@@ -46,7 +46,15 @@ class FxQuantizer(Quantizer):
             return f"dynamic_{t.backend}"
         bits = "_w7" if weight_bits(t) == 7 else ""
         rr = "_rr" if use_reduce_range(t) else ""
-        return f"fx_{t.backend}_{t.granularity}_{t.observer}{rr}{bits}"
+        return f"fx_{t.backend}_{t.granularity}_{t.observer}{rr}{bits}{float_suffix(t.float_layers)}"
+
+    def quantizable_layers(self, model: LoadedModel) -> list[str]:
+        return [name for name, m in model.module.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+
+    def with_float_layers(self, layers: list[str]) -> FxQuantizer:
+        cfg = copy.deepcopy(self.cfg)
+        cfg.torch.float_layers = list(layers)
+        return FxQuantizer(cfg)
 
     def _example(self, model: LoadedModel, batch: int = 1) -> torch.Tensor:
         return torch.randn(batch, *model.input_shape)

@@ -109,4 +109,7 @@ def build_qconfig(cfg: TorchQuantConfig) -> QConfig:
 
 def build_qconfig_mapping(cfg: TorchQuantConfig) -> QConfigMapping:
     """The backend's default mapping (fixed-qparams ops etc.) with our global qconfig."""
-    return get_default_qconfig_mapping(cfg.backend).set_global(build_qconfig(cfg))
+    mapping = get_default_qconfig_mapping(cfg.backend).set_global(build_qconfig(cfg))
+    for name in cfg.float_layers:
+        mapping.set_module_name(name, None)
+    return mapping

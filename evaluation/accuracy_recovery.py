@@ -1,0 +1,140 @@
+"""Per-layer sensitivity and accuracy-aware layer fallback, one algorithm for every toolchain.
+
+ModelOpt, ONNX Runtime and TensorRT quantize to a recipe, not to an accuracy target; Neural
+Compressor, NNCF and AIMET tune. Here: keep one layer in float at a time and measure, on a held-out
+slice (never evaluation images), the top-1 and the SQNR of the logits against FP32; rank the layers;
+then, from full INT8, keep the most sensitive layers in float one by one until the top-1 drop on the
+held-out slice is within ``max_drop`` pp or the layer budget is spent. A toolchain takes part by
+implementing ``quantizable_layers`` and ``with_float_layers`` (FX: qconfig None per module;
+ModelOpt/ORT: nodes_to_exclude).
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from evaluation.pipelines.base import runner_class
+from quantization.base import Quantizer
+from quantization.workflow import Prepared
+from utils.artifacts import Artifact
+from utils.data import DataSplits, SubsetDataset
+from utils.errors import SuiteError
+
+log = logging.getLogger(__name__)
+
+NATURAL_RUNTIME = {"torch_fx": "torch", "modelopt": "onnxruntime", "ort": "onnxruntime"}
+
+
+@dataclass
+class HeldOut:
+    images: np.ndarray
+    labels: np.ndarray
+    source: str
+
+
+def heldout_slice(splits: DataSplits, calibration_ids: list[str], size: int) -> HeldOut:
+    """Images for tuning decisions: calibration-pool images outside the calibration sample where there
+    are enough, else the calibration sample itself. Never evaluation images."""
+    used = set(calibration_ids)
+    spare = [i for i, key in enumerate(splits.calibration_pool_ids) if key not in used]
+    if len(spare) >= min(size, 100):
+        indices, source = spare[:size], f"{min(size, len(spare))} calibration-pool images outside the calibration sample"
+    else:
+        indices = list(range(min(size, len(splits.calibration_pool))))
+        source = f"{len(indices)} calibration images (the pool has no spare images)"
+    subset = SubsetDataset(splits.calibration_pool, indices)
+    items = [subset[i] for i in range(len(subset))]
+    return HeldOut(np.stack([x.numpy() for x, _ in items]).astype(np.float32), np.array([y for _, y in items]), source)
+
+
+def _logits(artifact: Artifact, runtime: str, data: HeldOut, batch: int = 64) -> np.ndarray:
+    runner = runner_class(runtime)(artifact)
+    return np.concatenate([runner.predict(data.images[i:i + batch]) for i in range(0, len(data.images), batch)])
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    noise = float(np.sum((reference - test) ** 2))
+    return float("inf") if noise == 0 else 10.0 * np.log10(float(np.sum(reference ** 2)) / noise)
+
+
+@dataclass
+class Trial:
+    float_layers: list[str]
+    top1: float
+    sqnr_db: float
+
+
+@dataclass
+class RecoveryResult:
+    toolchain: str
+    runtime: str
+    heldout: str
+    fp32_top1: float
+    full_int8: Trial
+    ranking: list[dict[str, Any]] = field(default_factory=list)  # sensitivity, most sensitive first
+    fallback: dict[str, Any] | None = None
+    artifact: Artifact | None = None  # the fallback artifact (in models/), if one was made
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"toolchain": self.toolchain, "runtime": self.runtime, "heldout": self.heldout,
+                "fp32_top1": self.fp32_top1, "full_int8_top1": self.full_int8.top1,
+                "full_int8_sqnr_db": self.full_int8.sqnr_db, "ranking": self.ranking, "fallback": self.fallback,
+                "artifact": self.artifact.name if self.artifact else None}
+
+
+class _Evaluator:
+    def __init__(self, quantizer: Quantizer, prepared: Prepared, runtime: str, data: HeldOut, fp32: Artifact):
+        self.quantizer, self.prepared, self.runtime, self.data = quantizer, prepared, runtime, data
+        self.reference = _logits(fp32, runtime, data)
+        self.scratch = tempfile.TemporaryDirectory(prefix="mls-sensitivity-")
+
+    def trial(self, layers: list[str], keep: bool = False) -> tuple[Trial, Artifact]:
+        quantizer = self.quantizer.with_float_layers(layers)
+        if not keep:  # trials go to a scratch folder; only the final fallback lands in models/
+            quantizer.cfg.models_dir = self.scratch.name  # with_float_layers gave it its own config copy
+        artifact = quantizer.quantize(self.prepared.model, self.prepared.calibration)
+        logits = _logits(artifact, self.runtime, self.data)
+        top1 = float(np.mean(logits.argmax(1) == self.data.labels))
+        return Trial(list(layers), top1, sqnr_db(self.reference, logits)), artifact
+
+
+def recover(toolchain: str, quantizer: Quantizer, prepared: Prepared, fp32: Artifact, *, sensitivity: bool,
+            max_drop: float | None, budget: int, heldout_size: int) -> RecoveryResult:
+    runtime = NATURAL_RUNTIME.get(toolchain)
+    if runtime is None:
+        raise SuiteError(f"toolchain {toolchain} has no per-layer fallback (supported: {', '.join(NATURAL_RUNTIME)})")
+    data = heldout_slice(prepared.splits, prepared.calibration.ids, heldout_size)
+    ev = _Evaluator(quantizer, prepared, runtime, data, fp32)
+    fp32_top1 = float(np.mean(ev.reference.argmax(1) == data.labels))
+    full, _ = ev.trial([])
+    result = RecoveryResult(toolchain, runtime, data.source, fp32_top1, full)
+    layers = quantizer.quantizable_layers(prepared.model)
+    if sensitivity or max_drop is not None:
+        for layer in tqdm(layers, desc=f"sensitivity ({toolchain})", unit="layer"):
+            trial, _ = ev.trial([layer])
+            result.ranking.append({"layer": layer, "top1_gain_pp": 100 * (trial.top1 - full.top1),
+                                   "sqnr_gain_db": trial.sqnr_db - full.sqnr_db, "top1": trial.top1})
+        result.ranking.sort(key=lambda r: (-r["sqnr_gain_db"], -r["top1_gain_pp"]))
+    if max_drop is not None:
+        kept: list[str] = []
+        history = [{"float_layers": 0, "top1": full.top1, "drop_pp": 100 * (fp32_top1 - full.top1)}]
+        best = full
+        for entry in result.ranking[:budget]:
+            if 100 * (fp32_top1 - best.top1) <= max_drop:
+                break
+            kept.append(entry["layer"])
+            best, _ = ev.trial(kept)
+            history.append({"float_layers": len(kept), "layer": entry["layer"], "top1": best.top1,
+                            "drop_pp": 100 * (fp32_top1 - best.top1)})
+        reached = 100 * (fp32_top1 - best.top1) <= max_drop
+        result.fallback = {"target_drop_pp": max_drop, "reached": reached, "kept_float": kept,
+                           "history": history, "budget": budget}
+        if kept:
+            _, result.artifact = ev.trial(kept, keep=True)
+    ev.scratch.cleanup()
+    return result
