@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_data_args(parser)
     cli.add_calibration_args(parser)
     cli.add_torch_args(parser)
+    cli.add_modelopt_args(parser)
     cli.add_benchmark_args(parser)
     cli.add_output_args(parser)
     return parser

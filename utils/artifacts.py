@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ARTIFACT_KINDS = ("torch_module", "torchscript", "exported_program", "onnx", "onnx_qdq", "trt_plan")
+ARTIFACT_KINDS = ("torchscript", "exported_program", "onnx", "onnx_qdq", "openvino_ir", "trt_plan")
 MANIFEST_SUFFIX = ".manifest.json"
 TRACKED_PACKAGES = (
     "torch", "torchvision", "torchao", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu",
@@ -152,5 +152,7 @@ def load_artifact(path: Path) -> Artifact:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise SuiteError(f"manifest {mpath} is not valid JSON: {exc}") from None
+    if manifest.get("kind") not in ARTIFACT_KINDS:
+        raise SuiteError(f"manifest {mpath} names an unknown artifact kind {manifest.get('kind')!r}")
     return Artifact(path=path, kind=manifest["kind"], toolchain=manifest["toolchain"],
                     precision=manifest["precision"], manifest=manifest)

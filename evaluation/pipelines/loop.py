@@ -80,37 +80,38 @@ def _load_runners(runtime: str, artifacts: list[Artifact], threads: int | None) 
             runner = cls(artifact, threads)
             runner.predict(np.zeros((1, *artifact.manifest.get("input_shape", [3, 32, 32])), np.float32))
         runners.append(runner)
-        memory[artifact.name] = peak.increase_bytes
+        memory[str(artifact.path)] = peak.increase_bytes
     return runners, memory
 
 
 def evaluate_runtime(runtime: str, artifacts: list[Artifact], splits: DataSplits, cfg: RunConfig) -> list[PairResult]:
     """Accuracy (one pass over the evaluation set) and interleaved latency for one runtime."""
     runners, memory = _load_runners(runtime, artifacts, cfg.benchmark.threads)
-    logits: dict[str, list[np.ndarray]] = {r.artifact.name: [] for r in runners}
+    key = lambda r: str(r.artifact.path)  # noqa: E731 - paths are unique, display names need not be
+    logits: dict[str, list[np.ndarray]] = {key(r): [] for r in runners}
     labels: list[np.ndarray] = []
     loader = evaluation_loader(splits, cfg.data.batch_size)
     for images, target in tqdm(loader, desc=f"accuracy on {runtime}", unit="batch"):
         batch = images.numpy().astype(np.float32, copy=False)
         labels.append(target.numpy())
         for runner in runners:
-            logits[runner.artifact.name].append(runner.predict(batch))
+            logits[key(runner)].append(runner.predict(batch))
     y = np.concatenate(labels)
-    latency: dict[str, dict[int, dict[str, Any]]] = {r.artifact.name: {} for r in runners}
+    latency: dict[str, dict[int, dict[str, Any]]] = {key(r): {} for r in runners}
     for batch_size in cfg.benchmark.batch_sizes:
         batch = sample_batch(splits, batch_size).numpy()
-        calls = {r.artifact.name: r.timed_call(batch) for r in runners}
+        calls = {key(r): r.timed_call(batch) for r in runners}
         stats = interleaved_latency(calls, batch_size, cfg.benchmark.warmup, cfg.benchmark.rounds,
                                     desc=f"latency {runtime} b{batch_size}")
         for name, stat in stats.items():
             latency[name][batch_size] = stat.summary()
     results = []
     for runner in runners:
-        out = np.concatenate(logits[runner.artifact.name])
+        out = np.concatenate(logits[key(runner)])
         results.append(PairResult(
             artifact=runner.artifact, runtime=runtime, device=runner.device,
             metrics=classification_metrics(out, y, splits.num_classes),
-            latency=latency[runner.artifact.name], peak_rss_bytes=memory[runner.artifact.name],
+            latency=latency[key(runner)], peak_rss_bytes=memory[key(runner)],
             predictions=out.argmax(axis=1)))
     return results
 

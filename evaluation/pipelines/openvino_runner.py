@@ -15,7 +15,7 @@ from utils.packages import has_module
 
 class OpenVINORunner(Runner):
     runtime = "openvino"
-    kinds = ("onnx", "onnx_qdq")
+    kinds = ("onnx", "onnx_qdq", "openvino_ir")
 
     def __init__(self, artifact: Artifact, threads: int | None = None):
         super().__init__(artifact, threads)

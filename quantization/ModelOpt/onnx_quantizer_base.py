@@ -134,7 +134,8 @@ class OnnxQuantizer(Quantizer):
         m = self.cfg.modelopt
         exclude = resolve_exclusions(fp32.path, m.exclude_nodes, m.exclude_op_types)
         start = time.perf_counter()
-        final = self.output_dir() / f"{self.artifact_stem(model, self.tag() + float_suffix(self.float_layers))}.onnx"
+        tag = self.tag() + float_suffix(self.float_layers)
+        final = self.output_dir() / f"{self.artifact_stem(model, tag)}.onnx"
         settings = {**self.settings(), "nodes_excluded": exclude}
         ids = calibration.ids if self.calibration_data is None else [f"{self.calibration_data}:{i}" for i in
                                                                      range(len(next(iter(feed.values()))))]
@@ -144,7 +145,7 @@ class OnnxQuantizer(Quantizer):
             check_onnx_file(tmp)
             manifest["quantize_seconds"] = round(time.perf_counter() - start, 2)
 
-        manifest = build_manifest(name=f"{model.arch} {self.tag()}", toolchain=self.toolchain, kind="onnx_qdq",
+        manifest = build_manifest(name=f"{model.arch} {tag}", toolchain=self.toolchain, kind="onnx_qdq",
                                   precision="int8", settings=settings, source_weights=model.weights_path,
                                   calibration_ids=ids,
                                   extra={**self.model_facts(model), "fp32_onnx": str(fp32.path)})
