@@ -15,15 +15,13 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from bench.common import speed_config  # noqa: E402
 from evaluation.pipelines.base import runner_class  # noqa: E402
 from quantization.workflow import prepare, run_toolchain  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import csv_list, quiet_known_warnings, setup_logging  # noqa: E402
-from utils.config import RunConfig  # noqa: E402
 from utils.data import sample_batch  # noqa: E402
 from utils.hardware import hardware_summary  # noqa: E402
-
-ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "imagenet-val-1300"
 
 
 def main() -> None:
@@ -35,13 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_known_warnings()
     setup_logging()
-    cfg = RunConfig()
-    cfg.model.arch = args.arch
-    cfg.calibration.size = 32
-    if ASSETS.is_dir():
-        cfg.data.dataset, cfg.data.root, cfg.data.limit = "imagenet", str(ASSETS), 32
-    else:
-        cfg.data.image_size = 224
+    cfg = speed_config(args.arch)
     prepared = prepare(cfg)
     artifacts = {}
     for toolchain, method in (("modelopt", "max"), ("ort", "minmax")):

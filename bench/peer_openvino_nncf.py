@@ -21,6 +21,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np  # noqa: E402
 
+from bench.common import ASSETS  # noqa: E402
 from evaluation.pipelines.base import runner_class  # noqa: E402
 from quantization.workflow import prepare, run_toolchain  # noqa: E402
 from utils.artifacts import Artifact  # noqa: E402
@@ -28,8 +29,6 @@ from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import csv_list, quiet_known_warnings, setup_logging  # noqa: E402
 from utils.config import RunConfig, resolve_path  # noqa: E402
 from utils.data import evaluation_loader, sample_batch  # noqa: E402
-
-ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "imagenet-val-1300"
 
 
 def nncf_artifact(fp32_onnx: Artifact, calibration: np.ndarray, out: Path) -> Artifact:

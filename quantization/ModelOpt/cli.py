@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from quantization.workflow import prepare, run_toolchain
+from quantization.cli import build_parser as _build_parser
+from quantization.cli import quantize_main
 from utils import cli
 from utils.config import RunConfig
 
@@ -16,15 +17,7 @@ Writes the FP32 ONNX into models/onnx/ and the Q/DQ ONNX into models/modelopt/, 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ModelOpt_PTQ.py", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_config_arg(parser)
-    cli.add_model_args(parser)
-    cli.add_data_args(parser)
-    cli.add_calibration_args(parser)
-    cli.add_modelopt_args(parser)
-    cli.add_output_args(parser)
-    return parser
+    return _build_parser("ModelOpt_PTQ.py", DESCRIPTION, cli.add_modelopt_args)
 
 
 def toolchain_for(cfg: RunConfig) -> str:
@@ -32,9 +25,4 @@ def toolchain_for(cfg: RunConfig) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cli.setup_logging(args.verbose)
-    cfg = cli.config_from_args(args)
-    fp32, int8, *_ = run_toolchain(toolchain_for(cfg), cfg, prepare(cfg))
-    print(f"FP32 ONNX:      {fp32.path}\nINT8 Q/DQ ONNX: {int8.path}\nmanifest:       {int8.manifest_path}")
-    return 0
+    return quantize_main(argv, build_parser(), toolchain_for)

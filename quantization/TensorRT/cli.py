@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from quantization.cli import build_parser as _build_parser
 from quantization.TensorRT.trt_quantizer import TensorRTQuantizer
 from quantization.workflow import prepare
 from utils import cli
@@ -19,14 +20,7 @@ capability: an engine runs only where it was built)."""
 
 
 def build_parser(prog: str = "tensorrt_PTQ_pth2trt_int8.py") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
-    cli.add_config_arg(parser)
-    cli.add_model_args(parser)
-    cli.add_data_args(parser)
-    cli.add_calibration_args(parser)
-    cli.add_tensorrt_args(parser)
-    cli.add_output_args(parser)
-    return parser
+    return _build_parser(prog, DESCRIPTION, cli.add_tensorrt_args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

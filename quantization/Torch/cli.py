@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Sequence
 
-from quantization.workflow import prepare, run_toolchain
+from quantization.cli import build_parser as _build_parser
+from quantization.cli import quantize_main
 from utils import cli
-
-log = logging.getLogger(__name__)
 
 DESCRIPTION = """Post-training INT8 quantization with PyTorch.
   fx       static PTQ in FX graph mode (torch.ao prepare_fx/convert_fx), TorchScript artifact
@@ -18,15 +16,7 @@ Writes the INT8 artifact and its FP32 reference (same kind) into models/torch/ w
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="torch_PTQ.py", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_config_arg(parser)
-    cli.add_model_args(parser)
-    cli.add_data_args(parser)
-    cli.add_calibration_args(parser)
-    cli.add_torch_args(parser)
-    cli.add_output_args(parser)
-    return parser
+    return _build_parser("torch_PTQ.py", DESCRIPTION, cli.add_torch_args)
 
 
 def toolchain_for_mode(mode: str) -> str:
@@ -34,10 +24,4 @@ def toolchain_for_mode(mode: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cli.setup_logging(args.verbose)
-    cfg = cli.config_from_args(args)
-    prepared = prepare(cfg)
-    fp32, int8, *_ = run_toolchain(toolchain_for_mode(cfg.torch.mode), cfg, prepared)
-    print(f"FP32 reference: {fp32.path}\nINT8 artifact:  {int8.path}\nmanifest:       {int8.manifest_path}")
-    return 0
+    return quantize_main(argv, build_parser(), lambda cfg: toolchain_for_mode(cfg.torch.mode))

@@ -1,0 +1,32 @@
+"""What the quantization scripts share: one parser layout and one main (quantize, print the paths)."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+from quantization.workflow import prepare, run_toolchain
+from utils import cli
+from utils.config import RunConfig
+
+
+def build_parser(prog: str, description: str,
+                 add_toolchain_args: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_config_arg(parser)
+    cli.add_model_args(parser)
+    cli.add_data_args(parser)
+    cli.add_calibration_args(parser)
+    add_toolchain_args(parser)
+    cli.add_output_args(parser)
+    return parser
+
+
+def quantize_main(argv: Sequence[str] | None, parser: argparse.ArgumentParser,
+                  toolchain_for: Callable[[RunConfig], str]) -> int:
+    args = parser.parse_args(argv)
+    cli.setup_logging(args.verbose)
+    cfg = cli.config_from_args(args)
+    fp32, int8, *_ = run_toolchain(toolchain_for(cfg), cfg, prepare(cfg))
+    print(f"FP32 reference: {fp32.path}\nINT8 artifact:  {int8.path}\nmanifest:       {int8.manifest_path}")
+    return 0
