@@ -96,3 +96,17 @@ def test_manifests_record_calibration_and_hardware(demo_run: Path):
         if row["precision"] == "int8":
             assert manifest["calibration_sample_count"] == 64
             assert len(set(manifest["calibration_sample_ids"])) == 64
+
+
+def test_a_rerun_with_the_same_config_gives_the_same_accuracy(demo_run: Path):
+    result = run_script("-m", "resnet.run", "--toolchains", "torch_fx,modelopt,ort", "--limit", "150",
+                        "--calib-size", "64", "--rounds", "1", "--warmup", "0", "--bench-batch-sizes", "1",
+                        "--models-dir", str(demo_run / "models2"), "--results-dir", str(demo_run / "results"),
+                        "--run-name", "rerun")
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = {(r["artifact"], r["runtime"]): r for r in _report(demo_run)["rows"]}
+    second = json.loads((demo_run / "results" / "rerun" / "report.json").read_text())["rows"]
+    assert len(second) == len(first)
+    for row in second:
+        twin = first[(row["artifact"], row["runtime"])]
+        assert (row["top1"], row["top5"], row["f1_macro"]) == (twin["top1"], twin["top5"], twin["f1_macro"])
