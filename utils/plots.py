@@ -40,10 +40,11 @@ def drop_vs_speedup(rows: list[dict[str, Any]], batch: str, path: Path) -> Path 
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
-    for row in points:
-        ax.scatter(row["speedup"][batch], row["top1_drop_pp"], s=50)
-        ax.annotate(_label(row), (row["speedup"][batch], row["top1_drop_pp"]), textcoords="offset points",
-                    xytext=(6, 4), fontsize=7)
+    for i, row in enumerate(points, 1):  # numbered points + a legend: labels of close points never overlap
+        ax.scatter(row["speedup"][batch], row["top1_drop_pp"], s=50, label=f"{i}: {row['artifact']} @ {row['runtime']}")
+        ax.annotate(str(i), (row["speedup"][batch], row["top1_drop_pp"]), textcoords="offset points",
+                    xytext=(5, 5), fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7, ncol=1, frameon=False)
     ax.margins(x=0.2, y=0.2)
     ax.axvline(1.0, color="grey", lw=0.8, ls="--")
     ax.axhline(0.0, color="grey", lw=0.8, ls="--")

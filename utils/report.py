@@ -13,7 +13,7 @@ from typing import Any
 
 from utils.artifacts import write_json_atomic, write_text_atomic
 
-SLOWER_WARNING = "INT8 is slower than FP32 on this runtime"
+SLOWER_WARNING = "INT8 is slower than FP32 on"
 
 
 def result_row(result: Any) -> dict[str, Any]:
