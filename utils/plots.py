@@ -78,10 +78,18 @@ def confusion_heatmap(matrix: np.ndarray, class_names: list[str], title: str, pa
     rows = matrix.sum(axis=1, keepdims=True)
     norm = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
     idx = np.arange(len(matrix))
-    if len(matrix) > 20:
-        errors = rows[:, 0] - np.diag(matrix)
-        idx = np.sort(np.argsort(-errors, kind="stable")[:20])
-        title += " (20 classes with most errors)"
+    if len(matrix) > 20:  # summarise: the classes of the most frequent (true, predicted) confusions
+        off = matrix.copy()
+        np.fill_diagonal(off, 0)
+        chosen: list[int] = []
+        for flat in np.argsort(-off, axis=None, kind="stable"):
+            if off.flat[flat] == 0 or len(chosen) >= 20:
+                break
+            for cls in np.unravel_index(flat, off.shape):
+                if int(cls) not in chosen and len(chosen) < 20:
+                    chosen.append(int(cls))
+        idx = np.array(sorted(chosen or range(20)))
+        title += f" ({len(idx)} classes of the most frequent confusions)"
     sub = norm[np.ix_(idx, idx)]
     names = [class_names[i] if i < len(class_names) else str(i) for i in idx]
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
