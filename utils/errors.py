@@ -16,12 +16,6 @@ class ToolchainUnavailable(SuiteError):
     """A toolchain or runtime cannot run on this machine (package or device missing)."""
 
 
-def require(condition: bool, message: str) -> None:
-    """Raise :class:`SuiteError` with ``message`` unless ``condition`` holds."""
-    if not condition:
-        raise SuiteError(message)
-
-
 def missing_package(toolchain: str, package: str, requirements: str = "requirements/base.txt") -> ToolchainUnavailable:
     """The one message for an optional package that is not installed."""
     return ToolchainUnavailable(
