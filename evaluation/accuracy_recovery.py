@@ -97,7 +97,7 @@ class _Evaluator:
         quantizer = self.quantizer.with_float_layers(layers)
         if not keep:  # trials go to a scratch folder; only the final fallback lands in models/
             quantizer.cfg.models_dir = self.scratch.name  # with_float_layers gave it its own config copy
-        artifact = quantizer.quantize(self.prepared.model, self.prepared.calibration)
+        artifact = quantizer.quantize(self.prepared.model_for(quantizer), self.prepared.calibration)
         logits = _logits(artifact, self.runtime, self.data)
         top1 = float(np.mean(logits.argmax(1) == self.data.labels))
         return Trial(list(layers), top1, sqnr_db(self.reference, logits)), artifact

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
+from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact
 from utils.config import RunConfig, resolve_path
 from utils.data import CalibrationSet
@@ -25,6 +26,8 @@ TOOLCHAINS: dict[str, str] = {
     "ort": "quantization.ModelOpt.ort_quantizer:OrtQuantizer",
     "tensorrt": "quantization.TensorRT.trt_quantizer:TensorRTQuantizer",
 }
+
+TRANSFORM_TAGS = {"cle": "cle", "cle_relu6_to_relu": "cle6", "bias_correction": "bc"}
 
 
 def float_suffix(layers: list[str]) -> str:
@@ -75,14 +78,22 @@ class Quantizer(ABC):
     def output_dir(self) -> Path:
         return resolve_path(self.cfg.models_dir) / self.folder
 
+    def weight_scheme(self) -> WeightScheme:
+        """The INT8 weight grid this toolchain writes (bias correction simulates exactly this one).
+
+        The ONNX toolchains' default: symmetric per-channel, scale = absmax / 127."""
+        return WeightScheme(per_channel=True, qmin=-127, qmax=127, divisor=127.0)
+
     @staticmethod
     def model_facts(model: LoadedModel) -> dict[str, Any]:
         """What a runner needs to know about the model, recorded in every manifest."""
-        return {"arch": model.arch, "num_classes": model.num_classes, "input_shape": list(model.input_shape)}
+        return {"arch": model.arch, "num_classes": model.num_classes, "input_shape": list(model.input_shape),
+                "transforms": list(model.transforms)}
 
     def artifact_stem(self, model: LoadedModel, tag: str) -> str:
         weights = model.weights_path.stem if model.weights_path else "random"
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model.arch}-{weights}_{tag}")
+        passes = "".join(f"_{TRANSFORM_TAGS[t]}" for t in model.transforms)
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model.arch}-{weights}_{tag}{passes}")
 
 
 def quantizer_class(name: str) -> type[Quantizer]:

@@ -6,9 +6,10 @@ same seeded sample and writes the same artifacts.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quantization.base import Quantizer, quantizer_class
+from quantization.transforms import apply_transforms, requested
 from utils.artifacts import Artifact
 from utils.config import RunConfig
 from utils.data import CalibrationSet, DataSplits, calibration_set, load_splits
@@ -23,6 +24,19 @@ class Prepared:
     splits: DataSplits
     model: LoadedModel
     calibration: CalibrationSet
+    _transformed: dict = field(default_factory=dict, repr=False)  # (transform settings, weight grid) -> model
+
+    def model_for(self, quantizer: Quantizer) -> LoadedModel:
+        """The model ``quantizer`` should quantize: the FP32 model after the configured transforms.
+
+        Bias correction depends on the toolchain's weight grid, so the result is kept per grid."""
+        cfg = quantizer.cfg.transforms
+        if not requested(cfg):
+            return self.model
+        key = (repr(cfg), quantizer.weight_scheme())
+        if key not in self._transformed:
+            self._transformed[key] = apply_transforms(self.model, cfg, self.calibration, quantizer.weight_scheme())
+        return self._transformed[key]
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -45,11 +59,13 @@ def make_quantizer(name: str, cfg: RunConfig) -> Quantizer:
 
 
 def run_toolchain(name: str, cfg: RunConfig, prepared: Prepared) -> list[Artifact]:
-    """The FP32 reference, the INT8 artifact, and any further references of toolchain ``name``."""
+    """The FP32 reference, the INT8 artifact, and any further references of toolchain ``name``.
+
+    The FP32 reference is always the untransformed model: transforms are part of the INT8 recipe."""
     quantizer = make_quantizer(name, cfg)
     fp32 = quantizer.export_fp32(prepared.model)
     log.info("%s: FP32 reference %s", name, fp32.path)
-    int8 = quantizer.quantize(prepared.model, prepared.calibration)
+    int8 = quantizer.quantize(prepared.model_for(quantizer), prepared.calibration)
     log.info("%s: INT8 artifact %s", name, int8.path)
     return [fp32, int8, *quantizer.extra_artifacts(prepared.model)]
 

@@ -104,6 +104,16 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--run-name", "run_name", "report folder name (a timestamp)")
 
 
+def add_transform_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("transforms (on the FP32 model, before any toolchain quantizes it)")
+    option(g, "--cle", "transforms.cle", "cross-layer equalization of conv -> ReLU -> conv pairs (BN folded first; "
+           "the FP32 outputs are unchanged)", action="store_true")
+    option(g, "--cle-relu6", "transforms.cle_relu6", "conv pairs through ReLU6: skip (exact) or relu (replace ReLU6 "
+           "by ReLU as in DFQ/AIMET; changes the FP32 model)", choices=["skip", "relu"])
+    option(g, "--bias-correction", "transforms.bias_correction", "empirical bias correction: fold each layer's mean "
+           "weight-rounding error, measured on the calibration images, into its bias", action="store_true")
+
+
 def add_torch_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Torch quantization")
     option(g, "--mode", "torch.mode", "fx: static PTQ in FX graph mode (TorchScript artifact); pt2e: "

@@ -76,6 +76,15 @@ class ModelOptQuantConfig:
 
 
 @dataclass
+class TransformConfig:
+    """Model -> model passes applied to the FP32 model before every toolchain's quantizer."""
+
+    cle: bool = False  # cross-layer equalization over conv -> ReLU -> conv pairs (BN folded first)
+    cle_relu6: str = "skip"  # pairs through ReLU6: skip (exact) | relu (replace ReLU6 by ReLU, as DFQ/AIMET)
+    bias_correction: bool = False  # empirical: fold the mean weight-rounding error into each bias
+
+
+@dataclass
 class TensorRTConfig:
     precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
     calibrator: str | None = None  # legacy implicit INT8 (TensorRT <= 10): entropy | minmax
@@ -110,6 +119,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    transforms: TransformConfig = field(default_factory=TransformConfig)
     torch: TorchQuantConfig = field(default_factory=TorchQuantConfig)
     modelopt: ModelOptQuantConfig = field(default_factory=ModelOptQuantConfig)
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import pickle
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class LoadedModel:
     num_classes: int
     input_shape: tuple[int, int, int]
     weights_path: Path | None
+    transforms: list[str] = field(default_factory=list)  # passes applied since loading (cle, bias_correction)
 
 
 def torchvision_classifiers() -> list[str]:

@@ -104,11 +104,23 @@ class OnnxQuantizer(Quantizer):
                                 {"name": self.onnx_path.stem, "settings": {"mode": "fp32"},
                                  **self.model_facts(model)})
             return self._fp32
-        final = self.output_dir().parent / "onnx" / f"{self.artifact_stem(model, f'fp32_opset{self.cfg.modelopt.opset}')}.onnx"
-        self._fp32 = export_onnx(model.module, model.input_shape, final, name=f"{model.arch} FP32 ONNX",
-                                 opset=self.cfg.modelopt.opset, source_weights=model.weights_path,
-                                 extra=self.model_facts(model))
+        self._fp32 = self._export(model)
         return self._fp32
+
+    def _export(self, model: LoadedModel) -> Artifact:
+        final = self.output_dir().parent / "onnx" / f"{self.artifact_stem(model, f'fp32_opset{self.cfg.modelopt.opset}')}.onnx"
+        return export_onnx(model.module, model.input_shape, final, name=f"{model.arch} FP32 ONNX",
+                           opset=self.cfg.modelopt.opset, source_weights=model.weights_path,
+                           extra=self.model_facts(model))
+
+    def source_onnx(self, model: LoadedModel) -> Artifact:
+        """The FP32 ONNX to quantize: the reference itself, or the transformed model's own export."""
+        if not model.transforms:
+            return self.export_fp32(model)
+        if self.onnx_path is not None:
+            raise SuiteError("transforms (--cle, --bias-correction) work on the torch model and cannot apply "
+                             "to a given --onnx-path")
+        return self._export(model)
 
     def quantizable_layers(self, model: LoadedModel) -> list[str]:
         return [name for name, op in onnx_node_names(self.export_fp32(model).path) if op in ("Conv", "Gemm", "MatMul")]
@@ -129,7 +141,7 @@ class OnnxQuantizer(Quantizer):
         return feed
 
     def quantize(self, model: LoadedModel, calibration: CalibrationSet) -> Artifact:
-        fp32 = self.export_fp32(model)
+        fp32 = self.source_onnx(model)
         feed = self.calibration_feed(fp32.path, calibration)
         m = self.cfg.modelopt
         exclude = resolve_exclusions(fp32.path, m.exclude_nodes, m.exclude_op_types)

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from quantization.transforms.weight_scheme import WeightScheme
 from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer
 from utils.errors import SuiteError
 from utils.hardware import has_int8_dot_product
@@ -68,6 +69,10 @@ class OrtQuantizer(OnnxQuantizer):
         return {"mode": "ort quantize_static QDQ", "calibration_method": self.method(),
                 "granularity": m.granularity, "activation_type": self.activation_type(), "weight_type": "int8",
                 "cpu_int8_dot_product": has_int8_dot_product(), **self.common_settings()}
+
+    def weight_scheme(self) -> WeightScheme:
+        """quantize_static's symmetric int8 weights: [-127, 127], scale = absmax / 127."""
+        return WeightScheme(per_channel=self.cfg.modelopt.granularity == "per_channel", qmin=-127, qmax=127, divisor=127.0)
 
     def tag(self) -> str:
         act = "u8" if self.activation_type() == "uint8" else "s8"

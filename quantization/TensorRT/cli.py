@@ -30,10 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     prepared = prepare(cfg)
     quantizer = TensorRTQuantizer(cfg)
     if not cfg.tensorrt.calibrator:
-        qdq, report = quantizer.qdq_onnx(prepared.model, prepared.calibration)
+        qdq, report = quantizer.qdq_onnx(prepared.model_for(quantizer), prepared.calibration)
         print(f"Q/DQ ONNX: {qdq.path} ({len(report.quantized_layers)} INT8 layers, "
               f"{len(report.float_layers)} in high precision)")
-    engines = [quantizer.export_fp32(prepared.model), quantizer.quantize(prepared.model, prepared.calibration),
+    engines = [quantizer.export_fp32(prepared.model), quantizer.quantize(prepared.model_for(quantizer), prepared.calibration),
                *quantizer.extra_artifacts(prepared.model)]
     for engine in engines:
         print(f"{engine.precision} engine: {engine.path}")

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from quantization.base import Quantizer, float_suffix
 from quantization.Torch.qconfig import build_qconfig_mapping, saturation_risk, use_reduce_range, validate, weight_bits
+from quantization.transforms.weight_scheme import WeightScheme
 from quantization.Torch.torchscript_export import write_torchscript
 from utils.artifacts import Artifact
 from utils.data import CalibrationSet
@@ -39,6 +40,11 @@ class FxQuantizer(Quantizer):
                 "reduce_range": use_reduce_range(t), "weight_bits": weight_bits(t),
                 "saturation_risk_on_this_cpu": saturation_risk(t), "float_layers": list(t.float_layers),
                 "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed}
+
+    def weight_scheme(self) -> WeightScheme:
+        t = self.cfg.torch
+        qmin, qmax = (-64, 63) if weight_bits(t) == 7 else (-128, 127)
+        return WeightScheme(per_channel=t.granularity == "per_channel", qmin=qmin, qmax=qmax, divisor=(qmax - qmin) / 2)
 
     def tag(self) -> str:
         t = self.cfg.torch

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from quantization.transforms.weight_scheme import WeightScheme
 from quantization.base import Quantizer
 from utils.artifacts import Artifact, build_manifest, write_artifact
 from utils.data import CalibrationSet
@@ -42,6 +43,10 @@ class PT2EQuantizer(Quantizer):
         if not has_module("torchao"):
             return "torchao is not installed (pip install -r requirements/base.txt)"
         return None
+
+    def weight_scheme(self) -> WeightScheme:
+        """X86InductorQuantizer's default: per-channel symmetric qint8 over [-128, 127] (torch.ao observer)."""
+        return WeightScheme(per_channel=True, qmin=-128, qmax=127, divisor=127.5)
 
     def settings(self) -> dict[str, Any]:
         return {"mode": "pt2e", "quantizer": "X86InductorQuantizer", "granularity": "per_channel",

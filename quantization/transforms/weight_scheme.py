@@ -1,0 +1,36 @@
+"""The weight quantization a toolchain will apply, simulated in float for the transforms.
+
+Bias correction must see the same rounding error the toolchain's INT8 weights will have, so each
+toolchain states its weight scheme (bits, per-channel or per-tensor, the divisor of its symmetric
+scale) and the transforms quantize with exactly that.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class WeightScheme:
+    per_channel: bool = True  # one scale per output channel (dim 0) or one per tensor
+    qmin: int = -128
+    qmax: int = 127
+    # torch.ao symmetric observers divide the absolute max by (qmax - qmin) / 2; ONNX Runtime and
+    # ModelOpt divide by qmax (restricted range): the divisor decides the rounding grid.
+    divisor: float = 127.5
+
+    def describe(self) -> str:
+        bits = (self.qmax - self.qmin + 1).bit_length() - 1
+        return f"{bits}-bit {'per-channel' if self.per_channel else 'per-tensor'} symmetric"
+
+
+def fake_quantize_weight(weight: torch.Tensor, scheme: WeightScheme) -> torch.Tensor:
+    """Round ``weight`` to the scheme's INT8 grid and back to float."""
+    w = weight.detach()
+    if scheme.per_channel:
+        amax = w.abs().reshape(w.shape[0], -1).amax(dim=1).reshape(-1, *([1] * (w.dim() - 1)))
+    else:
+        amax = w.abs().amax()
+    scale = (amax / scheme.divisor).clamp_min(torch.finfo(torch.float32).eps)
+    return torch.clamp(torch.round(w / scale), scheme.qmin, scheme.qmax) * scale

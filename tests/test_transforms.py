@@ -1,0 +1,186 @@
+"""The model -> model transforms: BN folding, cross-layer equalization, bias correction."""
+import copy
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from quantization.transforms import apply_transforms
+from quantization.transforms.bias_correction import correct_bias, mean_outputs, weight_quantized
+from quantization.transforms.bn_fold import fold_batchnorm
+from quantization.transforms.cle import equalize_chains
+from quantization.transforms.weight_scheme import WeightScheme, fake_quantize_weight
+from quantization.workflow import make_quantizer, prepare, run_toolchain
+from utils.config import ModelConfig
+from utils.errors import SuiteError
+from utils.models import load_model
+
+PER_TENSOR_7BIT = WeightScheme(per_channel=False, qmin=-64, qmax=63, divisor=63.5)
+
+
+def _model(arch: str, classes: int) -> nn.Module:
+    torch.manual_seed(0)
+    module = load_model(ModelConfig(arch=arch), classes).module.eval()
+    for m in module.modules():  # non-trivial BN statistics, as a trained model has
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.2, 3)
+            m.weight.data.uniform_(0.1, 3)
+            m.bias.data.uniform_(-1, 1)
+    return module
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("arch,shape,classes", [("resnet20", (3, 32, 32), 10), ("resnet18", (3, 64, 64), 10),
+                                                ("mobilenet_v2", (3, 64, 64), 10)])
+def test_cle_keeps_fp32_outputs_and_equalizes_ranges(arch, shape, classes):
+    model = _model(arch, classes)
+    x = torch.randn(4, *shape)
+    with torch.no_grad():
+        reference = model(x)
+    equalized = copy.deepcopy(model)
+    chains = equalize_chains(equalized)
+    assert chains, "no conv -> ReLU -> conv pair found"
+    with torch.no_grad():
+        assert _rel_err(equalized(x), reference) < 1e-4
+    modules = dict(equalized.named_modules())
+    for chain in chains:
+        first, second = modules[chain.first], modules[chain.second]
+        r1 = first.weight.abs().reshape(first.out_channels, -1).amax(1)
+        w2 = second.weight.abs()
+        r2 = (w2.transpose(0, 1).reshape(second.in_channels, -1) if second.groups == 1
+              else w2.reshape(second.out_channels, -1)).amax(1)
+        assert torch.allclose(r1, r2, rtol=1e-3), f"{chain.first} -> {chain.second} not equalized"
+
+
+def test_cle_through_relu6_skips_by_default_and_replaces_on_request():
+    model = _model("mobilenet_v2", 10)
+    skipped = copy.deepcopy(model)
+    exact = equalize_chains(skipped)
+    assert all(c.activation_kind != "relu6" for c in exact)
+    assert any(isinstance(m, nn.ReLU6) for m in skipped.modules())
+    replaced = copy.deepcopy(model)
+    chains = equalize_chains(replaced, relu6="relu")
+    assert len(chains) > len(exact)
+    modules = dict(replaced.named_modules())
+    assert all(isinstance(modules[c.activation], nn.ReLU) for c in chains if c.activation)
+    with pytest.raises(SuiteError, match="cle-relu6"):
+        equalize_chains(copy.deepcopy(model), relu6="clip")
+
+
+def test_bn_fold_is_exact_and_keeps_structure():
+    model = _model("resnet20", 10)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(x)
+    folded = copy.deepcopy(model)
+    count = fold_batchnorm(folded)
+    assert count == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert [type(m) for m in folded.modules()] == [type(m) for m in model.modules()]
+    with torch.no_grad():
+        assert _rel_err(folded(x), reference) < 1e-5
+    bn = folded.bn1
+    assert torch.all(bn.weight == 1) and torch.all(bn.running_mean == 0)
+
+
+def test_fake_quantize_weight_grids():
+    w = torch.tensor([[1.0, -0.5, 0.25], [0.003, 0.02, -0.03]])
+    per_channel = fake_quantize_weight(w, WeightScheme(per_channel=True, qmin=-127, qmax=127, divisor=127.0))
+    assert torch.allclose(per_channel[:, 0].abs().max(), torch.tensor(1.0))
+    assert torch.allclose(per_channel[1], w[1], atol=0.03 / 127)
+    per_tensor = fake_quantize_weight(w, WeightScheme(per_channel=False, qmin=-127, qmax=127, divisor=127.0))
+    assert per_tensor[1, 0] == 0  # 0.003 is below half a step of the tensor-wide grid (1/127)
+
+
+def test_bias_correction_reduces_the_mean_output_shift_on_held_out_batches():
+    prepared = prepare(_demo_cfg())
+    model = copy.deepcopy(prepared.model.module).eval()
+    fold_batchnorm(model)
+    held_out = [images for images, _ in _evaluation_batches(prepared)]
+    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    reference = mean_outputs(model, held_out, layers)
+
+    def relative_shift(candidate: nn.Module) -> dict[str, float]:
+        """Per layer: |mean FP32 output - mean output with INT8-rounded weights| / |mean FP32 output|."""
+        quantized = mean_outputs(weight_quantized(candidate, PER_TENSOR_7BIT), held_out, layers)
+        return {n: float((reference[n] - quantized[n]).abs().mean() / reference[n].abs().mean()) for n in layers}
+
+    before = relative_shift(model)
+    corrected = copy.deepcopy(model)
+    correct_bias(corrected, prepared.calibration.batches(), PER_TENSOR_7BIT)
+    after = relative_shift(corrected)
+    improved = sum(after[n] < before[n] for n in layers)
+    assert improved >= 0.8 * len(layers), f"only {improved}/{len(layers)} layers improved"
+    assert sum(after.values()) < 0.5 * sum(before.values())
+
+
+def _demo_cfg():
+    from utils.config import RunConfig
+
+    cfg = RunConfig()
+    cfg.calibration.size = 128
+    cfg.data.limit = 256
+    return cfg
+
+
+def _evaluation_batches(prepared):
+    from utils.data import evaluation_loader
+
+    return evaluation_loader(prepared.splits, 64)
+
+
+def test_transforms_are_recorded_and_leave_the_fp32_reference_alone(tmp_cfg):
+    tmp_cfg.calibration.size = 64
+    tmp_cfg.data.limit = 64
+    tmp_cfg.transforms.cle = tmp_cfg.transforms.bias_correction = True
+    prepared = prepare(tmp_cfg)
+    fp32, int8 = run_toolchain("ort", tmp_cfg, prepared)[:2]
+    assert int8.manifest["transforms"] == ["cle", "bias_correction"]
+    assert int8.path.name.endswith("_cle_bc.onnx")
+    assert fp32.manifest["transforms"] == []
+    assert int8.manifest["fp32_onnx"] != str(fp32.path)  # quantized from the transformed model's export
+    assert prepared.model.transforms == []  # the loaded model itself is never modified
+
+
+def _op_counts(path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path)).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def _torchscript_kinds(path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in torch.jit.load(str(path)).inlined_graph.nodes():
+        counts[node.kind()] = counts.get(node.kind(), 0) + 1
+    return counts
+
+
+def test_transformed_artifacts_keep_the_plain_artifact_structure(tmp_cfg):
+    """Same operators, same count: the transforms cost no INT8 latency."""
+    tmp_cfg.calibration.size = 64
+    tmp_cfg.data.limit = 64
+    prepared = prepare(tmp_cfg)
+    variant = copy.deepcopy(tmp_cfg)
+    variant.transforms.cle = variant.transforms.bias_correction = True
+    for toolchain, counts in (("ort", _op_counts), ("modelopt", _op_counts), ("torch_fx", _torchscript_kinds)):
+        plain = run_toolchain(toolchain, tmp_cfg, prepared)[1]
+        transformed = run_toolchain(toolchain, variant, prepared)[1]
+        assert counts(transformed.path) == counts(plain.path), toolchain
+
+
+def test_each_toolchain_states_its_weight_grid(tmp_cfg):
+    tmp_cfg.torch.granularity, tmp_cfg.torch.weight_bits = "per_tensor", "7"
+    assert make_quantizer("torch_fx", tmp_cfg).weight_scheme() == PER_TENSOR_7BIT
+    tmp_cfg.modelopt.granularity = "per_tensor"
+    assert make_quantizer("ort", tmp_cfg).weight_scheme().per_channel is False
+    assert make_quantizer("modelopt", tmp_cfg).weight_scheme() == WeightScheme(True, -127, 127, 127.0)
+
+
+def test_apply_transforms_without_request_is_identity(tmp_cfg):
+    prepared = prepare(tmp_cfg)
+    assert apply_transforms(prepared.model, tmp_cfg.transforms, prepared.calibration, WeightScheme()) is prepared.model
