@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from quantization.transforms.weight_scheme import WeightScheme
 from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer
+from quantization.transforms.weight_scheme import WeightScheme
 from utils.errors import SuiteError
 from utils.hardware import has_int8_dot_product
 from utils.packages import has_module

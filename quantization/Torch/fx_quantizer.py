@@ -15,8 +15,8 @@ from tqdm import tqdm
 
 from quantization.base import Quantizer, float_suffix
 from quantization.Torch.qconfig import build_qconfig_mapping, saturation_risk, use_reduce_range, validate, weight_bits
-from quantization.transforms.weight_scheme import WeightScheme
 from quantization.Torch.torchscript_export import write_torchscript
+from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact
 from utils.data import CalibrationSet
 from utils.errors import SuiteError

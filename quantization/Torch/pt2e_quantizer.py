@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from quantization.transforms.weight_scheme import WeightScheme
 from quantization.base import Quantizer
+from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact, build_manifest, write_artifact
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
