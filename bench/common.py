@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from utils.artifacts import Artifact
 from utils.config import RunConfig
 
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "imagenet-val-1300"
@@ -18,3 +21,18 @@ def speed_config(arch: str, images: int = 32) -> RunConfig:
     else:
         cfg.data.image_size = 224
     return cfg
+
+
+def nncf_artifact(fp32_onnx: Artifact, calibration: np.ndarray, out: Path, **options) -> Artifact:
+    """The peer: OpenVINO NNCF ``nncf.quantize`` (its defaults: fast bias correction on) of the same FP32
+    ONNX on the same calibration images, as an OpenVINO IR."""
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(fp32_onnx.path))
+    dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
+    quantized = nncf.quantize(model, dataset, subset_size=len(calibration), **options)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, str(out))
+    return Artifact(out, "openvino_ir", "nncf", "int8", {"name": "NNCF INT8 (OpenVINO IR)",
+                                                         "input_shape": fp32_onnx.manifest["input_shape"]})

@@ -21,26 +21,13 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np  # noqa: E402
 
-from bench.common import ASSETS  # noqa: E402
+from bench.common import ASSETS, nncf_artifact  # noqa: E402
 from evaluation.pipelines.base import runner_class  # noqa: E402
 from quantization.workflow import prepare, run_toolchain  # noqa: E402
-from utils.artifacts import Artifact  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import csv_list, quiet_known_warnings, setup_logging  # noqa: E402
 from utils.config import RunConfig, resolve_path  # noqa: E402
 from utils.data import evaluation_loader, sample_batch  # noqa: E402
-
-
-def nncf_artifact(fp32_onnx: Artifact, calibration: np.ndarray, out: Path) -> Artifact:
-    import nncf
-    import openvino as ov
-
-    model = ov.Core().read_model(str(fp32_onnx.path))
-    dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
-    quantized = nncf.quantize(model, dataset, subset_size=len(calibration))
-    ov.save_model(quantized, str(out))
-    return Artifact(out, "openvino_ir", "nncf", "int8", {"name": "NNCF INT8 (OpenVINO IR)",
-                                                         "input_shape": fp32_onnx.manifest["input_shape"]})
 
 
 def config_for(arch: str) -> RunConfig:

@@ -22,6 +22,9 @@ from utils.models import LoadedModel
 TOOLCHAINS: dict[str, str] = {
     "torch_fx": "quantization.Torch.fx_quantizer:FxQuantizer",
     "torch_pt2e": "quantization.Torch.pt2e_quantizer:PT2EQuantizer",
+    "torch_dynamic": "quantization.Torch.dynamic_quantizer:DynamicQuantizer",
+    "torch_eager": "quantization.Torch.eager_quantizer:EagerQuantizer",
+    "torch_qat": "quantization.Torch.qat_quantizer:QatQuantizer",
     "modelopt": "quantization.ModelOpt.modelopt_quantizer:ModelOptQuantizer",
     "ort": "quantization.ModelOpt.ort_quantizer:OrtQuantizer",
     "tensorrt": "quantization.TensorRT.trt_quantizer:TensorRTQuantizer",
@@ -43,8 +46,14 @@ class Quantizer(ABC):
     toolchain: ClassVar[str]
     folder: ClassVar[str]  # models/<folder>/
 
+    needs_training_data: ClassVar[bool] = False  # QAT: trains on the dataset's training split
+
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
+        self.train_data: tuple[Any, list[str]] | None = None  # (dataset, ids), set by the workflow
+
+    def set_training_data(self, dataset: Any, ids: list[str]) -> None:
+        self.train_data = (dataset, ids)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

@@ -63,6 +63,8 @@ def run_toolchain(name: str, cfg: RunConfig, prepared: Prepared) -> list[Artifac
 
     The FP32 reference is always the untransformed model: transforms are part of the INT8 recipe."""
     quantizer = make_quantizer(name, cfg)
+    if quantizer.needs_training_data:  # training images: the calibration pool, never evaluation images
+        quantizer.set_training_data(prepared.splits.calibration_pool, prepared.splits.calibration_pool_ids)
     fp32 = quantizer.export_fp32(prepared.model)
     log.info("%s: FP32 reference %s", name, fp32.path)
     int8 = quantizer.quantize(prepared.model_for(quantizer), prepared.calibration)

@@ -18,6 +18,7 @@ from quantization.sweep import sweep_configs
 from quantization.workflow import prepare, run_toolchain
 from utils import cli
 from utils.artifacts import Artifact
+from utils.config import load_recipe, with_overrides
 from utils.errors import SuiteError, ToolchainUnavailable
 
 log = logging.getLogger("resnet.run")
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("run")
     cli.option(g, "--toolchains", "toolchains", f"toolchains to run, comma-separated: {', '.join(TOOLCHAINS)} "
                f"(all runnable: {','.join(DEFAULT_TOOLCHAINS)})", type=cli.csv_list())
+    g.add_argument("--recipe", default=None, metavar="NAME",
+                   help="also run each toolchain with the named recipe in configs/recipes/ (best-accuracy: "
+                        "the settings that reach FP32 within 0.5 pp on EfficientNet-Lite0) beside its defaults")
     t = parser.add_argument_group("calibration sweep and accuracy recovery")
     cli.option(t, "--calibration", "tuning.calibrations", "sweep: minmax,percentile,entropy,mse (each toolchain "
                "runs the ones it supports; the others are listed as skipped)", type=cli.csv_list())
@@ -63,6 +67,7 @@ def run_all(argv: Sequence[str] | None = None) -> int:
     names = cfg.toolchains or DEFAULT_TOOLCHAINS
     for name in names:
         quantizer_class(name)  # unknown names fail before any work
+    recipe = load_recipe(args.recipe) if args.recipe else {}
     prepared = prepare(cfg)
     artifacts: dict[str, Artifact] = {}
     skipped: list[Skipped] = []
@@ -74,6 +79,8 @@ def run_all(argv: Sequence[str] | None = None) -> int:
             skipped.append(Skipped(f"toolchain {name}", reason))
             continue
         variants, unsupported = sweep_configs(name, cfg)
+        if name in recipe:
+            variants.append(with_overrides(cfg, recipe[name]))
         skipped.extend(Skipped(f"sweep {label}", why) for label, why in unsupported)
         try:
             for variant in variants:
@@ -88,7 +95,7 @@ def run_all(argv: Sequence[str] | None = None) -> int:
         raise SuiteError("no toolchain could run on this machine: " + "; ".join(s.reason for s in skipped))
     out_dir = run_folder(cfg, None)
     report = evaluate_and_report("End-to-end INT8 comparison", list(artifacts.values()), prepared.splits, cfg,
-                                 out_dir, skipped=skipped, context={"toolchains": ", ".join(names)}, tuning=tuning)
+                                 out_dir, skipped=skipped, context={"toolchains": ", ".join(names), "recipe": args.recipe or "none"}, tuning=tuning)
     for row in report["rows"]:
         drop = "" if row["top1_drop_pp"] is None else f" (drop {row['top1_drop_pp']:+.2f} pp)"
         print(f"{row['artifact']:<60} {row['runtime']:<13} top-1 {100 * row['top1']:6.2f}%{drop}")

@@ -44,6 +44,8 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
+    block: type[BasicBlock] = BasicBlock  # the eager-mode quantizable variant swaps it
+
     def __init__(self, blocks_per_stage: int, num_classes: int = 10):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
@@ -54,7 +56,7 @@ class CifarResNet(nn.Module):
         for planes, stride in ((16, 1), (32, 2), (64, 2)):
             layers = []
             for i in range(blocks_per_stage):
-                layers.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                layers.append(self.block(in_planes, planes, stride if i == 0 else 1))
                 in_planes = planes
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3 = stages

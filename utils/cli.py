@@ -116,9 +116,10 @@ def add_transform_args(parser: argparse.ArgumentParser) -> None:
 
 def add_torch_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("Torch quantization")
-    option(g, "--mode", "torch.mode", "fx: static PTQ in FX graph mode (TorchScript artifact); pt2e: "
-           "torch.export + X86InductorQuantizer (ExportedProgram, run with torch.compile); dynamic: "
-           "Linear layers only", choices=["fx", "pt2e", "dynamic"])
+    option(g, "--mode", "torch.mode", "fx: static PTQ in FX graph mode (TorchScript artifact); eager: static PTQ "
+           "on the model's quantizable variant; pt2e: torch.export + X86InductorQuantizer (ExportedProgram, run "
+           "with torch.compile); dynamic: Linear/LSTM/GRU only; qat: quantization-aware fine-tune",
+           choices=["fx", "eager", "pt2e", "dynamic", "qat"])
     option(g, "--backend", "torch.backend", "quantized engine", choices=["x86", "fbgemm", "onednn", "qnnpack"])
     option(g, "--granularity", "torch.granularity", "weight scales", choices=["per_channel", "per_tensor"])
     option(g, "--observer", "torch.observer", "activation observer: minmax, moving_average_minmax, histogram "
@@ -127,6 +128,15 @@ def add_torch_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--percentile", "torch.percentile", "percentile for --observer percentile", type=float)
     option(g, "--reduce-range", "torch.reduce_range", "7-bit activations (torch.ao's x86 default): on, off; "
            "auto = off (the bit is taken from the weights where needed)", choices=["auto", "on", "off"])
+    option(g, "--qat-engine", "torch.qat_engine", "QAT graph: fx (prepare_qat_fx) or eager (prepare_qat on the "
+           "quantizable variant)", choices=["fx", "eager"])
+    option(g, "--qat-steps", "torch.qat_steps", "QAT fine-tuning steps", type=int)
+    option(g, "--qat-lr", "torch.qat_lr", "QAT learning rate (SGD, momentum 0.9, cosine decay)", type=float)
+    option(g, "--qat-batch-size", "torch.qat_batch_size", "QAT batch size", type=int)
+    option(g, "--qat-freeze-bn-after", "torch.qat_freeze_bn_after", "QAT step after which BN statistics freeze",
+           type=int)
+    option(g, "--qat-freeze-observers-after", "torch.qat_freeze_observers_after", "QAT step after which the "
+           "fake-quant ranges freeze", type=int)
     option(g, "--weight-bits", "torch.weight_bits", "weight bits: auto = 7 on x86/fbgemm without VNNI/AMX "
            "(u8 x s8 kernels saturate 16-bit sums there), 8 with VNNI/AMX", choices=["auto", "7", "8"])
 

@@ -5,6 +5,7 @@ point and a flag always means the same thing. Precedence: dataclass defaults < Y
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ class CalibrationConfig:
 
 @dataclass
 class TorchQuantConfig:
-    mode: str = "fx"  # fx | pt2e | dynamic
+    mode: str = "fx"  # fx | pt2e | dynamic | eager | qat (torch_PTQ.py picks the toolchain from it)
     backend: str = "x86"  # x86 | fbgemm | onednn | qnnpack
     granularity: str = "per_channel"  # per_channel | per_tensor
     observer: str = "histogram"  # minmax | moving_average_minmax | histogram | percentile
@@ -58,6 +59,13 @@ class TorchQuantConfig:
     reduce_range: str = "auto"  # 7-bit activations: auto (off) | on | off
     weight_bits: str = "auto"  # auto | 7 | 8
     float_layers: list[str] = field(default_factory=list)  # module names kept in float (qconfig None)
+    # quantization-aware training (mode qat): a short fine-tune from the FP32 weights on the training split
+    qat_engine: str = "fx"  # fx (prepare_qat_fx) | eager (prepare_qat on the quantizable variant)
+    qat_steps: int = 300
+    qat_lr: float = 1e-3  # SGD, momentum 0.9, cosine decay over the steps
+    qat_batch_size: int = 64
+    qat_freeze_bn_after: int = 200  # steps; then BN running statistics stop updating
+    qat_freeze_observers_after: int = 250  # steps; then the fake-quant ranges stay fixed
 
 
 @dataclass
@@ -174,6 +182,29 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         node[leaf] = value
     _merge(cfg, nested, "")
     return cfg
+
+
+RECIPES_DIR = REPO_ROOT / "configs" / "recipes"
+
+
+def load_recipe(name: str) -> dict[str, dict[str, Any]]:
+    """A named per-toolchain recipe (configs/recipes/<name>.yaml): toolchain -> config overrides."""
+    path = RECIPES_DIR / f"{name.replace('-', '_')}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem.replace("_", "-") for p in RECIPES_DIR.glob("*.yaml"))
+        raise SuiteError(f"unknown recipe '{name}' (known: {', '.join(known)})")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    toolchains = data.get("toolchains")
+    if not isinstance(toolchains, dict) or not all(isinstance(v, dict) for v in toolchains.values()):
+        raise SuiteError(f"recipe {path} must map 'toolchains' to per-toolchain config mappings")
+    return toolchains
+
+
+def with_overrides(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
+    """A copy of ``cfg`` with a nested mapping of config values merged in."""
+    merged = copy.deepcopy(cfg)
+    _merge(merged, values, "")
+    return merged
 
 
 def resolve_path(path: str | Path) -> Path:

@@ -29,6 +29,7 @@ def result_row(result: Any) -> dict[str, Any]:
         "mode": settings.get("mode") or settings.get("quantize_mode"),
         "calibration": settings.get("observer") or settings.get("calibration_method"),
         "granularity": settings.get("granularity"),
+        "transforms": "+".join(artifact.manifest.get("transforms") or []) or None,
         "samples": metrics["samples"],
         "top1": metrics["top1"],
         "top5": metrics["top5"],
@@ -85,14 +86,14 @@ def markdown(report: dict[str, Any]) -> str:
     for key, value in report["context"].items():
         out.write(f"- **{key}**: {value}\n")
     out.write("\n## Results per (artifact, runtime)\n\n")
-    head = ["artifact", "runtime", "prec", "mode", "calib", "gran.", "top-1 %", "top-5 %", "drop pp", "agree %"]
+    head = ["artifact", "runtime", "prec", "mode", "calib", "gran.", "transforms", "top-1 %", "top-5 %", "drop pp", "agree %"]
     for b in batches:
         head += [f"p50 b{b} ms", f"p99 b{b} ms", f"img/s b{b}", f"speedup b{b}"]
     head += ["size MB", "compr.", "peak RSS MB", "quant. s"]
     out.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
     for r in rows:
         cells = [r["artifact"], r["runtime"], r["precision"], r["mode"] or "-", r["calibration"] or "-",
-                 r["granularity"] or "-", _fmt(r["top1"], scale=100), _fmt(r["top5"], scale=100),
+                 r["granularity"] or "-", r.get("transforms") or "-", _fmt(r["top1"], scale=100), _fmt(r["top5"], scale=100),
                  _fmt(r["top1_drop_pp"]), _fmt(r["agreement"], scale=100)]
         for b in batches:
             lat = r["latency"].get(b, {})
@@ -138,7 +139,7 @@ def tuning_markdown(t: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-CSV_FIELDS = ["artifact", "toolchain", "precision", "runtime", "device", "mode", "calibration", "granularity",
+CSV_FIELDS = ["artifact", "toolchain", "precision", "runtime", "device", "mode", "calibration", "granularity", "transforms",
               "samples", "top1", "top5", "precision_macro", "recall_macro", "f1_macro", "top1_drop_pp",
               "agreement", "size_bytes", "compression_ratio", "peak_rss_bytes", "quantize_seconds"]
 

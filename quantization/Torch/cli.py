@@ -8,10 +8,12 @@ from quantization.cli import build_parser as _build_parser
 from quantization.cli import quantize_main
 from utils import cli
 
-DESCRIPTION = """Post-training INT8 quantization with PyTorch.
+DESCRIPTION = """INT8 quantization with PyTorch.
   fx       static PTQ in FX graph mode (torch.ao prepare_fx/convert_fx), TorchScript artifact
+  eager    static PTQ in eager mode (quantizable model variant: QuantStub, FloatFunctional, fuse_model)
   pt2e     torch.export + torchao X86InductorQuantizer, ExportedProgram run with torch.compile
-  dynamic  dynamic PTQ of nn.Linear layers (qint8 weights), TorchScript artifact
+  dynamic  dynamic PTQ of nn.Linear/LSTM/GRU layers (qint8 weights), TorchScript artifact
+  qat      quantization-aware training: a short fine-tune with fake quantization (--qat-engine fx|eager)
 Writes the INT8 artifact and its FP32 reference (same kind) into models/torch/ with manifests."""
 
 
@@ -19,8 +21,16 @@ def build_parser() -> argparse.ArgumentParser:
     return _build_parser("torch_PTQ.py", DESCRIPTION, cli.add_torch_args)
 
 
+MODE_TOOLCHAINS = {"fx": "torch_fx", "eager": "torch_eager", "pt2e": "torch_pt2e", "dynamic": "torch_dynamic",
+                   "qat": "torch_qat"}
+
+
 def toolchain_for_mode(mode: str) -> str:
-    return "torch_pt2e" if mode == "pt2e" else "torch_fx"
+    from utils.errors import SuiteError
+
+    if mode not in MODE_TOOLCHAINS:
+        raise SuiteError(f"--mode must be one of {', '.join(MODE_TOOLCHAINS)} (got {mode})")
+    return MODE_TOOLCHAINS[mode]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -113,3 +113,24 @@ def build_qconfig_mapping(cfg: TorchQuantConfig) -> QConfigMapping:
     for name in cfg.float_layers:
         mapping.set_module_name(name, None)
     return mapping
+
+
+def build_qat_qconfig(cfg: TorchQuantConfig) -> QConfig:
+    """Fake-quantize modules for QAT with the same bit widths and granularity as the PTQ qconfig.
+
+    Moving-average min/max observers: the ranges follow the weights and activations as they train."""
+    from torch.ao.quantization.fake_quantize import FakeQuantize
+    from torch.ao.quantization.observer import MovingAveragePerChannelMinMaxObserver
+
+    validate(cfg)
+    activation = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+                                        dtype=torch.quint8, qscheme=torch.per_tensor_affine,
+                                        reduce_range=use_reduce_range(cfg))
+    qmin, qmax = (-64, 63) if weight_bits(cfg) == 7 else (-128, 127)
+    if cfg.granularity == "per_channel":
+        weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=qmin, quant_max=qmax,
+                                        dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
+    else:
+        weight = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=qmin, quant_max=qmax,
+                                        dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    return QConfig(activation=activation, weight=weight)

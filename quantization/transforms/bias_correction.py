@@ -25,10 +25,6 @@ log = logging.getLogger(__name__)
 LAYERS = (nn.Conv2d, nn.Linear)
 
 
-class _Stop(Exception):
-    """Ends a forward pass once the layer being measured has run."""
-
-
 def _channel_sum(y: torch.Tensor, linear: bool) -> torch.Tensor:
     """Per output channel (axis 1 of a conv output, the last of a linear's), the sum over samples
     of each sample's mean over the other axes."""
@@ -37,23 +33,8 @@ def _channel_sum(y: torch.Tensor, linear: bool) -> torch.Tensor:
     return y.transpose(0, 1).reshape(y.shape[1], y.shape[0], -1).mean(dim=2).sum(dim=1)
 
 
-def execution_order(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Conv/linear layer names in the order a forward pass calls them."""
-    order: list[str] = []
-    handles = [m.register_forward_hook(lambda mod, i, o, n=n: order.append(n) if n not in order else None)
-               for n, m in model.named_modules() if isinstance(m, LAYERS)]
-    try:
-        with torch.inference_mode():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return order
-
-
-def mean_outputs(model: nn.Module, batches: list[torch.Tensor], layers: list[str],
-                 stop_after: str | None = None) -> dict[str, torch.Tensor]:
-    """Mean output per channel of each of ``layers`` over ``batches`` (optionally stopping early)."""
+def mean_outputs(model: nn.Module, batches: Iterable[torch.Tensor], layers: list[str]) -> dict[str, torch.Tensor]:
+    """Mean output per channel of each of ``layers`` over ``batches``."""
     modules = dict(model.named_modules())
     sums: dict[str, torch.Tensor] = {}
     count = 0
@@ -61,18 +42,13 @@ def mean_outputs(model: nn.Module, batches: list[torch.Tensor], layers: list[str
     def hook(name: str):
         def run(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             sums[name] = sums.get(name, 0) + _channel_sum(output, isinstance(module, nn.Linear))
-            if name == stop_after:
-                raise _Stop
         return run
 
     handles = [modules[n].register_forward_hook(hook(n)) for n in layers]
     try:
         with torch.inference_mode():
             for images in batches:
-                try:
-                    model(images)
-                except _Stop:
-                    pass
+                model(images)
                 count += images.shape[0]
     finally:
         for handle in handles:
@@ -90,25 +66,52 @@ def weight_quantized(model: nn.Module, scheme: WeightScheme) -> nn.Module:
     return twin
 
 
+def _shaped(shift: torch.Tensor, output: torch.Tensor, linear: bool) -> torch.Tensor:
+    return shift if linear else shift.reshape(1, -1, *([1] * (output.dim() - 2)))
+
+
 def correct_bias(model: nn.Module, batches: Iterable[torch.Tensor], scheme: WeightScheme) -> int:
     """Fold each conv/linear's mean output shift under weight quantization into its bias, in place.
 
     BatchNorm is folded first: every toolchain quantizes the BN-folded weights, so that is the grid
-    whose rounding error must be measured (it differs from the raw conv's under per-tensor scales)."""
+    whose rounding error must be measured (it differs from the raw conv's under per-tensor scales).
+    The sequential correction runs in one forward pass of the weight-quantized twin over the whole
+    calibration sample: each layer's hook measures its shift, corrects its own output, and so the
+    layers after it see the corrected values, exactly as layer-by-layer passes would."""
     model.eval()
     fold_batchnorm(model)
     batches = list(batches)
-    layers = execution_order(model, batches[0][:1])
-    reference = mean_outputs(model, batches, layers)
+    layers = [n for n, m in model.named_modules() if isinstance(m, LAYERS)]
+    reference = mean_outputs(model, tqdm(batches, desc="bias correction: FP32 means", unit="batch"), layers)
     quantized = weight_quantized(model, scheme)
-    q_modules, modules = dict(quantized.named_modules()), dict(model.named_modules())
-    for name in tqdm(layers, desc="bias correction", unit="layer"):
-        shift = reference[name] - mean_outputs(quantized, batches, [name], stop_after=name)[name]
-        for layer in (modules[name], q_modules[name]):
-            with torch.no_grad():
-                if layer.bias is None:
-                    layer.bias = nn.Parameter(shift.clone())
-                else:
-                    layer.bias.add_(shift)
-    log.info("bias correction (%s weights): %d layers corrected", scheme.describe(), len(layers))
-    return len(layers)
+    shifts: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def run(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            if name in shifts:  # a module called twice in one forward: corrected at its first call
+                return None
+            linear = isinstance(module, nn.Linear)
+            shifts[name] = reference[name] - _channel_sum(output, linear) / output.shape[0]
+            return output + _shaped(shifts[name], output, linear)
+        return run
+
+    q_modules = dict(quantized.named_modules())
+    handles = [q_modules[n].register_forward_hook(hook(n)) for n in layers]
+    try:
+        with torch.inference_mode():
+            log.info("bias correction: one pass of the weight-quantized model over %d images",
+                     sum(b.shape[0] for b in batches))
+            quantized(torch.cat(batches))
+    finally:
+        for handle in handles:
+            handle.remove()
+    modules = dict(model.named_modules())
+    for name, shift in shifts.items():
+        layer = modules[name]
+        with torch.no_grad():
+            if layer.bias is None:
+                layer.bias = nn.Parameter(shift.clone())
+            else:
+                layer.bias.add_(shift)
+    log.info("bias correction (%s weights): %d layers corrected", scheme.describe(), len(shifts))
+    return len(shifts)

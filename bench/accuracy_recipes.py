@@ -1,0 +1,145 @@
+"""Full-INT8 accuracy on EfficientNet-Lite0: each toolchain's defaults, this suite's best-accuracy
+recipe, and OpenVINO NNCF side by side, on the same images.
+
+Split (issue #9): ``numpy.random.default_rng(0).permutation(1300)`` over ../shared/assets/imagenet-val-1300;
+the first 300 calibrate, the other 1000 are evaluated. Every INT8 artifact is scored on every CPU
+runtime that runs it, against FP32 on the same runtime (accuracy depends on the runtime's kernels).
+Latency: batch 1, FP32 / default INT8 / recipe INT8 of a toolchain interleaved in one process,
+medians, to show that the recipe's transforms cost no speed.
+
+    pip install -r bench/requirements.txt          # nncf (not in base)
+    .venv/bin/python bench/accuracy_recipes.py [--recipe best-accuracy] [--no-nncf] [--rounds 20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import numpy as np  # noqa: E402
+
+from bench.common import ASSETS, nncf_artifact  # noqa: E402
+from evaluation.pipelines.base import runner_class  # noqa: E402
+from quantization.workflow import prepare, run_toolchain  # noqa: E402
+from utils.benchmark import interleaved_latency  # noqa: E402
+from utils.cli import quiet_known_warnings, setup_logging  # noqa: E402
+from utils.config import load_config, load_recipe, resolve_path, with_overrides  # noqa: E402
+from utils.data import evaluation_loader, sample_batch  # noqa: E402
+from utils.hardware import cpu_isa, cpu_model_name  # noqa: E402
+from utils.packages import has_module  # noqa: E402
+
+CONFIG = resolve_path("configs/imagenet_efficientnet_lite0.yaml")
+ONNX_RUNTIMES = ["onnxruntime", "openvino"]
+
+# (label, toolchain, overrides, runtimes): each toolchain as a user gets it out of the box.
+DEFAULTS = [
+    ("torch.ao FX, x86 default qconfig (histogram, 7-bit activations, per-channel weights)", "torch_fx",
+     {"torch": {"observer": "histogram", "reduce_range": "on", "weight_bits": "8", "granularity": "per_channel"}},
+     ["torch"]),
+    ("ModelOpt ONNX int8, max", "modelopt", {"modelopt": {"calibration_method": "max"}}, ONNX_RUNTIMES),
+    ("ModelOpt ONNX int8, entropy", "modelopt", {"modelopt": {"calibration_method": "entropy"}}, ONNX_RUNTIMES),
+    ("ORT quantize_static QDQ u8/s8 per-channel, MinMax", "ort",
+     {"modelopt": {"calibration_method": "minmax", "granularity": "per_channel"}}, ONNX_RUNTIMES),
+    ("ORT quantize_static QDQ u8/s8 per-channel, Entropy", "ort",
+     {"modelopt": {"calibration_method": "entropy", "granularity": "per_channel"}}, ONNX_RUNTIMES),
+    ("ORT quantize_static QDQ u8/s8 per-channel, Percentile", "ort",
+     {"modelopt": {"calibration_method": "percentile", "granularity": "per_channel"}}, ONNX_RUNTIMES),
+]
+RUNTIMES_OF = {"torch_fx": ["torch"], "modelopt": ONNX_RUNTIMES, "ort": ONNX_RUNTIMES}
+
+
+def cpu_summary() -> str:
+    dots = [name for name, present in cpu_isa().items() if present and ("vnni" in name or "amx" in name)]
+    return f"{cpu_model_name()}, int8 dot product: {', '.join(dots) or 'none (AVX2 16-bit pair sums)'}"
+
+
+def top1_per_pair(pairs: dict[str, tuple], prepared) -> dict[str, float]:
+    """One pass over the evaluation images; every (artifact, runtime) pair predicts each batch."""
+    runners = {key: runner_class(runtime)(artifact) for key, (artifact, runtime) in pairs.items()}
+    hits = dict.fromkeys(runners, 0)
+    seen = 0
+    for images, labels in evaluation_loader(prepared.splits, 50):
+        batch, y = images.numpy(), labels.numpy()
+        seen += len(y)
+        for key, runner in runners.items():
+            hits[key] += int(np.sum(runner.predict(batch).argmax(1) == y))
+    return {key: 100.0 * h / seen for key, h in hits.items()}
+
+
+def latency_ratios(pairs: dict[str, tuple], prepared, rounds: int) -> dict[str, float]:
+    batch = sample_batch(prepared.splits, 1).numpy()
+    runners = {key: runner_class(runtime)(artifact) for key, (artifact, runtime) in pairs.items()}
+    stats = interleaved_latency({k: r.timed_call(batch) for k, r in runners.items()}, 1, warmup=3, rounds=rounds)
+    return {k: s.summary()["p50_ms"] for k, s in stats.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="best-accuracy")
+    parser.add_argument("--no-nncf", action="store_true", help="leave the NNCF peer out")
+    parser.add_argument("--rounds", type=int, default=20, help="latency rounds at batch 1 (0: no latency)")
+    parser.add_argument("--out", default="results/bench/accuracy_recipes.json")
+    args = parser.parse_args()
+    quiet_known_warnings()
+    setup_logging()
+    if not ASSETS.is_dir():
+        raise SystemExit(f"needs {ASSETS} (the real EfficientNet-Lite0 evaluation images)")
+    cfg = load_config(CONFIG)
+    prepared = prepare(cfg)
+    recipe = load_recipe(args.recipe)
+    rows = [(label, tc, with_overrides(cfg, o), rts, "default") for label, tc, o, rts in DEFAULTS]
+    rows += [(f"this suite, {args.recipe}: {tc}", tc, with_overrides(cfg, o), RUNTIMES_OF[tc], "recipe")
+             for tc, o in recipe.items() if tc in RUNTIMES_OF]
+    pairs: dict[str, tuple] = {}
+    fp32_of: dict[tuple[str, str], str] = {}
+    table = []
+    for label, toolchain, variant, runtimes, kind in rows:
+        fp32, int8, *_ = run_toolchain(toolchain, variant, prepared)
+        for runtime in runtimes:
+            fp32_key = f"FP32 {fp32.path.name} @ {runtime}"
+            pairs[fp32_key] = (fp32, runtime)
+            key = f"{int8.path.name} @ {runtime}"
+            pairs[key] = (int8, runtime)
+            fp32_of[(toolchain, runtime)] = fp32_key
+            table.append({"label": label, "toolchain": toolchain, "kind": kind, "artifact": int8.path.name,
+                          "runtime": runtime, "key": key, "fp32_key": fp32_key,
+                          "transforms": int8.manifest.get("transforms", []), "settings": int8.manifest["settings"]})
+    if not args.no_nncf:
+        if not has_module("nncf"):
+            raise SystemExit("the NNCF peer needs nncf: pip install -r bench/requirements.txt (or --no-nncf)")
+        onnx_fp32 = run_toolchain("ort", cfg, prepared)[0]
+        peer = nncf_artifact(onnx_fp32, prepared.calibration.as_array(),
+                             resolve_path(cfg.models_dir) / "nncf" / "efficientnet_lite0_nncf_int8.xml")
+        pairs["NNCF @ openvino"] = (peer, "openvino")
+        table.append({"label": "OpenVINO NNCF nncf.quantize (defaults: fast bias correction on)", "toolchain": "nncf",
+                      "kind": "peer", "artifact": peer.path.name, "runtime": "openvino", "key": "NNCF @ openvino",
+                      "fp32_key": fp32_of[("ort", "openvino")], "transforms": [], "settings": {}})
+    top1 = top1_per_pair(pairs, prepared)
+    p50 = {}
+    if args.rounds:
+        for toolchain in ("torch_fx", "ort", "modelopt"):
+            for runtime in RUNTIMES_OF[toolchain]:
+                keys = {r["fp32_key"] for r in table if r["toolchain"] == toolchain and r["runtime"] == runtime}
+                keys |= {r["key"] for r in table if r["toolchain"] == toolchain and r["runtime"] == runtime}
+                p50.update(latency_ratios({k: pairs[k] for k in sorted(keys)}, prepared, args.rounds))
+    print(f"\nEfficientNet-Lite0, 1000 evaluation images, 300 calibration images; CPU: {cpu_summary()}\n")
+    print("| toolchain and settings | runtime | FP32 top-1 % | INT8 top-1 % | drop pp | p50 b1 ms (FP32 -> INT8) |")
+    print("|---|---|---|---|---|---|")
+    for r in table:
+        r["fp32_top1"], r["int8_top1"] = top1[r["fp32_key"]], top1[r["key"]]
+        r["drop_pp"] = r["fp32_top1"] - r["int8_top1"]
+        lat = (f"{p50[r['fp32_key']]:.1f} -> {p50[r['key']]:.1f}" if r["key"] in p50 else "-")
+        r["p50_ms"] = {"fp32": p50.get(r["fp32_key"]), "int8": p50.get(r["key"])}
+        name = r["label"] + (f" [{'+'.join(r['transforms'])}]" if r["transforms"] else "")
+        print(f"| {name} | {r['runtime']} | {r['fp32_top1']:.2f} | {r['int8_top1']:.2f} | {r['drop_pp']:+.2f} | {lat} |")
+    out = resolve_path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"cpu": cpu_summary(), "rows": table}, indent=2, default=str), encoding="utf-8")
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()

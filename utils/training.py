@@ -1,0 +1,118 @@
+"""Training loops the suite needs: the CIFAR-10 recipe, the demo model, and QAT fine-tuning.
+
+One optimizer recipe (SGD with momentum, weight decay, cosine decay over all steps) and one step loop,
+so every trained artifact in the suite is trained the same way; checkpoints are written atomically
+each epoch and a run resumes from the newest one.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from utils.artifacts import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SgdRecipe:
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    seed: int = 0
+
+
+def optimizer_and_schedule(model: nn.Module, recipe: SgdRecipe, total_steps: int):
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1))
+    return optimizer, scheduler
+
+
+def random_shift(images: torch.Tensor, pixels: int = 2) -> torch.Tensor:
+    """Cheap augmentation: roll the batch by up to ``pixels`` in each direction."""
+    shift = torch.randint(-pixels, pixels + 1, (2,))
+    return torch.roll(images, shifts=(int(shift[0]), int(shift[1])), dims=(2, 3))
+
+
+def batches_forever(dataset: Dataset, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled batches, reshuffled each pass, reproducible from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield from DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
+
+
+def run_steps(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], optimizer, scheduler,
+              steps: int, *, desc: str, augment: bool = True,
+              on_step: Callable[[int], None] | None = None) -> float:
+    """``steps`` SGD steps of cross-entropy; returns the mean loss. ``on_step(i)`` runs before step i."""
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    total = 0.0
+    for step in tqdm(range(steps), desc=desc, unit="step"):
+        if on_step is not None:
+            on_step(step)
+        images, labels = next(batches)
+        if augment:
+            images = random_shift(images)
+        optimizer.zero_grad()
+        loss = loss_fn(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += float(loss)
+    return total / max(steps, 1)
+
+
+def evaluate_top1(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> float:
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for images, labels in DataLoader(dataset, batch_size=batch_size):
+            correct += int((model(images).argmax(1) == labels).sum())
+    return correct / max(len(dataset), 1)
+
+
+def limited(dataset: Dataset, limit: int | None) -> Dataset:
+    return dataset if not limit or limit >= len(dataset) else Subset(dataset, range(limit))
+
+
+def train_classifier(model: nn.Module, train: Dataset, recipe: SgdRecipe, epochs: int,
+                     checkpoint_dir: Path | None = None, resume: bool = True, augment: bool = True) -> list[dict]:
+    """Train ``model`` for ``epochs`` (checkpoint each epoch; resume from the newest); returns the history."""
+    torch.manual_seed(recipe.seed)
+    steps_per_epoch = len(train) // recipe.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"training set of {len(train)} images is smaller than one batch of {recipe.batch_size}")
+    optimizer, scheduler = optimizer_and_schedule(model, recipe, epochs * steps_per_epoch)
+    history: list[dict] = []
+    start = 0
+    latest = checkpoint_dir / "last.ckpt" if checkpoint_dir else None
+    if resume and latest is not None and latest.is_file():
+        state = torch.load(latest, map_location="cpu", weights_only=True)  # our own checkpoint: tensors only
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start, history = int(state["epoch"]), list(state["history"])
+        log.info("resumed from %s after epoch %d", latest, start)
+    for epoch in range(start, epochs):
+        generator = torch.Generator().manual_seed(recipe.seed + epoch)
+        loader = iter(DataLoader(train, batch_size=recipe.batch_size, shuffle=True, drop_last=True, generator=generator))
+        loss = run_steps(model, loader, optimizer, scheduler, steps_per_epoch,
+                         desc=f"epoch {epoch + 1}/{epochs}", augment=augment)
+        history.append({"epoch": epoch + 1, "loss": round(loss, 5), "lr": scheduler.get_last_lr()[0]})
+        if latest is not None:
+            with atomic_path(latest) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history}, tmp)
+        log.info("epoch %d/%d: loss %.4f", epoch + 1, epochs, loss)
+    model.eval()
+    return history
