@@ -95,7 +95,8 @@ def run_all(argv: Sequence[str] | None = None) -> int:
         raise SuiteError("no toolchain could run on this machine: " + "; ".join(s.reason for s in skipped))
     out_dir = run_folder(cfg, None)
     report = evaluate_and_report("End-to-end INT8 comparison", list(artifacts.values()), prepared.splits, cfg,
-                                 out_dir, skipped=skipped, context={"toolchains": ", ".join(names), "recipe": args.recipe or "none"}, tuning=tuning)
+                                 out_dir, skipped=skipped, context={"toolchains": ", ".join(names),
+                                                                   "recipe": args.recipe or "none"}, tuning=tuning)
     for row in report["rows"]:
         drop = "" if row["top1_drop_pp"] is None else f" (drop {row['top1_drop_pp']:+.2f} pp)"
         print(f"{row['artifact']:<60} {row['runtime']:<13} top-1 {100 * row['top1']:6.2f}%{drop}")
