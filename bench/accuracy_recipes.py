@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import ASSETS, nncf_artifact  # noqa: E402
 from evaluation.pipelines.base import runner_class  # noqa: E402
-from quantization.workflow import prepare, run_toolchain  # noqa: E402
+from quantization.workflow import make_quantizer, prepare, run_toolchain  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import quiet_known_warnings, setup_logging  # noqa: E402
 from utils.config import load_config, load_recipe, resolve_path, with_overrides  # noqa: E402
@@ -56,9 +56,8 @@ def cpu_summary() -> str:
     return f"{cpu_model_name()}, int8 dot product: {', '.join(dots) or 'none (AVX2 16-bit pair sums)'}"
 
 
-def top1_per_pair(pairs: dict[str, tuple], prepared) -> dict[str, float]:
-    """One pass over the evaluation images; every (artifact, runtime) pair predicts each batch."""
-    runners = {key: runner_class(runtime)(artifact) for key, (artifact, runtime) in pairs.items()}
+def top1_per_pair(runners: dict, prepared) -> dict[str, float]:
+    """One pass over the evaluation images; every (artifact, runtime) runner predicts each batch."""
     hits = dict.fromkeys(runners, 0)
     seen = 0
     for images, labels in evaluation_loader(prepared.splits, 50):
@@ -69,9 +68,9 @@ def top1_per_pair(pairs: dict[str, tuple], prepared) -> dict[str, float]:
     return {key: 100.0 * h / seen for key, h in hits.items()}
 
 
-def latency_ratios(pairs: dict[str, tuple], prepared, rounds: int) -> dict[str, float]:
+def p50_latencies(runners: dict, prepared, rounds: int) -> dict[str, float]:
+    """Median batch-1 latency (ms) of ``runners``, interleaved in one process."""
     batch = sample_batch(prepared.splits, 1).numpy()
-    runners = {key: runner_class(runtime)(artifact) for key, (artifact, runtime) in pairs.items()}
     stats = interleaved_latency({k: r.timed_call(batch) for k, r in runners.items()}, 1, warmup=3, rounds=rounds)
     return {k: s.summary()["p50_ms"] for k, s in stats.items()}
 
@@ -110,21 +109,22 @@ def main() -> None:
     if not args.no_nncf:
         if not has_module("nncf"):
             raise SystemExit("the NNCF peer needs nncf: pip install -r bench/requirements.txt (or --no-nncf)")
-        onnx_fp32 = run_toolchain("ort", cfg, prepared)[0]
+        onnx_fp32 = make_quantizer("ort", cfg).export_fp32(prepared.model)
         peer = nncf_artifact(onnx_fp32, prepared.calibration.as_array(),
                              resolve_path(cfg.models_dir) / "nncf" / "efficientnet_lite0_nncf_int8.xml")
         pairs["NNCF @ openvino"] = (peer, "openvino")
         table.append({"label": "OpenVINO NNCF nncf.quantize (defaults: fast bias correction on)", "toolchain": "nncf",
                       "kind": "peer", "artifact": peer.path.name, "runtime": "openvino", "key": "NNCF @ openvino",
                       "fp32_key": fp32_of[("ort", "openvino")], "transforms": [], "settings": {}})
-    top1 = top1_per_pair(pairs, prepared)
+    runners = {key: runner_class(runtime)(artifact) for key, (artifact, runtime) in pairs.items()}
+    top1 = top1_per_pair(runners, prepared)
     p50 = {}
     if args.rounds:
         for toolchain in ("torch_fx", "ort", "modelopt"):
             for runtime in RUNTIMES_OF[toolchain]:
                 keys = {r["fp32_key"] for r in table if r["toolchain"] == toolchain and r["runtime"] == runtime}
                 keys |= {r["key"] for r in table if r["toolchain"] == toolchain and r["runtime"] == runtime}
-                p50.update(latency_ratios({k: pairs[k] for k in sorted(keys)}, prepared, args.rounds))
+                p50.update(p50_latencies({k: runners[k] for k in sorted(keys)}, prepared, args.rounds))
     print(f"\nEfficientNet-Lite0, 1000 evaluation images, 300 calibration images; CPU: {cpu_summary()}\n")
     print("| toolchain and settings | runtime | FP32 top-1 % | INT8 top-1 % | drop pp | p50 b1 ms (FP32 -> INT8) |")
     print("|---|---|---|---|---|---|")

@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                f"(all runnable: {','.join(DEFAULT_TOOLCHAINS)})", type=cli.csv_list())
     g.add_argument("--recipe", default=None, metavar="NAME",
                    help="also run each toolchain with the named recipe in configs/recipes/ (best-accuracy: "
-                        "the settings that reach FP32 within 0.5 pp on EfficientNet-Lite0) beside its defaults")
+                        "the most accurate full-INT8 settings measured on EfficientNet-Lite0) beside its defaults")
     t = parser.add_argument_group("calibration sweep and accuracy recovery")
     cli.option(t, "--calibration", "tuning.calibrations", "sweep: minmax,percentile,entropy,mse (each toolchain "
                "runs the ones it supports; the others are listed as skipped)", type=cli.csv_list())

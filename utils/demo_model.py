@@ -34,6 +34,7 @@ def train_demo_model(path: Path, epochs: int = DEMO_EPOCHS, seed: int = DEMO_SEE
     """Train ResNet-20 on the demo training split (with small random shifts) and save it atomically."""
     from utils.cifar_resnet import cifar_resnet
     from utils.data import load_demo
+    from utils.training import evaluate_top1
 
     torch.manual_seed(seed)
     splits = load_demo(DataConfig())
@@ -52,12 +53,7 @@ def train_demo_model(path: Path, epochs: int = DEMO_EPOCHS, seed: int = DEMO_SEE
             loss_fn(model(images), labels).backward()
             optimizer.step()
             scheduler.step()
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for images, labels in torch.utils.data.DataLoader(splits.evaluation, batch_size=256):
-            correct += int((model(images).argmax(1) == labels).sum())
-    accuracy = correct / len(splits.evaluation)
+    accuracy = evaluate_top1(model, splits.evaluation)
     log.info("demo ResNet-20 trained: FP32 top-1 %.2f%% on the demo evaluation split", 100 * accuracy)
     with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)

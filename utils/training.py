@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from utils.artifacts import atomic_path
@@ -79,10 +79,6 @@ def evaluate_top1(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> 
         for images, labels in DataLoader(dataset, batch_size=batch_size):
             correct += int((model(images).argmax(1) == labels).sum())
     return correct / max(len(dataset), 1)
-
-
-def limited(dataset: Dataset, limit: int | None) -> Dataset:
-    return dataset if not limit or limit >= len(dataset) else Subset(dataset, range(limit))
 
 
 def train_classifier(model: nn.Module, train: Dataset, recipe: SgdRecipe, epochs: int,

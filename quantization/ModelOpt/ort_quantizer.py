@@ -5,6 +5,7 @@ weights (ORT's CPU EP fuses u8 x s8 QDQ into integer kernels; s8 activations ran
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ class OrtQuantizer(OnnxQuantizer):
 
     def weight_scheme(self) -> WeightScheme:
         """quantize_static's symmetric int8 weights: [-127, 127], scale = absmax / 127."""
-        return WeightScheme(per_channel=self.cfg.modelopt.granularity == "per_channel", qmin=-127, qmax=127, divisor=127.0)
+        return dataclasses.replace(super().weight_scheme(), per_channel=self.cfg.modelopt.granularity == "per_channel")
 
     def tag(self) -> str:
         act = "u8" if self.activation_type() == "uint8" else "s8"

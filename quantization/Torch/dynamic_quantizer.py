@@ -28,13 +28,14 @@ def dynamic_layers(module: nn.Module) -> dict[str, str]:
 
 class DynamicQuantizer(TorchScriptQuantizer):
     toolchain = "torch_dynamic"
+    mode = "dynamic"
 
     def settings(self) -> dict[str, Any]:
-        return {"mode": "dynamic", "backend": self.cfg.torch.backend,
+        return {"mode": self.mode, "backend": self.cfg.torch.backend,
                 "weights": "qint8 per-tensor (Linear, LSTM, GRU); activations quantized per batch at run time"}
 
     def tag(self) -> str:
-        return f"dynamic_{self.cfg.torch.backend}"
+        return f"{self.mode}_{self.cfg.torch.backend}"
 
     def _quantized_module(self, model: LoadedModel, calibration: CalibrationSet) -> tuple[nn.Module, None]:
         from torch.ao.quantization import quantize_dynamic

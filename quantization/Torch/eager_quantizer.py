@@ -2,8 +2,6 @@
 -> convert. The mode torchvision's quantized models use; FX does the same without model changes."""
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch.ao.quantization import convert, prepare
 
@@ -17,12 +15,7 @@ from utils.models import LoadedModel
 
 class EagerQuantizer(TorchScriptQuantizer):
     toolchain = "torch_eager"
-
-    def settings(self) -> dict[str, Any]:
-        return {"mode": "eager", **self.static_settings()}
-
-    def tag(self) -> str:
-        return self.static_tag("eager")
+    mode = "eager"
 
     def _quantized_module(self, model: LoadedModel, calibration: CalibrationSet) -> tuple[torch.nn.Module, list[str]]:
         if self.cfg.torch.float_layers:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 
@@ -15,12 +14,7 @@ from utils.models import LoadedModel
 
 class FxQuantizer(TorchScriptQuantizer):
     toolchain = "torch_fx"
-
-    def settings(self) -> dict[str, Any]:
-        return {"mode": "fx", **self.static_settings()}
-
-    def tag(self) -> str:
-        return self.static_tag("fx")
+    mode = "fx"
 
     def _quantized_module(self, model: LoadedModel, calibration: CalibrationSet) -> tuple[torch.nn.Module, list[str]]:
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.ao.quantization import disable_observer
 
-from quantization.Torch.qconfig import build_qat_qconfig
+from quantization.Torch.qconfig import build_qat_qconfig, weight_bits
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
@@ -35,6 +35,7 @@ def freeze_bn_stats(module: torch.nn.Module) -> None:
 
 class QatQuantizer(TorchScriptQuantizer):
     toolchain = "torch_qat"
+    mode = "qat"
     needs_training_data = True
 
     def settings(self) -> dict[str, Any]:
@@ -47,7 +48,7 @@ class QatQuantizer(TorchScriptQuantizer):
 
     def tag(self) -> str:
         t = self.cfg.torch
-        bits = "_w7" if self.weight_scheme().qmax == 63 else ""
+        bits = "_w7" if weight_bits(t) == 7 else ""
         return f"qat_{t.qat_engine}_{t.backend}_{t.granularity}{bits}_{t.qat_steps}steps"
 
     def _prepared(self, model: LoadedModel) -> torch.nn.Module:

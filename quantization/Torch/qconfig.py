@@ -76,6 +76,11 @@ def weight_bits(cfg: TorchQuantConfig) -> int:
     raise SuiteError(f"--weight-bits must be auto, 7 or 8 (got {cfg.weight_bits})")
 
 
+def weight_range(cfg: TorchQuantConfig) -> tuple[int, int]:
+    """(quant_min, quant_max) of the symmetric qint8 weights: 7 or 8 bits."""
+    return (-64, 63) if weight_bits(cfg) == 7 else (-128, 127)
+
+
 def validate(cfg: TorchQuantConfig) -> None:
     for value, allowed, flag in ((cfg.backend, BACKENDS, "--backend"), (cfg.observer, OBSERVERS, "--observer"),
                                  (cfg.granularity, GRANULARITIES, "--granularity")):
@@ -97,7 +102,7 @@ def build_qconfig(cfg: TorchQuantConfig) -> QConfig:
         "histogram": HistogramObserver.with_args(**act_kwargs),
         "percentile": PercentileObserver.with_args(percentile=cfg.percentile, **act_kwargs),
     }[cfg.observer]
-    qmin, qmax = (-64, 63) if weight_bits(cfg) == 7 else (-128, 127)
+    qmin, qmax = weight_range(cfg)
     if cfg.granularity == "per_channel":
         weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
                                                     quant_min=qmin, quant_max=qmax)
@@ -126,7 +131,7 @@ def build_qat_qconfig(cfg: TorchQuantConfig) -> QConfig:
     activation = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
                                         dtype=torch.quint8, qscheme=torch.per_tensor_affine,
                                         reduce_range=use_reduce_range(cfg))
-    qmin, qmax = (-64, 63) if weight_bits(cfg) == 7 else (-128, 127)
+    qmin, qmax = weight_range(cfg)
     if cfg.granularity == "per_channel":
         weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=qmin, quant_max=qmax,
                                         dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)

@@ -10,12 +10,12 @@ import copy
 import logging
 import time
 from abc import abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from quantization.base import Quantizer, float_suffix
-from quantization.Torch.qconfig import saturation_risk, use_reduce_range, validate, weight_bits
+from quantization.Torch.qconfig import saturation_risk, use_reduce_range, validate, weight_bits, weight_range
 from quantization.Torch.torchscript_export import write_torchscript
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact
@@ -28,10 +28,14 @@ log = logging.getLogger(__name__)
 
 class TorchScriptQuantizer(Quantizer):
     folder = "torch"
+    mode: ClassVar[str]  # fx, eager, dynamic, qat: in the settings and the artifact name
 
-    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        return {"mode": self.mode, **self.static_settings()}
+
     def tag(self) -> str:
         """The artifact-name part that says how it was quantized."""
+        return self.static_tag(self.mode)
 
     @abstractmethod
     def _quantized_module(self, model: LoadedModel, calibration: CalibrationSet) -> tuple[torch.nn.Module, list[str] | None]:
@@ -54,7 +58,7 @@ class TorchScriptQuantizer(Quantizer):
 
     def weight_scheme(self) -> WeightScheme:
         t = self.cfg.torch
-        qmin, qmax = (-64, 63) if weight_bits(t) == 7 else (-128, 127)
+        qmin, qmax = weight_range(t)
         return WeightScheme(per_channel=t.granularity == "per_channel", qmin=qmin, qmax=qmax, divisor=(qmax - qmin) / 2)
 
     def quantizable_layers(self, model: LoadedModel) -> list[str]:

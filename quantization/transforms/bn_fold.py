@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from quantization.transforms.graph import conv_chains, trace_layers
+from quantization.transforms.graph import trace_layers
 
 
 def _fold_pair(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
@@ -49,5 +49,3 @@ def fold_batchnorm(model: nn.Module) -> int:
         _fold_pair(modules[conv_name], modules[bn_name])
     return len(pairs)
 
-
-__all__ = ["fold_batchnorm", "conv_bn_pairs", "conv_chains"]
