@@ -74,3 +74,17 @@ class CifarResNet(nn.Module):
 
 def cifar_resnet(name: str, num_classes: int = 10) -> CifarResNet:
     return CifarResNet(CIFAR_DEPTHS[name], num_classes)
+
+
+# torchvision ResNets with the CIFAR stem (3x3 stride-1 first conv, no max-pool), for 32x32 inputs;
+# their state_dict keys are torchvision's, so torchvision tooling (quantizable twins) applies.
+CIFAR_STEM_RESNETS = {"resnet18_cifar": "resnet18", "resnet34_cifar": "resnet34", "resnet50_cifar": "resnet50"}
+
+
+def cifar_stem_resnet(name: str, num_classes: int = 10) -> nn.Module:
+    from torchvision import models
+
+    model = models.get_model(CIFAR_STEM_RESNETS[name], weights=None, num_classes=num_classes)
+    model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    model.maxpool = nn.Identity()
+    return model

@@ -115,6 +115,21 @@ class TuningConfig:
 
 
 @dataclass
+class TrainingConfig:
+    """resnet.train: SGD with momentum, weight decay and cosine decay, a checkpoint each epoch."""
+
+    epochs: int = 30
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    seed: int = 0
+    limit: int | None = None  # train on the first N training images only (short runs, tests)
+    augment: bool = True  # random shifts of up to 2 pixels
+    resume: bool = True  # continue from the newest checkpoint of the same run
+
+
+@dataclass
 class BenchmarkConfig:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16])
     warmup: int = 5
@@ -133,6 +148,7 @@ class RunConfig:
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     toolchains: list[str] | None = None  # resnet.run: which toolchains (default: all runnable)
     runtimes: list[str] | None = None  # which runtimes (default: every installed one that fits)
     models_dir: str = "models"

@@ -1,6 +1,7 @@
 """The FP32 model of a run: an architecture from the registry plus a weights file.
 
-Registry: the CIFAR ResNets (``resnet20/32/44/56``, 3x32x32), every torchvision classification
+Registry: the CIFAR ResNets (``resnet20/32/44/56``, 3x32x32), torchvision ResNets with the CIFAR stem
+(``resnet18_cifar``, ``resnet34_cifar``, ``resnet50_cifar``, 3x32x32), every torchvision classification
 architecture by name (``resnet50``, ``mobilenet_v3_large``, ...), ``efficientnet_lite0..4`` when the
 ``efficientnet-lite-pytorch`` package is installed, and ``demo`` (a ResNet-20 trained on the demo
 set, cached in ``models/demo/``). Weights load with ``weights_only=True`` unless the user opts in,
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from utils.cifar_resnet import CIFAR_DEPTHS, cifar_resnet
+from utils.cifar_resnet import CIFAR_DEPTHS, CIFAR_STEM_RESNETS, cifar_resnet, cifar_stem_resnet
 from utils.config import ModelConfig
 from utils.errors import SuiteError
 
@@ -46,7 +47,7 @@ def torchvision_classifiers() -> list[str]:
 
 
 def default_input_shape(arch: str) -> tuple[int, int, int]:
-    if arch in CIFAR_DEPTHS or arch == "demo":
+    if arch in CIFAR_DEPTHS or arch in CIFAR_STEM_RESNETS or arch == "demo":
         return (3, 32, 32)
     if arch in EFFICIENTNET_LITE:
         size = EFFICIENTNET_LITE[arch]
@@ -60,6 +61,8 @@ def build_architecture(arch: str, num_classes: int) -> nn.Module:
     """An untrained instance of ``arch`` with a ``num_classes``-way head."""
     if arch in CIFAR_DEPTHS or arch == "demo":
         return cifar_resnet("resnet20" if arch == "demo" else arch, num_classes)
+    if arch in CIFAR_STEM_RESNETS:
+        return cifar_stem_resnet(arch, num_classes)
     if arch in EFFICIENTNET_LITE:
         try:
             from efficientnet_lite_pytorch import EfficientNet
@@ -68,7 +71,7 @@ def build_architecture(arch: str, num_classes: int) -> nn.Module:
                              "(pip install -r requirements/extras.txt)") from None
         return EfficientNet.from_name(arch.replace("_", "-"), num_classes=num_classes)
     if arch not in torchvision_classifiers():
-        raise SuiteError(f"unknown architecture '{arch}': use resnet20/32/44/56, demo, "
+        raise SuiteError(f"unknown architecture '{arch}': use resnet20/32/44/56, resnet18_cifar, demo, "
                          "efficientnet_lite0..4, or a torchvision classifier (e.g. resnet50)")
     from torchvision import models
 

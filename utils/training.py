@@ -1,4 +1,4 @@
-"""Training loops the suite needs: the CIFAR-10 recipe, the demo model, and QAT fine-tuning.
+"""Training loops the suite needs: the CIFAR-10 recipe (resnet.train), the demo model, QAT fine-tuning.
 
 One optimizer recipe (SGD with momentum, weight decay, cosine decay over all steps) and one step loop,
 so every trained artifact in the suite is trained the same way; checkpoints are written atomically
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from utils.artifacts import atomic_path
+from utils.errors import SuiteError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def run_steps(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tens
         loss.backward()
         optimizer.step()
         scheduler.step()
-        total += float(loss)
+        total += float(loss.detach())
     return total / max(steps, 1)
 
 
@@ -83,7 +84,11 @@ def evaluate_top1(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> 
 
 def train_classifier(model: nn.Module, train: Dataset, recipe: SgdRecipe, epochs: int,
                      checkpoint_dir: Path | None = None, resume: bool = True, augment: bool = True) -> list[dict]:
-    """Train ``model`` for ``epochs`` (checkpoint each epoch; resume from the newest); returns the history."""
+    """Train ``model`` for ``epochs`` (checkpoint each epoch; resume from the newest); returns the history.
+
+    A checkpoint records the recipe, epoch count and training-set size it was made with; resuming
+    with different ones would silently change the schedule, so it is refused instead.
+    """
     torch.manual_seed(recipe.seed)
     steps_per_epoch = len(train) // recipe.batch_size
     if steps_per_epoch == 0:
@@ -91,12 +96,17 @@ def train_classifier(model: nn.Module, train: Dataset, recipe: SgdRecipe, epochs
     optimizer, scheduler = optimizer_and_schedule(model, recipe, epochs * steps_per_epoch)
     history: list[dict] = []
     start = 0
+    signature = {**asdict(recipe), "epochs": epochs, "train_size": len(train), "augment": augment}
     latest = checkpoint_dir / "last.ckpt" if checkpoint_dir else None
     if resume and latest is not None and latest.is_file():
         state = torch.load(latest, map_location="cpu", weights_only=True)  # our own checkpoint: tensors only
+        if state.get("signature") != signature:
+            raise SuiteError(f"checkpoint {latest} was made with other settings ({state.get('signature')}); "
+                             "delete it or train without resuming")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])  # the augmentation draws continue as if never interrupted
         start, history = int(state["epoch"]), list(state["history"])
         log.info("resumed from %s after epoch %d", latest, start)
     for epoch in range(start, epochs):
@@ -108,7 +118,8 @@ def train_classifier(model: nn.Module, train: Dataset, recipe: SgdRecipe, epochs
         if latest is not None:
             with atomic_path(latest) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history}, tmp)
+                            "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
+                            "signature": signature, "rng": torch.get_rng_state()}, tmp)
         log.info("epoch %d/%d: loss %.4f", epoch + 1, epochs, loss)
     model.eval()
     return history
