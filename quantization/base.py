@@ -97,7 +97,8 @@ class Quantizer(ABC):
     def model_facts(model: LoadedModel) -> dict[str, Any]:
         """What a runner needs to know about the model, recorded in every manifest."""
         return {"arch": model.arch, "num_classes": model.num_classes, "input_shape": list(model.input_shape),
-                "transforms": list(model.transforms)}
+                "transforms": list(model.transforms), "class_names": list(model.class_names),
+                "preprocess": dict(model.preprocess)}
 
     def artifact_stem(self, model: LoadedModel, tag: str) -> str:
         weights = model.weights_path.stem if model.weights_path else "random"

@@ -47,6 +47,7 @@ def prepare(cfg: RunConfig) -> Prepared:
         raise SuiteError(f"model {model.arch} has {model.num_classes} classes but dataset "
                          f"'{splits.name}' has {splits.num_classes} (set --num-classes)")
     model.input_shape = splits.input_shape  # the data decides the spatial size the artifacts are built for
+    model.class_names, model.preprocess = list(splits.class_names), dict(splits.preprocess)
     return Prepared(splits, model, calibration_set(splits, cfg.calibration))
 
 

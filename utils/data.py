@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import pickle
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ class DataSplits:
     class_names: list[str]
     input_shape: tuple[int, int, int]
     train: Dataset | None = None  # where the dataset has a training split (demo, cifar10)
+    preprocess: dict = field(default_factory=dict)  # how an image file becomes an input (see file_tensor)
 
 
 class TensorDataset(Dataset):
@@ -103,6 +104,34 @@ def _normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]
     return (images - mean_t) / std_t
 
 
+# ------------------------------------------------------------------------------ preprocessing
+def stretch_preprocess(color: str, size: int, mean: Sequence[float], std: Sequence[float]) -> dict:
+    """Small-image datasets: the whole picture scaled to size x size (bilinear), then normalised."""
+    return {"mode": "stretch", "color": color, "size": size, "mean": list(mean), "std": list(std)}
+
+
+def file_tensor(path: Path, pre: dict) -> torch.Tensor:
+    """An image file as a 1xCxHxW input, preprocessed as the dataset ``pre`` describes (a manifest's
+    ``preprocess``), so a deployed artifact sees what it was calibrated and evaluated on."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert(pre["color"])
+            if pre["mode"] == "resize_crop":
+                return resize_crop_transform(pre)(image).unsqueeze(0)
+            pixels = np.asarray(image, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SuiteError(f"{path}: not a readable image ({exc})") from None
+    x = torch.from_numpy(pixels)
+    x = (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)).unsqueeze(0)
+    x = torch.nn.functional.interpolate(x, size=(pre["size"], pre["size"]), mode="bilinear", align_corners=False,
+                                        antialias=x.shape[-1] > pre["size"])
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    return _normalize(x, pre["mean"], pre["std"])
+
+
 # ---------------------------------------------------------------------------------------- demo
 def load_demo(cfg: DataConfig) -> DataSplits:
     """scikit-learn's digits: real labelled images that ship with the package (no download)."""
@@ -126,6 +155,7 @@ def load_demo(cfg: DataConfig) -> DataSplits:
         calibration_pool_ids=[f"digits/{i}" for i in train_idx],
         evaluation_ids=[f"digits/{i}" for i in test_idx],
         num_classes=10, class_names=[str(i) for i in range(10)], input_shape=(3, size, size), train=train,
+        preprocess=stretch_preprocess("L", size, cfg.mean or (0.5,) * 3, cfg.std or (0.5,) * 3),
     )
 
 
@@ -181,22 +211,27 @@ def load_cifar10(cfg: DataConfig) -> DataSplits:
         calibration_pool_ids=[f"train/{i}" for i in range(len(train))],
         evaluation_ids=[f"test/{i}" for i in range(len(test))],
         num_classes=10, class_names=names, input_shape=(3, 32, 32), train=train,
+        preprocess=stretch_preprocess("RGB", 32, cfg.mean or IMAGENET_MEAN, cfg.std or IMAGENET_STD),
     )
 
 
 # ----------------------------------------------------------------------------------- imagenet
-def image_transform(cfg: DataConfig) -> Callable:
-    """The standard evaluation transform; calibration uses the very same one."""
+def imagenet_preprocess(cfg: DataConfig) -> dict:
+    crop = cfg.image_size or 224
+    return {"mode": "resize_crop", "color": "RGB", "resize": cfg.resize or int(round(crop * 256 / 224)),
+            "crop": crop, "mean": list(cfg.mean or IMAGENET_MEAN), "std": list(cfg.std or IMAGENET_STD)}
+
+
+def resize_crop_transform(pre: dict) -> Callable:
     from torchvision import transforms
 
-    crop = cfg.image_size or 224
-    resize = cfg.resize or int(round(crop * 256 / 224))
-    return transforms.Compose([
-        transforms.Resize(resize),
-        transforms.CenterCrop(crop),
-        transforms.ToTensor(),
-        transforms.Normalize(cfg.mean or IMAGENET_MEAN, cfg.std or IMAGENET_STD),
-    ])
+    return transforms.Compose([transforms.Resize(pre["resize"]), transforms.CenterCrop(pre["crop"]),
+                               transforms.ToTensor(), transforms.Normalize(pre["mean"], pre["std"])])
+
+
+def image_transform(cfg: DataConfig) -> Callable:
+    """The standard evaluation transform; calibration uses the very same one."""
+    return resize_crop_transform(imagenet_preprocess(cfg))
 
 
 def list_image_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -263,7 +298,7 @@ def load_imagenet(cfg: DataConfig, calibration: CalibrationConfig) -> DataSplits
         return DataSplits(
             name="imagenet", calibration_pool=pool, evaluation=FileImageDataset(files, labels, transform),
             calibration_pool_ids=[str(p.name) for p in c_files], evaluation_ids=[p.name for p in files],
-            num_classes=num_classes, class_names=names, input_shape=(3, crop, crop),
+            num_classes=num_classes, class_names=names, input_shape=(3, crop, crop), preprocess=imagenet_preprocess(cfg),
         )
     # One folder: the head of a seeded permutation calibrates, the tail is evaluated.
     n_calib = calibration.size
@@ -279,7 +314,7 @@ def load_imagenet(cfg: DataConfig, calibration: CalibrationConfig) -> DataSplits
         name="imagenet", calibration_pool=FileImageDataset(c_files, c_labels, transform),
         evaluation=FileImageDataset(e_files, e_labels, transform),
         calibration_pool_ids=[p.name for p in c_files], evaluation_ids=[p.name for p in e_files],
-        num_classes=num_classes, class_names=names, input_shape=(3, crop, crop),
+        num_classes=num_classes, class_names=names, input_shape=(3, crop, crop), preprocess=imagenet_preprocess(cfg),
     )
 
 

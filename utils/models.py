@@ -38,6 +38,8 @@ class LoadedModel:
     input_shape: tuple[int, int, int]
     weights_path: Path | None
     transforms: list[str] = field(default_factory=list)  # passes applied since loading (cle, bias_correction)
+    class_names: list[str] = field(default_factory=list)  # the dataset's, recorded for deployment
+    preprocess: dict = field(default_factory=dict)  # image file -> input (utils.data.file_tensor)
 
 
 def torchvision_classifiers() -> list[str]:
