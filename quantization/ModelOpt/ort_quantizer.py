@@ -22,7 +22,11 @@ METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 class _FeedReader:
-    """ORT's CalibrationDataReader protocol over the named calibration arrays, in batches."""
+    """ORT's CalibrationDataReader protocol over the named calibration arrays, in equal batches.
+
+    ORT's histogram calibrators (entropy, percentile) stack every batch's outputs into one array and
+    fail on a short last batch, so the batch size is the largest divisor of the sample size that is
+    at most the one asked for (300 images, 32 asked: batches of 30)."""
 
     def __init__(self, feed: dict[str, np.ndarray], batch_size: int):
         self._iter = self._batches(feed, batch_size)
@@ -30,6 +34,7 @@ class _FeedReader:
     @staticmethod
     def _batches(feed: dict[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         n = len(next(iter(feed.values())))
+        batch_size = max(d for d in range(1, max(1, min(batch_size, n)) + 1) if n % d == 0)
         for start in range(0, n, batch_size):
             yield {k: v[start:start + batch_size] for k, v in feed.items()}
 
