@@ -15,6 +15,7 @@ from torch.ao.quantization import disable_observer
 
 from quantization.Torch.qconfig import build_qat_qconfig, weight_bits
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
+from utils.config import TorchQuantConfig
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
@@ -31,6 +32,24 @@ def freeze_bn_stats(module: torch.nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.eval()
+
+
+def fine_tune(module: torch.nn.Module, dataset: Any, t: TorchQuantConfig, seed: int, desc: str) -> torch.nn.Module:
+    """The QAT recipe's training steps. Run on a plain FP32 copy it is the control that separates what
+    QAT recovers from what the same fine-tune alone changes (e.g. adapting to the training images)."""
+    recipe = SgdRecipe(lr=t.qat_lr, momentum=0.9, weight_decay=0.0, batch_size=t.qat_batch_size, seed=seed)
+    optimizer, scheduler = optimizer_and_schedule(module, recipe, t.qat_steps)
+
+    def on_step(step: int) -> None:
+        if step == t.qat_freeze_bn_after:
+            freeze_bn_stats(module)
+        if step == t.qat_freeze_observers_after:
+            module.apply(disable_observer)
+
+    torch.manual_seed(recipe.seed)
+    run_steps(module, batches_forever(dataset, recipe.batch_size, recipe.seed), optimizer, scheduler,
+              t.qat_steps, desc=desc, on_step=on_step)
+    return module.eval()
 
 
 class QatQuantizer(TorchScriptQuantizer):
@@ -83,20 +102,7 @@ class QatQuantizer(TorchScriptQuantizer):
                              "dataset's training split")
         dataset, ids = self.train_data
         prepared = self._prepared(model)
-        recipe = SgdRecipe(lr=t.qat_lr, momentum=0.9, weight_decay=0.0, batch_size=t.qat_batch_size,
-                           seed=self.cfg.calibration.seed)
-        optimizer, scheduler = optimizer_and_schedule(prepared, recipe, t.qat_steps)
-
-        def on_step(step: int) -> None:
-            if step == t.qat_freeze_bn_after:
-                freeze_bn_stats(prepared)
-            if step == t.qat_freeze_observers_after:
-                prepared.apply(disable_observer)
-
-        torch.manual_seed(recipe.seed)
-        run_steps(prepared, batches_forever(dataset, recipe.batch_size, recipe.seed), optimizer, scheduler,
-                  t.qat_steps, desc=f"QAT ({t.qat_engine})", on_step=on_step)
-        prepared.eval()
+        fine_tune(prepared, dataset, t, self.cfg.calibration.seed, desc=f"QAT ({t.qat_engine})")
         if t.qat_engine == "fx":
             from torch.ao.quantization.quantize_fx import convert_fx
 
