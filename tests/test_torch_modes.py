@@ -1,0 +1,93 @@
+"""The Torch modes beyond FX: eager PTQ, dynamic PTQ and QAT, end to end through the shared loop and report.
+
+The CIFAR-10 tests use the pretrained ResNet-20 of ../shared/assets on a slice of its test images
+(skipped with the reason when the assets are absent); the dynamic test runs on the demo set.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from quantization.Torch.cli import MODE_TOOLCHAINS
+from quantization.Torch.cli import build_parser as torch_ptq_parser
+from resnet.run import main as run_main
+from tests.conftest import REPO, asset, run_script
+
+SLICE = 1000  # CIFAR-10 test images evaluated
+
+
+def test_every_mode_documents_every_option():
+    result = run_script(str(REPO / "quantization/Torch/torch_PTQ.py"), "--mode", "qat", "--help")
+    assert result.returncode == 0
+    parser = torch_ptq_parser()
+    for action in parser._actions:
+        if action.option_strings:
+            assert action.help, f"{action.option_strings} has no help"
+            assert any(s in result.stdout for s in action.option_strings), action.option_strings
+    for mode in ("eager", "dynamic", "qat"):
+        assert mode in MODE_TOOLCHAINS and f"  {mode} " in result.stdout  # each mode explained in the description
+    for flag in ("--qat-engine", "--qat-steps", "--qat-lr", "--qat-batch-size", "--qat-freeze-bn-after",
+                 "--qat-freeze-observers-after", "--granularity", "--observer"):
+        assert flag in result.stdout
+
+
+def _report(results: Path) -> dict:
+    (report,) = results.rglob("report.json")
+    return json.loads(report.read_text())
+
+
+def _cifar_args(tmp_path: Path) -> list[str]:
+    root = asset("cifar10")
+    return ["--config", str(REPO / "configs/cifar10_resnet20.yaml"), "--data-root", str(root),
+            "--weights", str(root / "resnet20-12fca82f.th"), "--limit", str(SLICE), "--calib-size", "256",
+            "--runtimes", "torch", "--bench-batch-sizes", "1", "--rounds", "3", "--warmup", "1",
+            "--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results"), "--run-name", "t"]
+
+
+def test_eager_ptq_beside_fx_in_one_report(tmp_path: Path):
+    assert run_main(["--toolchains", "torch_fx,torch_eager", "--observer", "minmax", *_cifar_args(tmp_path)]) == 0
+    rows = {r["toolchain"]: r for r in _report(tmp_path / "results")["rows"] if r["precision"] == "int8"}
+    assert set(rows) == {"torch_fx", "torch_eager"}
+    eager = rows["torch_eager"]
+    assert eager["mode"].startswith("eager") and eager["runtime"] == "torch"
+    assert eager["top1_drop_pp"] <= 1.0 and eager["agreement"] >= 0.95
+    # same model, same data, same qconfig: eager and FX land on nearly the same predictions
+    assert abs(eager["top1"] - rows["torch_fx"]["top1"]) <= 0.01
+    manifest = json.loads(Path(eager["path"] + ".manifest.json").read_text())
+    assert manifest["settings"]["mode"] == "eager" and manifest["calibration_sample_count"] == 256
+
+
+def test_qat_from_per_tensor_end_to_end(tmp_path: Path):
+    args = ["--toolchains", "torch_qat", "--granularity", "per_tensor", "--observer", "minmax",
+            "--qat-steps", "40", "--qat-freeze-bn-after", "25", "--qat-freeze-observers-after", "30"]
+    assert run_main([*args, *_cifar_args(tmp_path)]) == 0
+    (row,) = [r for r in _report(tmp_path / "results")["rows"] if r["precision"] == "int8"]
+    assert row["toolchain"] == "torch_qat"
+    manifest = json.loads(Path(row["path"] + ".manifest.json").read_text())
+    settings = manifest["settings"]
+    assert settings["qat_steps"] == 40 and settings["qat_freeze_bn_after"] == 25
+    assert all(i.startswith("train/") for i in manifest["calibration_sample_ids"])  # trained on training images
+    assert row["top1_drop_pp"] <= 1.0  # fine-tuned on CIFAR-10 training images: no loss against FP32
+
+
+def test_dynamic_ptq_end_to_end_on_the_demo(tmp_path: Path):
+    args = ["--toolchains", "torch_dynamic", "--runtimes", "torch", "--bench-batch-sizes", "1", "--rounds", "3",
+            "--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results"), "--run-name", "t"]
+    assert run_main(args) == 0
+    (row,) = [r for r in _report(tmp_path / "results")["rows"] if r["precision"] == "int8"]
+    assert row["toolchain"] == "torch_dynamic" and row["top1_drop_pp"] <= 1.0
+    manifest = json.loads(Path(row["path"] + ".manifest.json").read_text())
+    assert manifest["settings"]["activation_bits"] in (7, 8) and manifest["calibration_sample_count"] == 0
+
+
+@pytest.mark.parametrize("mode", ["eager", "dynamic", "qat"])
+def test_torch_ptq_mode_writes_an_artifact_with_a_manifest(mode: str, tmp_path: Path):
+    from quantization.Torch.cli import main as torch_ptq
+
+    extra = ["--qat-steps", "4", "--qat-freeze-bn-after", "2", "--qat-freeze-observers-after", "3"] if mode == "qat" else []
+    assert torch_ptq(["--mode", mode, "--calib-size", "64", "--models-dir", str(tmp_path), *extra]) == 0
+    manifests = [json.loads(p.read_text()) for p in tmp_path.rglob("*.manifest.json")]
+    assert {m["precision"] for m in manifests} == {"fp32", "int8"}
+    assert next(m for m in manifests if m["precision"] == "int8")["settings"]["mode"].startswith(mode)
