@@ -107,3 +107,38 @@ def test_efficientnet_lite0_metrics_agree_with_scikit_learn(tmp_path):
     assert result.metrics["recall_macro"] == pytest.approx(r)
     assert result.metrics["f1_macro"] == pytest.approx(f)
     assert np.array_equal(result.metrics["confusion_matrix"], confusion_matrix(labels, preds, labels=range(1000)))
+
+
+def test_cle_and_bias_correction_recover_half_of_the_per_tensor_error_on_resnet20(tmp_path):
+    """Issue #9: per-tensor weights (the hard case), FX histogram activations, 7-bit weights (the scheme
+    for CPUs without VNNI, pinned so every machine runs the same case), first 1,000 test images.
+
+    On these JPEG-damaged images the top-1 difference itself is within noise (INT8 is sometimes above
+    FP32), so "the drop" is measured as what quantization changes: the logit error against FP32
+    (relative MSE) and the share of images whose top-1 class changes. Measured: 0.0066 -> 0.0030 and
+    4.5 % -> 2.1 %."""
+    import numpy as np
+
+    from evaluation.pipelines.torch_runner import TorchRunner
+    from utils.data import evaluation_loader
+
+    cfg = _cifar_cfg("resnet20", tmp_path)
+    cfg.data.limit = 1000
+    cfg.torch.granularity, cfg.torch.observer, cfg.torch.weight_bits = "per_tensor", "histogram", "7"
+    prepared = prepare(cfg)
+
+    def logits(artifact):
+        runner = TorchRunner(artifact)
+        return np.concatenate([runner.predict(x.numpy()) for x, _ in evaluation_loader(prepared.splits, 500)])
+
+    error = {}
+    for name, transforms in (("plain", {}), ("cle+bc", {"cle": True, "bias_correction": True})):
+        variant = copy.deepcopy(cfg)
+        for key, value in transforms.items():
+            setattr(variant.transforms, key, value)
+        fp32, int8, *_ = run_toolchain("torch_fx", variant, prepared)
+        f, q = logits(fp32), logits(int8)
+        error[name] = (float(np.mean((f - q) ** 2) / np.mean(f ** 2)), float(np.mean(f.argmax(1) != q.argmax(1))))
+    print(f"relative logit MSE, disagreement: {error}")
+    assert error["cle+bc"][0] <= 0.5 * error["plain"][0]
+    assert error["cle+bc"][1] <= 0.5 * error["plain"][1]
