@@ -37,8 +37,10 @@ ONNX_RUNTIMES = ["onnxruntime", "openvino"]
 # (label, toolchain, overrides, runtimes): each toolchain as a user gets it out of the box.
 DEFAULTS = [
     ("torch.ao FX, x86 default qconfig (histogram, 7-bit activations, per-channel weights)", "torch_fx",
-     {"torch": {"observer": "histogram", "reduce_range": "on", "weight_bits": "8", "granularity": "per_channel"}},
-     ["torch"]),
+     {"torch": {"observer": "histogram", "reduce_range": "on", "weight_bits": "8", "granularity": "per_channel",
+                "clamp_observers": "shared"}}, ["torch"]),
+    ("this suite's FX defaults (histogram, per-channel, 8/8 bits with VNNI, ReLU6 outputs observed clamped)",
+     "torch_fx", {"torch": {"observer": "histogram", "granularity": "per_channel"}}, ["torch"]),
     ("ModelOpt ONNX int8, max", "modelopt", {"modelopt": {"calibration_method": "max"}}, ONNX_RUNTIMES),
     ("ModelOpt ONNX int8, entropy", "modelopt", {"modelopt": {"calibration_method": "entropy"}}, ONNX_RUNTIMES),
     ("ORT quantize_static QDQ u8/s8 per-channel, MinMax", "ort",

@@ -128,6 +128,9 @@ def add_torch_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--percentile", "torch.percentile", "percentile for --observer percentile", type=float)
     option(g, "--reduce-range", "torch.reduce_range", "7-bit activations (torch.ao's x86 default): on, off; "
            "auto = off (the bit is taken from the weights where needed)", choices=["auto", "on", "off"])
+    option(g, "--clamp-observers", "torch.clamp_observers", "fx: range of a conv output that feeds only a ReLU6/"
+           "clamp: clamped (observe the clamped values: full 8 bits on [0, 6]) or shared (torch.ao as is: the "
+           "unclamped range, shared with the ReLU6)", choices=["clamped", "shared"])
     option(g, "--qat-engine", "torch.qat_engine", "QAT graph: fx (prepare_qat_fx) or eager (prepare_qat on the "
            "quantizable variant)", choices=["fx", "eager"])
     option(g, "--qat-steps", "torch.qat_steps", "QAT fine-tuning steps", type=int)

@@ -59,6 +59,9 @@ class TorchQuantConfig:
     reduce_range: str = "auto"  # 7-bit activations: auto (off) | on | off
     weight_bits: str = "auto"  # auto | 7 | 8
     float_layers: list[str] = field(default_factory=list)  # module names kept in float (qconfig None)
+    # fx: an observer feeding only a ReLU6/clamp records the clamped values (clamped) or, as torch.ao
+    # does, the unclamped conv output it shares with the ReLU6 (shared: wastes bits on MobileNets)
+    clamp_observers: str = "clamped"
     # quantization-aware training (mode qat): a short fine-tune from the FP32 weights on the training split
     qat_engine: str = "fx"  # fx (prepare_qat_fx) | eager (prepare_qat on the quantizable variant)
     qat_steps: int = 300
