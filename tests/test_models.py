@@ -62,3 +62,22 @@ def test_unknown_architecture():
 def test_torchvision_registry_covers_classifiers():
     for arch in ("resnet50", "mobilenet_v3_large", "efficientnet_b0", "convnext_tiny"):
         assert build_architecture(arch, 7)(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+
+
+def test_same_padding_convs_become_plain_convs_with_the_same_function():
+    import copy
+
+    import torch
+
+    from utils.models import build_architecture, plain_same_padding_convs
+    from utils.packages import has_module
+
+    if not has_module("efficientnet_lite_pytorch"):
+        pytest.skip("needs efficientnet-lite-pytorch (requirements/extras.txt)")
+    model = build_architecture("efficientnet_lite0", 10).eval()
+    plain = copy.deepcopy(model)
+    assert plain_same_padding_convs(plain) == 49
+    assert all(type(m) is torch.nn.Conv2d for m in plain.modules() if isinstance(m, torch.nn.Conv2d))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(plain(x), model(x), atol=1e-6)

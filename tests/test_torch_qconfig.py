@@ -81,3 +81,37 @@ def test_relu6_fed_observers_take_the_clamped_range_and_cut_the_error():
         err_clamped = float(((clamped(x) - reference) ** 2).mean())
         err_shared = float(((shared(x) - reference) ** 2).mean())
     assert err_clamped < 0.5 * err_shared, (err_clamped, err_shared)
+
+
+def test_stride2_same_depthwise_runs_as_stride1_plus_subsample_exactly():
+    """EfficientNet's stride-2 'SAME' depthwise convs (explicit asymmetric pad, conv padding 0) miss
+    FBGEMM's fast depthwise kernel; the rewrite computes the same function with the conv's own padding."""
+    from torch import nn
+
+    from quantization.Torch.depthwise_fast_path import subsample_strided_depthwise
+
+    torch.manual_seed(0)
+    for k, pad in ((3, (0, 1, 0, 1)), (5, (1, 2, 1, 2))):
+        model = nn.Sequential(nn.Conv2d(3, 8, 1), nn.Sequential(nn.ZeroPad2d(pad), nn.Conv2d(8, 8, k, 2, groups=8)),
+                              nn.BatchNorm2d(8), nn.ReLU6(), nn.Conv2d(8, 4, 1)).eval()
+        model[2].running_mean.uniform_(-1, 1)
+        x = torch.randn(2, 3, 16, 16)
+        rewritten, count = subsample_strided_depthwise(__import__("copy").deepcopy(model))
+        assert count == 1 and rewritten.get_submodule("1.conv").stride == (1, 1)
+        with torch.no_grad():
+            assert torch.allclose(rewritten(x), model(x), atol=1e-6)
+        # the subsample moved past BN and ReLU6, so conv + BN still fuse and ReLU6 keeps its clamp
+        order = [n.op + ":" + str(n.target) for n in rewritten.graph.nodes if n.op in ("call_module", "call_function")]
+        assert order.index("call_module:2") < len(order) - 2 and "getitem" in order[-2]
+
+
+def test_depthwise_convs_get_seven_bit_weights_on_fbgemm():
+    from torch import nn
+
+    cfg = TorchQuantConfig(backend="x86")
+    assert qc.depthwise_weight_bits(cfg) == 7
+    assert qc.depthwise_weight_bits(TorchQuantConfig(backend="x86", weight_bits="8")) == 8
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 8, 1))
+    assert qc.depthwise_convs(model) == ["0"]
+    mapping = qc.build_qconfig_mapping(cfg, qc.depthwise_convs(model))
+    assert mapping.module_name_qconfigs["0"].weight().quant_max == 63

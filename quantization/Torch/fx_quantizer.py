@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from quantization.Torch.qconfig import build_qconfig_mapping
+from quantization.Torch.depthwise_fast_path import subsample_strided_depthwise
+from quantization.Torch.qconfig import build_qconfig_mapping, depthwise_convs, depthwise_weight_bits
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer, calibrate
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
@@ -77,7 +78,8 @@ class FxQuantizer(TorchScriptQuantizer):
     mode = "fx"
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "clamp_observers": self.cfg.torch.clamp_observers}
+        return {**super().settings(), "clamp_observers": self.cfg.torch.clamp_observers,
+                "depthwise_weight_bits": depthwise_weight_bits(self.cfg.torch)}
 
     def tag(self) -> str:
         shared = "_sharedclamp" if self.cfg.torch.clamp_observers == "shared" else ""
@@ -86,9 +88,15 @@ class FxQuantizer(TorchScriptQuantizer):
     def _quantized_module(self, model: LoadedModel, calibration: CalibrationSet) -> tuple[torch.nn.Module, list[str]]:
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-        mapping = build_qconfig_mapping(self.cfg.torch)
+        module = copy.deepcopy(model.module).eval()
+        if self.cfg.torch.backend in ("x86", "fbgemm"):
+            module, rewritten = subsample_strided_depthwise(module)
+            if rewritten:
+                log.info("FX: %d stride-2 'SAME' depthwise convs run as stride 1 + subsample (FBGEMM's fast "
+                         "depthwise kernel needs padding (K-1)/2)", rewritten)
+        mapping = build_qconfig_mapping(self.cfg.torch, depthwise_convs(module))
         try:
-            prepared = prepare_fx(copy.deepcopy(model.module).eval(), mapping, example_inputs=(self.example(model),))
+            prepared = prepare_fx(module, mapping, example_inputs=(self.example(model),))
         except Exception as exc:  # symbolic tracing fails on data-dependent control flow
             raise SuiteError(f"FX cannot trace {model.arch}: {str(exc).splitlines()[0]} "
                              "(try --mode pt2e or --mode dynamic)") from None
