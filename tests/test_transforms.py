@@ -179,6 +179,13 @@ def test_each_toolchain_states_its_weight_grid(tmp_cfg):
     tmp_cfg.modelopt.granularity = "per_tensor"
     assert make_quantizer("ort", tmp_cfg).weight_scheme().per_channel is False
     assert make_quantizer("modelopt", tmp_cfg).weight_scheme() == WeightScheme(True, -127, 127, 127.0)
+    tmp_cfg.torch.weight_bits = "auto"
+    tmp_cfg.torch.backend = "x86"
+    scheme = make_quantizer("torch_fx", tmp_cfg).weight_scheme()
+    assert scheme.depthwise_range == (-64, 63)  # FX's depthwise convs on FBGEMM get 7-bit weights
+    depthwise, dense = torch.nn.Conv2d(8, 8, 3, groups=8), torch.nn.Conv2d(8, 8, 3)
+    assert scheme.for_module(depthwise).qmax == 63 and scheme.for_module(depthwise).divisor == 63.5
+    assert scheme.for_module(dense) == scheme
 
 
 def test_apply_transforms_without_request_is_identity(tmp_cfg):

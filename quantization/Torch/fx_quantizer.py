@@ -10,6 +10,7 @@ ReLU6 does, so the model computes the same function with the full 8 bits where t
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from typing import Any
 
@@ -17,8 +18,9 @@ import torch
 from torch import fx, nn
 
 from quantization.Torch.depthwise_fast_path import subsample_strided_depthwise
-from quantization.Torch.qconfig import build_qconfig_mapping, depthwise_convs, depthwise_weight_bits
+from quantization.Torch.qconfig import build_qconfig_mapping, depthwise_convs, depthwise_weight_bits, weight_range
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer, calibrate
+from quantization.transforms.weight_scheme import WeightScheme
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
@@ -80,6 +82,12 @@ class FxQuantizer(TorchScriptQuantizer):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "clamp_observers": self.cfg.torch.clamp_observers,
                 "depthwise_weight_bits": depthwise_weight_bits(self.cfg.torch)}
+
+    def weight_scheme(self) -> WeightScheme:
+        """The base grid, with FX's depthwise weight bits (see ``depthwise_weight_bits``)."""
+        scheme = super().weight_scheme()
+        depthwise = weight_range(self.cfg.torch, depthwise_weight_bits(self.cfg.torch))
+        return scheme if depthwise == (scheme.qmin, scheme.qmax) else dataclasses.replace(scheme, depthwise_range=depthwise)
 
     def tag(self) -> str:
         shared = "_sharedclamp" if self.cfg.torch.clamp_observers == "shared" else ""

@@ -62,7 +62,7 @@ def weight_quantized(model: nn.Module, scheme: WeightScheme) -> nn.Module:
     with torch.no_grad():
         for m in twin.modules():
             if isinstance(m, LAYERS):
-                m.weight.copy_(fake_quantize_weight(m.weight, scheme))
+                m.weight.copy_(fake_quantize_weight(m.weight, scheme.for_module(m)))
     return twin
 
 

@@ -6,9 +6,11 @@ scale) and the transforms quantize with exactly that.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,16 @@ class WeightScheme:
     # torch.ao symmetric observers divide the absolute max by (qmax - qmin) / 2; ONNX Runtime and
     # ModelOpt divide by qmax (restricted range): the divisor decides the rounding grid.
     divisor: float = 127.5
+    depthwise_range: tuple[int, int] | None = None  # (qmin, qmax) of depthwise convs where they differ
+
+    def for_module(self, module: nn.Module) -> WeightScheme:
+        """The scheme of ``module``'s weights (depthwise convolutions may have fewer bits)."""
+        depthwise = isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels == module.out_channels
+        if not (depthwise and self.depthwise_range):
+            return self
+        qmin, qmax = self.depthwise_range
+        return dataclasses.replace(self, qmin=qmin, qmax=qmax, divisor=self.divisor * (qmax - qmin) / (self.qmax - self.qmin),
+                                   depthwise_range=None)
 
     def describe(self) -> str:
         bits = (self.qmax - self.qmin + 1).bit_length() - 1
