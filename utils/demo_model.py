@@ -9,8 +9,6 @@ import logging
 from pathlib import Path
 
 import torch
-from torch import nn
-from tqdm import tqdm
 
 from utils.artifacts import (
     atomic_path,
@@ -31,36 +29,25 @@ def demo_weights_path(models_dir: str | Path = "models") -> Path:
 
 
 def train_demo_model(path: Path, epochs: int = DEMO_EPOCHS, seed: int = DEMO_SEED) -> Path:
-    """Train ResNet-20 on the demo training split (with small random shifts) and save it atomically."""
+    """Train ResNet-20 on the demo training split with the suite's one recipe and save it atomically."""
     from utils.cifar_resnet import cifar_resnet
     from utils.data import load_demo
-    from utils.training import evaluate_top1
+    from utils.training import SgdRecipe, evaluate_top1, train_classifier
 
     torch.manual_seed(seed)
     splits = load_demo(DataConfig())
     model = cifar_resnet("resnet20", 10)
-    loader = torch.utils.data.DataLoader(splits.train, batch_size=64, shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=epochs * len(loader))
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    for _ in tqdm(range(epochs), desc="training demo ResNet-20", unit="epoch"):
-        for images, labels in loader:
-            shift = torch.randint(-2, 3, (2,))
-            images = torch.roll(images, shifts=(int(shift[0]), int(shift[1])), dims=(2, 3))
-            optimizer.zero_grad()
-            loss_fn(model(images), labels).backward()
-            optimizer.step()
-            scheduler.step()
+    recipe = SgdRecipe(lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=64, seed=seed)
+    history = train_classifier(model, splits.train, recipe, epochs)
     accuracy = evaluate_top1(model, splits.evaluation)
     log.info("demo ResNet-20 trained: FP32 top-1 %.2f%% on the demo evaluation split", 100 * accuracy)
     with atomic_path(path) as tmp:
         torch.save(model.state_dict(), tmp)
     write_json_atomic(manifest_path_for(path), build_manifest(
         name="demo-resnet20", toolchain="training", kind="state_dict", precision="fp32",
-        settings={"epochs": epochs, "seed": seed, "optimizer": "SGD+OneCycle", "top1": accuracy},
-        source_weights=None, calibration_ids=None))
+        settings={"epochs": epochs, "seed": seed, "optimizer": "SGD momentum, cosine decay per step",
+                  "lr": recipe.lr, "batch_size": recipe.batch_size, "top1": accuracy},
+        source_weights=None, calibration_ids=None, extra={"history": history}))
     return path
 
 
