@@ -141,7 +141,8 @@ def add_torch_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--qat-freeze-observers-after", "torch.qat_freeze_observers_after", "QAT step after which the "
            "fake-quant ranges freeze", type=int)
     option(g, "--weight-bits", "torch.weight_bits", "weight bits: auto = 7 on x86/fbgemm without VNNI/AMX "
-           "(u8 x s8 kernels saturate 16-bit sums there), 8 with VNNI/AMX", choices=["auto", "7", "8"])
+           "(u8 x s8 kernels saturate 16-bit sums there), 8 with VNNI/AMX; fx on x86/fbgemm: depthwise convs 7 "
+           "(FBGEMM's depthwise kernel sums in 16 bits on every CPU)", choices=["auto", "7", "8"])
 
 
 def add_modelopt_args(parser: argparse.ArgumentParser) -> None:

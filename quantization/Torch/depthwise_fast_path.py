@@ -18,6 +18,8 @@ import operator
 import torch
 from torch import fx, nn
 
+from utils.models import rebuilt_conv
+
 
 class SubsampledConv(nn.Module):
     """``conv`` at stride 1, then every ``stride``-th output from ``offset``: a strided conv, exactly."""
@@ -81,10 +83,7 @@ def subsample_strided_depthwise(model: nn.Module) -> tuple[nn.Module, int]:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         conv = getattr(parent, child)[1]
-        k = conv.kernel_size[0]
-        dense = nn.Conv2d(conv.in_channels, conv.out_channels, k, 1, (k - 1) // 2, groups=conv.groups,
-                          bias=conv.bias is not None)
-        dense.load_state_dict(conv.state_dict())
+        dense = rebuilt_conv(conv, stride=1, padding=(conv.kernel_size[0] - 1) // 2)
         setattr(parent, child, SubsampledConv(dense, stride=2, offset=1))
     gm = fx.symbolic_trace(model)
     for node in gm.graph.nodes:

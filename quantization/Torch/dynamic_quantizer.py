@@ -14,11 +14,10 @@ import torch.ao.nn.quantized.dynamic as nnqd
 from torch import nn
 from torch.ao.quantization import QConfig
 
-from quantization.Torch.qconfig import use_reduce_range, weight_range
+from quantization.Torch.qconfig import use_reduce_range, validate, weight_observer, weight_range
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
 from utils.config import TorchQuantConfig
 from utils.data import CalibrationSet
-from utils.errors import SuiteError
 from utils.models import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -47,20 +46,12 @@ class FullRangeDynamicLinear(nnqd.Linear):
 
 
 def linear_qconfig(cfg: TorchQuantConfig) -> QConfig:
-    """Weights: symmetric qint8, per channel or per tensor, 7 or 8 bits as the static path decides."""
-    from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver, PlaceholderObserver
+    """Weights: the static path's observer (granularity, 7 or 8 bits); activations measured per batch."""
+    from torch.ao.quantization.observer import PlaceholderObserver
 
-    qmin, qmax = weight_range(cfg)
-    if cfg.granularity == "per_channel":
-        weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
-                                                    quant_min=qmin, quant_max=qmax)
-    elif cfg.granularity == "per_tensor":
-        weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
-                                          quant_min=qmin, quant_max=qmax)
-    else:
-        raise SuiteError(f"--granularity must be per_channel or per_tensor (got {cfg.granularity})")
+    validate(cfg)
     activation = PlaceholderObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True)
-    return QConfig(activation=activation, weight=weight)
+    return QConfig(activation=activation, weight=weight_observer(cfg))
 
 
 def activation_bits(cfg: TorchQuantConfig) -> int:

@@ -111,14 +111,17 @@ def build_qconfig(cfg: TorchQuantConfig, bits: int | None = None) -> QConfig:
         "histogram": HistogramObserver.with_args(**act_kwargs),
         "percentile": PercentileObserver.with_args(percentile=cfg.percentile, **act_kwargs),
     }[cfg.observer]
+    return QConfig(activation=activation, weight=weight_observer(cfg, bits))
+
+
+def weight_observer(cfg: TorchQuantConfig, bits: int | None = None):
+    """Symmetric qint8 weight observer, per channel or per tensor, 7 or 8 bits: static and dynamic PTQ share it."""
     qmin, qmax = weight_range(cfg, bits)
     if cfg.granularity == "per_channel":
-        weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
-                                                    quant_min=qmin, quant_max=qmax)
-    else:
-        weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
-                                          quant_min=qmin, quant_max=qmax)
-    return QConfig(activation=activation, weight=weight)
+        return PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                                  quant_min=qmin, quant_max=qmax)
+    return MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric,
+                                    quant_min=qmin, quant_max=qmax)
 
 
 def depthwise_convs(module: torch.nn.Module) -> list[str]:
