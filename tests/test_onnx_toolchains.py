@@ -75,6 +75,20 @@ def test_modelopt_calibration_method_and_dtype_reach_the_artifact(base_cfg, prep
     assert has_fp16(fp16_model)
 
 
+def test_modelopt_entropy_calibrates_in_the_configured_batches(base_cfg, prepared):
+    """Without calibration_shapes ModelOpt steps image by image; entropy's search then starts at the first image."""
+    from quantization.ModelOpt.modelopt_quantizer import calibration_shapes
+
+    assert calibration_shapes({"input": np.zeros((50, 3, 32, 32), np.float32)}, 32) == "input:25x3x32x32"
+    cfg = copy.deepcopy(base_cfg)
+    cfg.calibration.batch_size = 1
+    _, one, one_model = _quantize(cfg, prepared, "modelopt", calibration_method="entropy")
+    _, batched, batched_model = _quantize(base_cfg, prepared, "modelopt", calibration_method="entropy")
+    assert one.manifest["settings"]["calibration_batch_size"] == 1
+    assert batched.manifest["settings"]["calibration_batch_size"] == 32
+    assert _activation_scales(one_model) != pytest.approx(_activation_scales(batched_model))
+
+
 def test_modelopt_node_and_op_exclusions_reach_the_artifact(base_cfg, prepared, caplog):
     _, _, full = _quantize(base_cfg, prepared, "modelopt")
     first_conv = sorted(_quantized_convs(full))[0]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer
+from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer, calibration_step
 from utils.errors import SuiteError
 from utils.packages import has_module
 
@@ -58,6 +58,18 @@ def run_modelopt_quantize(**kwargs: Any) -> None:
         pool.submit(_quantize_in_child, kwargs).result()
 
 
+def calibration_shapes(feed: dict[str, np.ndarray], batch_size: int) -> str:
+    """ModelOpt's ``calibration_shapes`` spec for one calibration step of ``batch_size`` images.
+
+    Without it ModelOpt fills the dynamic batch axis with 1 and calibrates image by image. Its entropy
+    method (ORT's 128-bin histogram, widened as later batches exceed the first batch's range) then only
+    searches thresholds between the first image's range and the sample's maximum, so the result hangs
+    on which image came first. The step is the same as ORT's (:func:`calibration_step`)."""
+    n = len(next(iter(feed.values())))
+    step = calibration_step(n, batch_size)
+    return ",".join(f"{name}:{'x'.join(str(d) for d in (step, *array.shape[1:]))}" for name, array in feed.items())
+
+
 class ModelOptQuantizer(OnnxQuantizer):
     toolchain = "modelopt"
 
@@ -97,6 +109,7 @@ class ModelOptQuantizer(OnnxQuantizer):
             onnx_path=str(fp32),
             quantize_mode="int8",
             calibration_data=feed,
+            calibration_shapes=calibration_shapes(feed, self.cfg.calibration.batch_size),
             calibration_method=m.calibration_method,
             calibration_eps=self.calibration_eps(),
             nodes_to_exclude=exclude or None,

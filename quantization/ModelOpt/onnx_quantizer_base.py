@@ -65,6 +65,15 @@ def read_calibration_npz(path: Path) -> dict[str, np.ndarray]:
         raise SuiteError(f"{path}: not a readable .npz of arrays ({exc})") from None
 
 
+def calibration_step(sample_size: int, asked: int) -> int:
+    """Images per calibration forward pass: the largest divisor of the sample size up to the one asked.
+
+    ORT's histogram calibrators (which ModelOpt's entropy runs on) stack the batches and fail on a
+    short last one, and they size their histogram from the first batch's range, so both ONNX
+    toolchains step through the sample in the same equal batches (300 images, 32 asked: 30)."""
+    return max(d for d in range(1, max(1, min(asked, sample_size)) + 1) if sample_size % d == 0)
+
+
 def check_feed(onnx_path: Path, feed: dict[str, np.ndarray]) -> None:
     """The calibration arrays must be keyed by the model's input names."""
     names = onnx_input_names(onnx_path)
@@ -166,5 +175,6 @@ class OnnxQuantizer(Quantizer):
     def common_settings(self) -> dict[str, Any]:
         m = self.cfg.modelopt
         return {"calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed,
+                "calibration_batch_size": self.cfg.calibration.batch_size,
                 "exclude_nodes": list(m.exclude_nodes), "exclude_op_types": list(m.exclude_op_types),
                 "opset": m.opset}

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer
+from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer, calibration_step
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.errors import SuiteError
 from utils.hardware import has_int8_dot_product
@@ -22,11 +22,8 @@ METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 class _FeedReader:
-    """ORT's CalibrationDataReader protocol over the named calibration arrays, in equal batches.
-
-    ORT's histogram calibrators (entropy, percentile) stack every batch's outputs into one array and
-    fail on a short last batch, so the batch size is the largest divisor of the sample size that is
-    at most the one asked for (300 images, 32 asked: batches of 30)."""
+    """ORT's CalibrationDataReader protocol over the named calibration arrays, in equal batches
+    (:func:`calibration_step`)."""
 
     def __init__(self, feed: dict[str, np.ndarray], batch_size: int):
         self._iter = self._batches(feed, batch_size)
@@ -34,7 +31,7 @@ class _FeedReader:
     @staticmethod
     def _batches(feed: dict[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         n = len(next(iter(feed.values())))
-        batch_size = max(d for d in range(1, max(1, min(batch_size, n)) + 1) if n % d == 0)
+        batch_size = calibration_step(n, batch_size)
         for start in range(0, n, batch_size):
             yield {k: v[start:start + batch_size] for k, v in feed.items()}
 
