@@ -84,7 +84,9 @@ def add_calibration_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("calibration")
     option(g, "--calib-size", "calibration.size", "number of calibration images (seeded sample)", type=int)
     option(g, "--calib-seed", "calibration.seed", "seed of the calibration sample and split", type=int)
-    option(g, "--calib-batch-size", "calibration.batch_size", "calibration batch size", type=int)
+    option(g, "--calib-batch-size", "calibration.batch_size",
+           "images per calibration forward pass (ONNX toolchains: the largest divisor of --calib-size up to "
+           "this; ModelOpt's entropy searches thresholds from the first batch's range up)", type=int)
 
 
 def add_benchmark_args(parser: argparse.ArgumentParser) -> None:
