@@ -75,11 +75,14 @@ def test_modelopt_calibration_method_and_dtype_reach_the_artifact(base_cfg, prep
     assert has_fp16(fp16_model)
 
 
-def test_modelopt_entropy_calibrates_in_the_configured_batches(base_cfg, prepared):
+def test_modelopt_entropy_calibrates_in_the_configured_batches(base_cfg, prepared, caplog):
     """Without calibration_shapes ModelOpt steps image by image; entropy's search then starts at the first image."""
     from quantization.ModelOpt.modelopt_quantizer import calibration_shapes
 
     assert calibration_shapes({"input": np.zeros((50, 3, 32, 32), np.float32)}, 32) == "input:25x3x32x32"
+    assert "step 1 at a time" not in caplog.text
+    assert calibration_shapes({"input": np.zeros((257, 3, 32, 32), np.float32)}, 32) == "input:1x3x32x32"
+    assert "257 calibration images step 1 at a time" in caplog.text
     cfg = copy.deepcopy(base_cfg)
     cfg.calibration.batch_size = 1
     _, one, one_model = _quantize(cfg, prepared, "modelopt", calibration_method="entropy")

@@ -71,7 +71,12 @@ def calibration_step(sample_size: int, asked: int) -> int:
     ORT's histogram calibrators (which ModelOpt's entropy runs on) stack the batches and fail on a
     short last one, and they size their histogram from the first batch's range, so both ONNX
     toolchains step through the sample in the same equal batches (300 images, 32 asked: 30)."""
-    return max(d for d in range(1, max(1, min(asked, sample_size)) + 1) if sample_size % d == 0)
+    step = max(d for d in range(1, max(1, min(asked, sample_size)) + 1) if sample_size % d == 0)
+    if 2 * step < min(asked, sample_size):
+        log.warning("%d calibration images step %d at a time (no divisor nearer to --calib-batch-size %d): "
+                    "histogram calibration (entropy, percentile) then starts from a small batch's range; "
+                    "pick a --calib-size with a divisor near the batch size", sample_size, step, asked)
+    return step
 
 
 def check_feed(onnx_path: Path, feed: dict[str, np.ndarray]) -> None:
