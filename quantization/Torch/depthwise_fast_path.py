@@ -18,7 +18,7 @@ import operator
 import torch
 from torch import fx, nn
 
-from utils.models import rebuilt_conv
+from utils.models import is_depthwise, rebuilt_conv
 
 
 class SubsampledConv(nn.Module):
@@ -39,8 +39,7 @@ def _rewritable(seq: nn.Module) -> nn.Conv2d | None:
         return None
     pad, conv = seq[0], seq[1]
     k = conv.kernel_size[0]
-    depthwise = conv.groups == conv.in_channels == conv.out_channels
-    if not (depthwise and conv.kernel_size == (k, k) and k % 2 == 1 and conv.stride == (2, 2)
+    if not (is_depthwise(conv) and conv.kernel_size == (k, k) and k % 2 == 1 and conv.stride == (2, 2)
             and conv.padding == (0, 0) and conv.dilation == (1, 1)):
         return None
     left, right, top, bottom = pad.padding

@@ -21,6 +21,7 @@ from torch.ao.quantization.observer import (
 from utils.config import TorchQuantConfig
 from utils.errors import SuiteError
 from utils.hardware import has_int8_dot_product
+from utils.models import is_depthwise
 
 BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
 OBSERVERS = ("minmax", "moving_average_minmax", "histogram", "percentile")
@@ -125,8 +126,7 @@ def weight_observer(cfg: TorchQuantConfig, bits: int | None = None):
 
 
 def depthwise_convs(module: torch.nn.Module) -> list[str]:
-    return [name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)
-            and m.groups > 1 and m.groups == m.in_channels == m.out_channels]
+    return [name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d) and is_depthwise(m)]
 
 
 def build_qconfig_mapping(cfg: TorchQuantConfig, depthwise: list[str] | None = None) -> QConfigMapping:

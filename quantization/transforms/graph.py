@@ -12,6 +12,7 @@ import torch
 from torch import fx, nn
 
 from utils.errors import SuiteError
+from utils.models import is_depthwise
 
 LEAVES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Identity)
 
@@ -71,7 +72,7 @@ def conv_chains(model: nn.Module) -> list[ConvChain]:
         if current is None or current.op != "call_module" or not _is_conv(modules[current.target]):
             continue
         second = modules[current.target]
-        if second.groups != 1 and not (second.groups == second.in_channels == second.out_channels):
+        if second.groups != 1 and not is_depthwise(second):
             continue  # grouped (not depthwise) convolutions mix channel blocks we do not track
         chains.append(ConvChain(node.target, bn, activation, kind, current.target))
     return chains

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from utils.models import is_depthwise
+
 
 @dataclass(frozen=True)
 class WeightScheme:
@@ -25,8 +27,7 @@ class WeightScheme:
 
     def for_module(self, module: nn.Module) -> WeightScheme:
         """The scheme of ``module``'s weights (depthwise convolutions may have fewer bits)."""
-        depthwise = isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels == module.out_channels
-        if not (depthwise and self.depthwise_range):
+        if not (self.depthwise_range and isinstance(module, nn.Conv2d) and is_depthwise(module)):
             return self
         qmin, qmax = self.depthwise_range
         return dataclasses.replace(self, qmin=qmin, qmax=qmax, divisor=self.divisor * (qmax - qmin) / (self.qmax - self.qmin),
