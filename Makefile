@@ -1,9 +1,10 @@
 # The two commands of the README: `make demo` (set up .venv, run the end-to-end demo) and `make test`.
+SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-avx2 lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +19,16 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The AVX2 lane: artifacts built natively, then checked under QEMU with AVX2 kernels (no AVX-512/VNNI).
+# Needs Debian's qemu-user (apt-get install -y qemu-user); see evaluation/avx2_lane.py.
+QEMU ?= qemu-x86_64 -cpu Haswell
+LANE_DIR ?= models/avx2_lane
+test-avx2: setup
+	@command -v $(firstword $(QEMU)) >/dev/null || { echo "error: $(firstword $(QEMU)) not found (apt-get install -y qemu-user)" >&2; exit 2; }
+	$(PY) -m evaluation.avx2_lane build --dir $(LANE_DIR)
+	set -o pipefail; MLS_EMULATOR="$(QEMU)" $(QEMU) $(PY) -m evaluation.avx2_lane check --dir $(LANE_DIR) 2>&1 \
+	    | grep -v "TCG doesn't support"
 
 lint: setup
 	$(PY) -m ruff check .

@@ -28,6 +28,7 @@ def build_parser(prog: str, description: str,
     cli.add_model_args(parser)
     cli.add_data_args(parser)
     cli.add_calibration_args(parser)
+    cli.add_target_args(parser)
     cli.add_transform_args(parser)
     add_toolchain_args(parser)
     cli.add_benchmark_args(parser)

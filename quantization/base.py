@@ -17,6 +17,7 @@ from utils.artifacts import Artifact
 from utils.config import RunConfig, resolve_path
 from utils.data import CalibrationSet
 from utils.models import LoadedModel
+from utils.targets import Target, resolve_target
 
 # toolchain name -> "module:Class"
 TOOLCHAINS: dict[str, str] = {
@@ -47,9 +48,12 @@ class Quantizer(ABC):
     folder: ClassVar[str]  # models/<folder>/
 
     needs_training_data: ClassVar[bool] = False  # QAT: trains on the dataset's training split
+    #: runtimes that run this toolchain's artifacts, the recommended one first (recorded in every manifest)
+    runtimes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
+        self.target: Target = resolve_target(cfg.target)  # what the artifact is built for (auto: this CPU)
         self.train_data: tuple[Any, list[str]] | None = None  # (dataset, ids), set by the workflow
 
     def set_training_data(self, dataset: Any, ids: list[str]) -> None:
@@ -93,12 +97,12 @@ class Quantizer(ABC):
         The ONNX toolchains' default: symmetric per-channel, scale = absmax / 127."""
         return WeightScheme(per_channel=True, qmin=-127, qmax=127, divisor=127.0)
 
-    @staticmethod
-    def model_facts(model: LoadedModel) -> dict[str, Any]:
-        """What a runner needs to know about the model, recorded in every manifest."""
+    def model_facts(self, model: LoadedModel) -> dict[str, Any]:
+        """What a runner needs to know about the model, and the target it was built for: in every manifest."""
         return {"arch": model.arch, "num_classes": model.num_classes, "input_shape": list(model.input_shape),
                 "transforms": list(model.transforms), "class_names": list(model.class_names),
-                "preprocess": dict(model.preprocess)}
+                "preprocess": dict(model.preprocess), "target": self.target.name,
+                "target_requested": self.cfg.target, "recommended_runtime": self.runtimes[0] if self.runtimes else None}
 
     def artifact_stem(self, model: LoadedModel, tag: str) -> str:
         weights = model.weights_path.stem if model.weights_path else "random"

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_model_args(parser)
     cli.add_data_args(parser)
     cli.add_calibration_args(parser)
+    cli.add_target_args(parser)
     cli.add_transform_args(parser)
     cli.add_torch_args(parser)
     cli.add_modelopt_args(parser)

@@ -96,3 +96,39 @@ def test_cifar10_python_batches(tmp_path: Path):
 def test_cifar10_npz_of_the_shared_assets(cifar_assets: Path):
     splits = load_splits(DataConfig(dataset="cifar10", root=str(cifar_assets), limit=100), CalibrationConfig(size=16))
     assert len(splits.evaluation) == 100 and len(splits.calibration_pool) == 5000
+
+
+class _Payload:
+    """A CIFAR batch as an attacker would write it: unpickling runs ``touch`` through __reduce__."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_cifar_batch_with_code_in_it_is_refused_and_never_runs(tmp_path: Path):
+    marker = tmp_path / "payload-ran"
+    root = tmp_path / "cifar"
+    root.mkdir()
+    good = {b"data": np.zeros((10, 3072), np.uint8), b"labels": list(range(10))}
+    for name in ("data_batch_1", "test_batch"):
+        with open(root / name, "wb") as handle:
+            pickle.dump(good if name == "data_batch_1" else {**good, b"labels": _Payload(marker)}, handle)
+    with pytest.raises(SuiteError, match="refused to load global (posix|os).system"):
+        load_splits(DataConfig(dataset="cifar10", root=str(root)), CalibrationConfig(size=4))
+    assert not marker.exists()
+
+
+def test_limit_takes_a_seeded_class_stratified_subset(cifar_assets: Path):
+    """The shared npz files are sorted by class: the first 1,000 test images are all class 0."""
+    splits = load_splits(DataConfig(dataset="cifar10", root=str(cifar_assets), limit=1000), CalibrationConfig(seed=0))
+    labels = [int(splits.evaluation[i][1]) for i in range(len(splits.evaluation))]
+    assert len(labels) == 1000 and np.bincount(labels, minlength=10).tolist() == [100] * 10
+    again = load_splits(DataConfig(dataset="cifar10", root=str(cifar_assets), limit=1000), CalibrationConfig(seed=0))
+    other = load_splits(DataConfig(dataset="cifar10", root=str(cifar_assets), limit=1000), CalibrationConfig(seed=1))
+    assert again.evaluation_ids == splits.evaluation_ids != other.evaluation_ids
+    assert "stratified" in splits.subset

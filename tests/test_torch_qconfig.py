@@ -6,27 +6,29 @@ import torch
 from quantization.Torch import qconfig as qc
 from utils.config import TorchQuantConfig
 from utils.errors import SuiteError
+from utils.targets import TARGETS, resolve_target
+
+VNNI, AVX2 = TARGETS["x86-vnni"], TARGETS["x86-avx2"]
 
 
-@pytest.mark.parametrize("vnni, backend, expected", [
-    (False, "x86", (False, 7)), (False, "fbgemm", (False, 7)), (True, "x86", (False, 8)),
-    (False, "qnnpack", (False, 8)), (False, "onednn", (False, 8)),
+@pytest.mark.parametrize("target, backend, expected", [
+    ("x86-avx2", "x86", (False, 7)), ("x86-avx2", "fbgemm", (False, 7)), ("x86-vnni", "x86", (False, 8)),
+    ("x86-avx2", "qnnpack", (False, 8)), ("x86-avx2", "onednn", (False, 8)), ("arm64", "qnnpack", (False, 8)),
 ])
-def test_auto_bit_widths_follow_the_cpu(monkeypatch, vnni, backend, expected):
-    monkeypatch.setattr(qc, "has_int8_dot_product", lambda: vnni)
+def test_auto_bit_widths_follow_the_target(target, backend, expected):
     cfg = TorchQuantConfig(backend=backend)
-    assert (qc.use_reduce_range(cfg), qc.weight_bits(cfg)) == expected
-    weight = qc.build_qconfig(cfg).weight()
+    assert (qc.use_reduce_range(cfg), qc.weight_bits(cfg, TARGETS[target])) == expected
+    weight = qc.build_qconfig(cfg, TARGETS[target]).weight()
     assert (weight.quant_min, weight.quant_max) == ((-64, 63) if expected[1] == 7 else (-128, 127))
 
 
-def test_user_overrides_win(monkeypatch):
-    monkeypatch.setattr(qc, "has_int8_dot_product", lambda: False)
+def test_user_overrides_win():
     cfg = TorchQuantConfig(reduce_range="on", weight_bits="auto")
-    assert qc.use_reduce_range(cfg) and qc.weight_bits(cfg) == 8  # the activation already gave up its bit
-    assert qc.build_qconfig(cfg).activation().reduce_range
+    assert qc.use_reduce_range(cfg) and qc.weight_bits(cfg, AVX2) == 8  # the activation already gave up its bit
+    assert qc.build_qconfig(cfg, AVX2).activation().reduce_range
+    assert qc.weight_bits(TorchQuantConfig(weight_bits="8"), AVX2) == 8
     with pytest.raises(SuiteError, match="--weight-bits"):
-        qc.weight_bits(TorchQuantConfig(weight_bits="6"))
+        qc.weight_bits(TorchQuantConfig(weight_bits="6"), AVX2)
 
 
 def test_percentile_observer_clips_outliers():
@@ -59,7 +61,8 @@ def _fx_int8(model: torch.nn.Module, x: torch.Tensor, clamp: str):
     from quantization.Torch.fx_quantizer import observe_clamped_ranges
 
     cfg = TorchQuantConfig(observer="minmax", clamp_observers=clamp)
-    prepared = prepare_fx(model, qc.build_qconfig_mapping(cfg), example_inputs=(x[:1],))
+    # the INT8 model runs on this machine's kernels, so it is built for this machine's target
+    prepared = prepare_fx(model, qc.build_qconfig_mapping(cfg, resolve_target("auto")), example_inputs=(x[:1],))
     tightened = observe_clamped_ranges(prepared) if clamp == "clamped" else 0
     prepared(x)
     ranges = [(float(m.min_val), float(m.max_val)) for n, m in prepared.named_modules()
@@ -111,9 +114,15 @@ def test_depthwise_convs_get_seven_bit_weights_on_fbgemm():
     from torch import nn
 
     cfg = TorchQuantConfig(backend="x86")
-    assert qc.depthwise_weight_bits(cfg) == 7
-    assert qc.depthwise_weight_bits(TorchQuantConfig(backend="x86", weight_bits="8")) == 8
+    # on a VNNI target only the depthwise convs need 7 bits (FBGEMM's depthwise kernel sums pairs in 16 bits)
+    assert qc.depthwise_weight_bits(cfg, VNNI) == 7 and qc.weight_bits(cfg, VNNI) == 8
+    assert qc.depthwise_weight_bits(TorchQuantConfig(backend="x86", weight_bits="8"), VNNI) == 8
+    assert qc.depthwise_weight_bits(cfg, TARGETS["arm64"]) == 8
     model = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 8, 1))
     assert qc.depthwise_convs(model) == ["0"]
-    mapping = qc.build_qconfig_mapping(cfg, qc.depthwise_convs(model))
+    mapping = qc.build_qconfig_mapping(cfg, VNNI, qc.depthwise_convs(model))
     assert mapping.module_name_qconfigs["0"].weight().quant_max == 63
+    assert mapping.global_qconfig.weight().quant_max == 127
+    # on an AVX2 target every weight is 7-bit, so no per-module entry is needed
+    avx2 = qc.build_qconfig_mapping(cfg, AVX2, qc.depthwise_convs(model))
+    assert "0" not in avx2.module_name_qconfigs and avx2.global_qconfig.weight().quant_max == 63

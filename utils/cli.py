@@ -73,7 +73,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--allow-overlap", "data.allow_overlap", "allow calibration images that are also evaluation "
            "images (the accuracy figures are then optimistic)", action="store_true")
     option(g, "--batch-size", "data.batch_size", "evaluation batch size", type=int)
-    option(g, "--limit", "data.limit", "evaluate on the first N evaluation images only", type=int)
+    option(g, "--limit", "data.limit", "evaluate on N evaluation images: a seeded (--calib-seed) class-stratified "
+           "subset", type=int)
     option(g, "--image-size", "data.image_size", "centre-crop size (dataset default)", type=int)
     option(g, "--resize", "data.resize", "resize before the crop (dataset default)", type=int)
     option(g, "--mean", "data.mean", "per-channel normalisation mean, e.g. 0.485,0.456,0.406", type=csv_list(float))
@@ -87,6 +88,15 @@ def add_calibration_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--calib-batch-size", "calibration.batch_size",
            "images per calibration forward pass (ONNX toolchains: the largest divisor of --calib-size up to "
            "this; ModelOpt's entropy searches thresholds from the first batch's range up)", type=int)
+
+
+def add_target_args(parser: argparse.ArgumentParser) -> None:
+    from utils.targets import TARGET_CHOICES
+
+    g = parser.add_argument_group("deployment target")
+    option(g, "--target", "target", "the machine class the INT8 artifacts are built for: auto (this machine's "
+           "CPU), x86-vnni (AVX-512 VNNI / AVX-VNNI / AMX), x86-avx2 (AVX2 + FMA, no VNNI: 16-bit pair sums, so "
+           "7-bit weights), arm64, tensorrt (GPU: 8-bit, never the CPU fix)", choices=list(TARGET_CHOICES))
 
 
 def add_benchmark_args(parser: argparse.ArgumentParser) -> None:
@@ -165,6 +175,9 @@ def add_modelopt_args(parser: argparse.ArgumentParser) -> None:
            "parts: fp32 for CPU runtimes, fp16 for TensorRT", choices=["fp32", "fp16"])
     option(g, "--activation-type", "modelopt.activation_type", "ort: activation dtype (auto: uint8, what "
            "x86 integer kernels take)", choices=["auto", "uint8", "int8"])
+    option(g, "--onnx-weight-bits", "modelopt.weight_bits", "weight bits of the ONNX toolchains: auto = 7 for a "
+           "--target whose u8 x s8 kernels add pairs in 16 bits (x86-avx2; ort: reduce_range, modelopt: doubled "
+           "weight scales), else 8", choices=["auto", "7", "8"])
     option(g, "--opset", "modelopt.opset", "ONNX opset of the FP32 export (17 or newer)", type=int)
     option(g, "--onnx", "modelopt.onnx_path", "start from this FP32 ONNX instead of exporting the model")
     option(g, "--calibration-data", "modelopt.calibration_data", ".npz of calibration arrays keyed by the "
@@ -187,7 +200,7 @@ def add_tensorrt_args(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    overrides = {k: v for k, v in vars(args).items() if "." in k or k in ("runtimes", "models_dir",
+    overrides = {k: v for k, v in vars(args).items() if "." in k or k in ("runtimes", "target", "models_dir",
                                                                           "results_dir", "run_name", "toolchains")}
     return load_config(args.config, overrides)
 

@@ -33,7 +33,7 @@ class DataConfig:
     calib_root: str | None = None  # separate calibration folder (else a seeded split of root/train)
     allow_overlap: bool = False  # let calibration images also be evaluation images (biased figures)
     batch_size: int = 32
-    limit: int | None = None  # evaluate on the first N evaluation images only
+    limit: int | None = None  # evaluate on a seeded class-stratified subset of N evaluation images
     image_size: int | None = None  # centre-crop size (dataset default if unset)
     resize: int | None = None  # resize before the crop (dataset default if unset)
     mean: list[float] | None = None
@@ -81,6 +81,9 @@ class ModelOptQuantConfig:
     exclude_op_types: list[str] = field(default_factory=list)
     high_precision_dtype: str = "fp32"  # fp32 for CPU runtimes, fp16 for TensorRT
     activation_type: str = "auto"  # ort only: auto | uint8 | int8
+    # weight bits: auto = 7 where the target's u8 x s8 kernels add pairs in 16 bits (x86-avx2), else 8.
+    # ort: quantize_static(reduce_range=True); modelopt: weights re-gridded with doubled scales (NNCF's fix)
+    weight_bits: str = "auto"  # auto | 7 | 8
     opset: int = 17
     onnx_path: str | None = None  # start from this FP32 ONNX instead of exporting the model
     calibration_data: str | None = None  # .npz keyed by input name instead of the seeded sample
@@ -152,6 +155,9 @@ class RunConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    # deployment target (utils/targets.py): auto (this machine's CPU) | x86-vnni | x86-avx2 | arm64 | tensorrt;
+    # each toolchain derives its saturation-safe scheme from it
+    target: str = "auto"
     toolchains: list[str] | None = None  # resnet.run: which toolchains (default: all runnable)
     runtimes: list[str] | None = None  # which runtimes (default: every installed one that fits)
     models_dir: str = "models"

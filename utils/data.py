@@ -51,6 +51,7 @@ class DataSplits:
     input_shape: tuple[int, int, int]
     train: Dataset | None = None  # where the dataset has a training split (demo, cifar10)
     preprocess: dict = field(default_factory=dict)  # how an image file becomes an input (see file_tensor)
+    subset: str | None = None  # how the evaluation images were picked when not all are used (--limit)
 
 
 class TensorDataset(Dataset):
@@ -96,6 +97,41 @@ class SubsetDataset(Dataset):
 
     def __getitem__(self, index: int):
         return self.base[self.indices[index]]
+
+    @property
+    def labels(self) -> list[int]:
+        base = dataset_labels(self.base)
+        return [base[i] for i in self.indices]
+
+
+def dataset_labels(dataset: Dataset) -> list[int]:
+    """Every label of ``dataset`` without decoding an image (the suite's datasets all hold their labels)."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        raise SuiteError(f"{type(dataset).__name__} does not expose its labels")
+    return [int(v) for v in labels]
+
+
+def stratified_indices(labels: Sequence[int], count: int, seed: int) -> list[int]:
+    """A seeded, class-stratified pick of ``count`` indices (sorted).
+
+    Each class gets its share of ``count`` in proportion to its size (largest remainders round), drawn
+    at random within the class: datasets stored sorted by class (the CIFAR-10 npz files) give every
+    class its place instead of the first one or two."""
+    labels = np.asarray(labels)
+    if count >= len(labels):
+        return list(range(len(labels)))
+    rng = np.random.default_rng(seed)
+    classes, sizes = np.unique(labels, return_counts=True)
+    exact = sizes * count / len(labels)
+    quota = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - quota), kind="stable")[: count - quota.sum()]:
+        quota[i] += 1
+    picks: list[int] = []
+    for cls, take in zip(classes, quota, strict=True):
+        members = np.flatnonzero(labels == cls)
+        picks.extend(rng.choice(members, take, replace=False).tolist())
+    return sorted(int(i) for i in picks)
 
 
 def _normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -160,10 +196,28 @@ def load_demo(cfg: DataConfig) -> DataSplits:
 
 
 # ------------------------------------------------------------------------------------ cifar10
+class _CifarUnpickler(pickle.Unpickler):
+    """CIFAR-10 python batches hold dicts, lists, bytes, ints and numpy arrays only: any other global in the
+    stream (``os.system`` in a crafted ``__reduce__``) is refused before it can run."""
+
+    SAFE_GLOBALS = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                              ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                              ("numpy", "ndarray"), ("numpy", "dtype")})
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load global {module}.{name} (CIFAR-10 batches hold arrays, bytes, "
+                                     "lists and dicts only; a crafted file can run code)")
+
+
 def _read_cifar_batches(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     def unpickle(path: Path) -> dict:
         with open(path, "rb") as handle:
-            return pickle.load(handle, encoding="bytes")  # the dataset's own format (trusted files)
+            try:
+                return _CifarUnpickler(handle, encoding="bytes").load()
+            except pickle.UnpicklingError as exc:
+                raise SuiteError(f"{path}: {exc}") from exc
 
     train_files = sorted(root.glob("data_batch_*"))
     test_file = root / "test_batch"
@@ -336,9 +390,10 @@ def load_splits(cfg: DataConfig, calibration: CalibrationConfig) -> DataSplits:
     if cfg.limit is not None:
         if cfg.limit <= 0:
             raise SuiteError("--limit must be positive")
-        keep = min(cfg.limit, len(splits.evaluation))
-        splits.evaluation = SubsetDataset(splits.evaluation, range(keep))
-        splits.evaluation_ids = splits.evaluation_ids[:keep]
+        keep = stratified_indices(dataset_labels(splits.evaluation), cfg.limit, calibration.seed)
+        splits.evaluation = SubsetDataset(splits.evaluation, keep)
+        splits.evaluation_ids = [splits.evaluation_ids[i] for i in keep]
+        splits.subset = f"seeded class-stratified subset of {len(keep)} (--limit, seed {calibration.seed})"
     return splits
 
 

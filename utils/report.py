@@ -30,6 +30,7 @@ def result_row(result: Any) -> dict[str, Any]:
         "calibration": settings.get("observer") or settings.get("calibration_method"),
         "granularity": settings.get("granularity"),
         "transforms": "+".join(artifact.manifest.get("transforms") or []) or None,
+        "target": artifact.manifest.get("target"),
         "samples": metrics["samples"],
         "top1": metrics["top1"],
         "top5": metrics["top5"],
@@ -38,6 +39,9 @@ def result_row(result: Any) -> dict[str, Any]:
         "f1_macro": metrics["f1_macro"],
         "top1_drop_pp": comp.get("top1_drop_pp"),
         "agreement": comp.get("agreement"),
+        "reference_top1": comp.get("reference_top1"),
+        "kernel_error_pp": comp.get("kernel_error_pp"),
+        "agreement_with_reference": comp.get("agreement_with_reference"),
         "size_bytes": artifact.size_bytes(),
         "compression_ratio": comp.get("compression_ratio"),
         "peak_rss_bytes": result.peak_rss_bytes,
@@ -107,12 +111,36 @@ def markdown(report: dict[str, Any]) -> str:
         if best:
             out.write(f"\nFastest INT8 at batch {b}: **{best['artifact']}** on **{best['runtime']}** "
                       f"({best['p50_ms']:.2f} ms p50, {_fmt(best['speedup'])}x vs FP32 on the same runtime).\n")
+    out.write(kernel_checks_markdown(report.get("int8_checks", [])))
     for tuning in report.get("tuning", []):
         out.write(tuning_markdown(tuning))
     if report["warnings"]:
         out.write("\n## Warnings\n\n" + "".join(f"- {w}\n" for w in report["warnings"]))
     if report["skipped"]:
         out.write("\n## Skipped\n\n" + "".join(f"- {s['what']}: {s['reason']}\n" for s in report["skipped"]))
+    return out.getvalue()
+
+
+def kernel_checks_markdown(checks: list[dict[str, Any]]) -> str:
+    """Per INT8 artifact: its target, the static saturation verdict, and quantization vs kernel error."""
+    if not checks:
+        return ""
+    out = io.StringIO()
+    out.write("\n## INT8 artifacts: target, saturation check, quantization vs kernel error\n\n"
+              "Static check: worst-case u8 x s8 pair sums of the stored weights against 16-bit lanes "
+              "(utils/targets.py, evaluation/saturation_check.py). Reference: the same file on "
+              "onnxruntime_reference (exact Q/DQ math, no integer kernels; the closest CPU estimate of "
+              "TensorRT). Kernel error = reference top-1 - runtime top-1.\n\n"
+              "| artifact | built for | static check (its target) | static check (this CPU) | reference top-1 % "
+              "| runtime | top-1 % | kernel error pp | agree w/ reference % |\n|---|---|---|---|---|---|---|---|---|\n")
+    for c in checks:
+        runs = c["runtimes"] or [{"runtime": "-", "top1": None, "kernel_error_pp": None, "agreement_with_reference": None}]
+        for i, r in enumerate(runs):
+            lead = [c["artifact"], c["target"] or "-", c["verdict_target"]["summary"], c["verdict_here"]["summary"],
+                    _fmt(c["reference_top1"], scale=100)] if i == 0 else ["", "", "", "", ""]
+            name = f"{r['runtime']} (recommended)" if r.get("recommended") else r["runtime"]
+            out.write("| " + " | ".join(lead + [name, _fmt(r["top1"], scale=100), _fmt(r["kernel_error_pp"]),
+                                                _fmt(r["agreement_with_reference"], scale=100)]) + " |\n")
     return out.getvalue()
 
 
@@ -140,8 +168,9 @@ def tuning_markdown(t: dict[str, Any]) -> str:
 
 
 CSV_FIELDS = ["artifact", "toolchain", "precision", "runtime", "device", "mode", "calibration", "granularity", "transforms",
-              "samples", "top1", "top5", "precision_macro", "recall_macro", "f1_macro", "top1_drop_pp",
-              "agreement", "size_bytes", "compression_ratio", "peak_rss_bytes", "quantize_seconds"]
+              "target", "samples", "top1", "top5", "precision_macro", "recall_macro", "f1_macro", "top1_drop_pp",
+              "agreement", "reference_top1", "kernel_error_pp", "agreement_with_reference", "size_bytes",
+              "compression_ratio", "peak_rss_bytes", "quantize_seconds"]
 
 
 def csv_text(report: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ RUNTIMES: dict[str, str] = {
     "torch": "evaluation.pipelines.torch_runner:TorchRunner",
     "torch_compile": "evaluation.pipelines.torch_runner:TorchCompileRunner",
     "onnxruntime": "evaluation.pipelines.onnxruntime_runner:OnnxRuntimeRunner",
+    "onnxruntime_reference": "evaluation.pipelines.onnxruntime_runner:OnnxRuntimeReferenceRunner",
     "openvino": "evaluation.pipelines.openvino_runner:OpenVINORunner",
     "tensorrt": "evaluation.pipelines.tensorrt_runner:TensorRTRunner",
 }
@@ -29,6 +30,11 @@ RUNTIMES: dict[str, str] = {
 class Runner(ABC):
     runtime: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
+    #: True for a runtime that computes the artifact's exact quantized math (no integer kernels); the
+    #: report measures every other CPU runtime's kernel error against it
+    reference: ClassVar[bool] = False
+    #: True where the runtime's INT8 kernels run on this machine's CPU (their pair sums follow its ISA)
+    cpu_kernels: ClassVar[bool] = True
 
     def __init__(self, artifact: Artifact, threads: int | None = None):
         self.artifact = artifact

@@ -138,6 +138,21 @@ def compare_with_fp32(results: list[PairResult]) -> None:
         result.comparison = comparison
 
 
+def compare_with_reference(results: list[PairResult]) -> None:
+    """Split each INT8 drop: the same artifact on a reference runtime (exact Q/DQ math) is the quantization
+    error; the CPU runtime's difference from it is the kernel error (saturation shows up here)."""
+    references = {str(r.artifact.path): r for r in results
+                  if runner_class(r.runtime).reference and r.artifact.precision == "int8"}
+    for result in results:
+        ref = references.get(str(result.artifact.path))
+        if ref is None or ref is result:
+            continue
+        result.comparison["reference_runtime"] = ref.runtime
+        result.comparison["reference_top1"] = ref.metrics["top1"]
+        result.comparison["kernel_error_pp"] = 100.0 * (ref.metrics["top1"] - result.metrics["top1"])
+        result.comparison["agreement_with_reference"] = agreement(ref.predictions, result.predictions)
+
+
 def evaluate_artifacts(artifacts: list[Artifact], splits: DataSplits, cfg: RunConfig) -> tuple[list[PairResult], list[Skipped]]:
     """Every artifact on every requested runtime that can run it here, compared with FP32."""
     groups, skipped = plan_pairs(artifacts, cfg.runtimes)
@@ -148,4 +163,5 @@ def evaluate_artifacts(artifacts: list[Artifact], splits: DataSplits, cfg: RunCo
         log.info("evaluating %d artifacts on %s", len(group), runtime)
         results.extend(evaluate_runtime(runtime, group, splits, cfg))
     compare_with_fp32(results)
+    compare_with_reference(results)
     return results, skipped

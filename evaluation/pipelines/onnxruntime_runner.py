@@ -37,11 +37,12 @@ def choose_providers() -> list[str]:
     return providers
 
 
-def make_session(path: str, threads: int | None, providers: list[str] | None = None):
+def make_session(path: str, threads: int | None, providers: list[str] | None = None, optimize: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
@@ -54,10 +55,12 @@ def make_session(path: str, threads: int | None, providers: list[str] | None = N
 class OnnxRuntimeRunner(Runner):
     runtime = "onnxruntime"
     kinds = ("onnx", "onnx_qdq")
+    optimize: bool = True
 
     def __init__(self, artifact: Artifact, threads: int | None = None):
         super().__init__(artifact, threads)
-        self.session = make_session(str(artifact.path), threads)
+        providers = None if self.optimize else ["CPUExecutionProvider"]
+        self.session = make_session(str(artifact.path), threads, providers, optimize=self.optimize)
         self.input_name = self.session.get_inputs()[0].name
 
     @classmethod
@@ -72,3 +75,22 @@ class OnnxRuntimeRunner(Runner):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0].astype(np.float32, copy=False)
+
+
+class OnnxRuntimeReferenceRunner(OnnxRuntimeRunner):
+    """The exact math of a Q/DQ ONNX: ONNX Runtime's CPU EP with every graph optimisation off.
+
+    No Q/DQ fusion, so each DequantizeLinear -> float Conv -> QuantizeLinear runs as written: no integer
+    kernel, no 16-bit pair sums. Beside a CPU runtime it splits an INT8 drop into quantization error
+    (reference vs FP32) and kernel error (runtime vs reference). It is also the closest CPU estimate of
+    what TensorRT computes for the same Q/DQ file (TensorRT accumulates in 32 bits), since TensorRT
+    cannot run here. Its latency is that of float kernels plus Q/DQ, not an INT8 speed."""
+
+    runtime = "onnxruntime_reference"
+    optimize = False
+    reference = True
+    cpu_kernels = False
+
+    @property
+    def device(self) -> str:
+        return "CPUExecutionProvider (graph optimisations off: exact Q/DQ math)"

@@ -31,6 +31,7 @@ def tensorrt_unavailable_reason() -> str | None:
 class TensorRTRunner(Runner):
     runtime = "tensorrt"
     kinds = ("trt_plan",)
+    cpu_kernels = False
 
     def __init__(self, artifact: Artifact, threads: int | None = None):
         super().__init__(artifact, threads)

@@ -6,13 +6,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from evaluation.pipelines.loop import evaluate_artifacts
+from evaluation.pipelines.base import runner_class
+from evaluation.pipelines.loop import PairResult, evaluate_artifacts
+from evaluation.saturation_check import check_artifact
 from utils.artifacts import Artifact
 from utils.config import RunConfig, resolve_path
 from utils.data import DataSplits
 from utils.hardware import hardware_summary
 from utils.plots import write_plots
 from utils.report import build_report, write_report
+from utils.targets import TARGETS, resolve_target
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +24,44 @@ def run_folder(cfg: RunConfig, toolchain: str | None) -> Path:
     name = cfg.run_name or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = resolve_path(cfg.results_dir)
     return base / toolchain / name if toolchain else base / name
+
+
+def int8_checks(results: list[PairResult]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per INT8 artifact: the target it was built for, the static saturation verdict for that target and for
+    this machine's CPU, its reference accuracy and each runtime's kernel error; plus a warning wherever an
+    artifact ran on CPU kernels of this machine that it can saturate."""
+    here = resolve_target("auto")
+    checks, warnings = [], []
+    seen: dict[str, dict[str, Any]] = {}
+    for result in results:
+        artifact = result.artifact
+        if artifact.precision != "int8":
+            continue
+        key = str(artifact.path)
+        if key not in seen:
+            target = TARGETS.get(artifact.manifest.get("target") or "")
+            verdict_here = check_artifact(artifact, here)
+            verdict_target = check_artifact(artifact, target) if target else verdict_here
+            seen[key] = {"artifact": artifact.name, "toolchain": artifact.toolchain,
+                         "target": artifact.manifest.get("target"), "this_cpu": here.name,
+                         "recommended_runtime": artifact.manifest.get("recommended_runtime"),
+                         "verdict_target": verdict_target.to_dict(), "verdict_here": verdict_here.to_dict(),
+                         "reference_top1": None, "runtimes": []}
+            checks.append(seen[key])
+        entry = seen[key]
+        runner = runner_class(result.runtime)
+        if runner.reference:
+            entry["reference_top1"] = result.metrics["top1"]
+            continue
+        entry["runtimes"].append({"runtime": result.runtime, "top1": result.metrics["top1"],
+                                  "recommended": result.runtime == entry["recommended_runtime"],
+                                  "kernel_error_pp": result.comparison.get("kernel_error_pp"),
+                                  "agreement_with_reference": result.comparison.get("agreement_with_reference")})
+        verdict = entry["verdict_here"]
+        if runner.cpu_kernels and verdict["checked"] and not verdict["safe"]:
+            warnings.append(f"{artifact.name} on {result.runtime}: {verdict['summary']} (this CPU); built for "
+                            f"{entry['target'] or 'an unknown target'}: rebuild with --target {here.name} for this CPU")
+    return checks, warnings
 
 
 def evaluate_and_report(title: str, artifacts: list[Artifact], splits: DataSplits, cfg: RunConfig,
@@ -32,16 +73,22 @@ def evaluate_and_report(title: str, artifacts: list[Artifact], splits: DataSplit
     info = {
         "model": cfg.model.arch,
         "weights": cfg.model.weights or ("demo model (trained on the demo set)" if cfg.model.arch == "demo" else "random"),
-        "dataset": f"{splits.name} ({len(splits.evaluation)} evaluation images)",
+        "dataset": f"{splits.name} ({len(splits.evaluation)} evaluation images"
+                   + (f", {splits.subset})" if splits.subset else ")"),
         "calibration": f"{cfg.calibration.size} images, seed {cfg.calibration.seed}, disjoint from evaluation",
         "cpu": f"{hw['cpu']} ({hw['cpu_count']} cores); ISA: "
-               + ", ".join(k for k, v in hw["isa"].items() if v) + f"; int8 dot product (VNNI/AMX): {hw['int8_dot_product']}",
+               + ", ".join(k for k, v in hw["isa"].items() if v) + f"; int8 dot product (VNNI/AMX): {hw['int8_dot_product']}"
+               + f"; target class of this CPU: {resolve_target('auto').name} (every figure here was measured on it)",
+        "target": f"{cfg.target} -> {resolve_target(cfg.target).name} (what the INT8 artifacts were built for; "
+                  "TensorRT always builds for tensorrt)",
         "gpu": hw["cuda"].get("name", "none"),
         "latency method": f"{cfg.benchmark.warmup} warm-up calls, {cfg.benchmark.rounds} interleaved rounds, "
                           "p50 is the median; speedup = FP32 p50 / INT8 p50 on the same runtime",
         **(context or {}),
     }
     report = build_report(title, results, list(skipped or []) + runtime_skips, info, cfg.benchmark.batch_sizes)
+    report["int8_checks"], saturation_warnings = int8_checks(results)
+    report["warnings"].extend(saturation_warnings)
     report["tuning"] = tuning or []
     paths = write_report(out_dir, report)
     write_plots(report, out_dir, splits.class_names)

@@ -8,12 +8,16 @@ ModelOpt places Q/DQ the TensorRT way (symmetric INT8, Conv/Gemm inputs): on CPU
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer, calibration_step
+from quantization.onnx_weights import SEVEN_BIT_LIMIT, fold_weight_quantizers
+from quantization.transforms.weight_scheme import WeightScheme
 from utils.errors import SuiteError
 from utils.packages import has_module
 
@@ -83,17 +87,27 @@ class ModelOptQuantizer(OnnxQuantizer):
     def calibration_eps(self) -> list[str]:
         return list(self.cfg.modelopt.calibration_eps or default_calibration_eps())
 
+    def weight_scheme(self) -> WeightScheme:
+        """ModelOpt's symmetric per-channel int8 weights, scale = absmax / 127; on the 7-bit overflow-fix grid
+        the scale is doubled (absmax / 63.5) and |q| <= 64."""
+        if self.weight_bits() == 7:
+            return WeightScheme(per_channel=True, qmin=-SEVEN_BIT_LIMIT, qmax=SEVEN_BIT_LIMIT, divisor=63.5)
+        return super().weight_scheme()
+
     def settings(self) -> dict[str, Any]:
         m = self.cfg.modelopt
+        fix = ("weights re-gridded to |q| <= 64 with doubled scales (overflow fix for 16-bit pair sums)"
+               if self.weight_bits() == 7 else "none")
         return {"quantize_mode": "int8", "mode": "modelopt int8", "calibration_method": m.calibration_method,
                 "granularity": "per_channel (weights), per_tensor (activations)",
+                "weight_storage": "int8 initializers + DequantizeLinear", "overflow_fix": fix,
                 "calibration_eps": self.calibration_eps(), "high_precision_dtype": m.high_precision_dtype,
                 **self.common_settings()}
 
     def tag(self) -> str:
         m = self.cfg.modelopt
         suffix = "" if m.high_precision_dtype == "fp32" else f"_{m.high_precision_dtype}"
-        return f"modelopt_int8_{m.calibration_method}{suffix}"
+        return f"modelopt_int8_{m.calibration_method}{suffix}{self.bits_tag()}"
 
     def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
         m = self.cfg.modelopt
@@ -105,6 +119,23 @@ class ModelOptQuantizer(OnnxQuantizer):
         reason = self.unavailable_reason()
         if reason:
             raise SuiteError(reason)
+        private = Path(tempfile.mkdtemp(prefix="mls-modelopt-"))
+        try:  # ModelOpt rewrites the file it is handed (shape inference): give it a private copy
+            source = private / fp32.name
+            shutil.copyfile(fp32, source)
+            self._run_modelopt(source, feed, exclude, out)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        if not out.is_file() or out.stat().st_size == 0:
+            raise SuiteError(f"ModelOpt wrote no model for {fp32.name}")
+        import onnx
+
+        model = onnx.load(str(out))
+        fold_weight_quantizers(model, self.weight_bits())
+        onnx.save(model, str(out))
+
+    def _run_modelopt(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
+        m = self.cfg.modelopt
         run_modelopt_quantize(
             onnx_path=str(fp32),
             quantize_mode="int8",
@@ -118,5 +149,3 @@ class ModelOptQuantizer(OnnxQuantizer):
             output_path=str(out),
             log_level="WARNING",
         )
-        if not out.is_file() or out.stat().st_size == 0:
-            raise SuiteError(f"ModelOpt wrote no model for {fp32.name}")

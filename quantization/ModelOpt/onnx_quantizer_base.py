@@ -91,6 +91,7 @@ class OnnxQuantizer(Quantizer):
     """Base of the ONNX toolchains: subclasses implement :meth:`_quantize_file`."""
 
     folder = "modelopt"
+    runtimes = ("onnxruntime", "openvino", "onnxruntime_reference")
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
@@ -177,9 +178,22 @@ class OnnxQuantizer(Quantizer):
                                   extra={**self.model_facts(model), "fp32_onnx": str(fp32.path)})
         return write_artifact(final, write, manifest, toolchain=self.toolchain, kind="onnx_qdq", precision="int8")
 
+    def weight_bits(self) -> int:
+        """7 where the target's kernels add u8 x s8 pairs in saturating 16-bit lanes, else 8 (or the user's)."""
+        choice = str(self.cfg.modelopt.weight_bits)
+        if choice == "auto":
+            return 7 if self.target.pair_sums_saturate else 8
+        if choice not in ("7", "8"):
+            raise SuiteError(f"--onnx-weight-bits must be auto, 7 or 8 (got {choice})")
+        return int(choice)
+
+    def bits_tag(self) -> str:
+        return "_w7" if self.weight_bits() == 7 else ""
+
     def common_settings(self) -> dict[str, Any]:
         m = self.cfg.modelopt
-        return {"calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed,
+        return {"target": self.target.name, "weight_bits": self.weight_bits(),
+                "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed,
                 "calibration_batch_size": self.cfg.calibration.batch_size,
                 "exclude_nodes": list(m.exclude_nodes), "exclude_op_types": list(m.exclude_op_types),
                 "opset": m.opset}

@@ -15,7 +15,6 @@ import numpy as np
 from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer, calibration_step
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.errors import SuiteError
-from utils.hardware import has_int8_dot_product
 from utils.packages import has_module
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -71,15 +70,19 @@ class OrtQuantizer(OnnxQuantizer):
         m = self.cfg.modelopt
         return {"mode": "ort quantize_static QDQ", "calibration_method": self.method(),
                 "granularity": m.granularity, "activation_type": self.activation_type(), "weight_type": "int8",
-                "cpu_int8_dot_product": has_int8_dot_product(), **self.common_settings()}
+                "reduce_range": self.weight_bits() == 7, **self.common_settings()}
 
     def weight_scheme(self) -> WeightScheme:
-        """quantize_static's symmetric int8 weights: [-127, 127], scale = absmax / 127."""
-        return dataclasses.replace(super().weight_scheme(), per_channel=self.cfg.modelopt.granularity == "per_channel")
+        """quantize_static's symmetric int8 weights: [-127, 127], scale = absmax / 127; with reduce_range
+        (7-bit weights) [-64, 64], scale = absmax / 64."""
+        per_channel = self.cfg.modelopt.granularity == "per_channel"
+        if self.weight_bits() == 7:
+            return WeightScheme(per_channel=per_channel, qmin=-64, qmax=64, divisor=64.0)
+        return dataclasses.replace(super().weight_scheme(), per_channel=per_channel)
 
     def tag(self) -> str:
         act = "u8" if self.activation_type() == "uint8" else "s8"
-        return f"ort_qdq_{self.method()}_{self.cfg.modelopt.granularity}_{act}s8"
+        return f"ort_qdq_{self.method()}_{self.cfg.modelopt.granularity}_{act}s8{self.bits_tag()}"
 
     def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
         from onnxruntime.quantization import (
@@ -106,6 +109,7 @@ class OrtQuantizer(OnnxQuantizer):
                 str(prepped), str(out), _FeedReader(feed, self.cfg.calibration.batch_size),
                 quant_format=QuantFormat.QDQ,
                 per_channel=m.granularity == "per_channel",
+                reduce_range=self.weight_bits() == 7,
                 activation_type=QuantType.QUInt8 if self.activation_type() == "uint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=getattr(CalibrationMethod, METHODS[self.method()]),

@@ -30,13 +30,20 @@ class _TensorRTQdq(ModelOptQuantizer):
     """ModelOpt int8 with fp16 high precision, written beside the engines."""
 
     folder = "tensorrt"
+    runtimes = ("tensorrt", "onnxruntime_reference")  # the reference: the closest CPU estimate of TensorRT
 
 
 class TensorRTQuantizer(Quantizer):
     toolchain = "tensorrt"
     folder = "tensorrt"
+    runtimes = ("tensorrt",)
 
     def __init__(self, cfg: RunConfig):
+        if cfg.target not in ("auto", "tensorrt"):
+            log.warning("toolchain tensorrt builds for --target tensorrt (8-bit weights, never the CPU overflow "
+                        "fix); --target %s ignored for it", cfg.target)
+        cfg = copy.deepcopy(cfg)
+        cfg.target = "tensorrt"
         super().__init__(cfg)
         qdq_cfg = copy.deepcopy(cfg)
         qdq_cfg.modelopt.high_precision_dtype = "fp16"

@@ -19,6 +19,7 @@ from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
 from utils.config import TorchQuantConfig
 from utils.data import CalibrationSet
 from utils.models import LoadedModel
+from utils.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,13 @@ class FullRangeDynamicLinear(nnqd.Linear):
         return "DynamicQuantizedLinear8BitActivations"
 
 
-def linear_qconfig(cfg: TorchQuantConfig) -> QConfig:
+def linear_qconfig(cfg: TorchQuantConfig, target: Target) -> QConfig:
     """Weights: the static path's observer (granularity, 7 or 8 bits); activations measured per batch."""
     from torch.ao.quantization.observer import PlaceholderObserver
 
     validate(cfg)
     activation = PlaceholderObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True)
-    return QConfig(activation=activation, weight=weight_observer(cfg))
+    return QConfig(activation=activation, weight=weight_observer(cfg, target))
 
 
 def activation_bits(cfg: TorchQuantConfig) -> int:
@@ -59,14 +60,14 @@ def activation_bits(cfg: TorchQuantConfig) -> int:
     return 7 if use_reduce_range(cfg) else 8
 
 
-def dynamic_int8(module: nn.Module, cfg: TorchQuantConfig) -> nn.Module:
+def dynamic_int8(module: nn.Module, cfg: TorchQuantConfig, target: Target) -> nn.Module:
     """A dynamic INT8 copy of ``module``: the one dynamic-PTQ call for CNNs and transformers alike.
 
     Linear layers follow ``cfg`` (granularity, weight bits, activation bits); LSTM/GRU take torch's
-    per-tensor default, the only dynamic scheme their kernels support."""
+    per-tensor default, the only dynamic scheme their kernels support. ``target`` decides the weight bits."""
     from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
-    spec = {nn.Linear: linear_qconfig(cfg), nn.LSTM: default_dynamic_qconfig, nn.GRU: default_dynamic_qconfig}
+    spec = {nn.Linear: linear_qconfig(cfg, target), nn.LSTM: default_dynamic_qconfig, nn.GRU: default_dynamic_qconfig}
     quantized = quantize_dynamic(copy.deepcopy(module).eval(), spec)
     if activation_bits(cfg) == 8:
         for layer in quantized.modules():
@@ -81,7 +82,7 @@ class DynamicQuantizer(TorchScriptQuantizer):
 
     def settings(self) -> dict[str, Any]:
         t = self.cfg.torch
-        qmin, qmax = weight_range(t)
+        qmin, qmax = weight_range(t, self.target)
         return {"mode": self.mode, "backend": t.backend, "granularity": t.granularity,
                 "weight_range": [qmin, qmax], "activation_bits": activation_bits(t),
                 "weights": f"qint8 {t.granularity} on Linear (LSTM/GRU per-tensor); activations quantized per batch "
@@ -96,4 +97,4 @@ class DynamicQuantizer(TorchScriptQuantizer):
         if convs:
             log.info("dynamic PTQ: %d layer(s) quantized (%s); the %d convolutions stay FP32, so on a CNN only "
                      "the classifier changes", len(layers), ", ".join(sorted(set(layers.values()))), convs)
-        return dynamic_int8(model.module, self.cfg.torch), None
+        return dynamic_int8(model.module, self.cfg.torch, self.target), None

@@ -22,7 +22,7 @@ class EagerQuantizer(TorchScriptQuantizer):
             raise SuiteError("eager mode keeps no single layer in float here (use --mode fx for layer fallback)")
         twin = quantizable_twin(model)
         twin.fuse_model()
-        twin.qconfig = build_qconfig(self.cfg.torch)
+        twin.qconfig = build_qconfig(self.cfg.torch, self.target)
         prepare(twin, inplace=True)
         calibrate(twin, calibration, "calibrating (eager)")
         return convert(twin), calibration.ids

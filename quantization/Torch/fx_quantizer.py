@@ -81,12 +81,12 @@ class FxQuantizer(TorchScriptQuantizer):
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "clamp_observers": self.cfg.torch.clamp_observers,
-                "depthwise_weight_bits": depthwise_weight_bits(self.cfg.torch)}
+                "depthwise_weight_bits": depthwise_weight_bits(self.cfg.torch, self.target)}
 
     def weight_scheme(self) -> WeightScheme:
         """The base grid, with FX's depthwise weight bits (see ``depthwise_weight_bits``)."""
         scheme = super().weight_scheme()
-        depthwise = weight_range(self.cfg.torch, depthwise_weight_bits(self.cfg.torch))
+        depthwise = weight_range(self.cfg.torch, self.target, depthwise_weight_bits(self.cfg.torch, self.target))
         return scheme if depthwise == (scheme.qmin, scheme.qmax) else dataclasses.replace(scheme, depthwise_range=depthwise)
 
     def tag(self) -> str:
@@ -102,7 +102,7 @@ class FxQuantizer(TorchScriptQuantizer):
             if rewritten:
                 log.info("FX: %d stride-2 'SAME' depthwise convs run as stride 1 + subsample (FBGEMM's fast "
                          "depthwise kernel needs padding (K-1)/2)", rewritten)
-        mapping = build_qconfig_mapping(self.cfg.torch, depthwise_convs(module))
+        mapping = build_qconfig_mapping(self.cfg.torch, self.target, depthwise_convs(module))
         try:
             prepared = prepare_fx(module, mapping, example_inputs=(self.example(model),))
         except Exception as exc:  # symbolic tracing fails on data-dependent control flow

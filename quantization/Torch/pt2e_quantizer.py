@@ -37,6 +37,7 @@ def _export(module: torch.nn.Module, example: torch.Tensor) -> torch.export.Expo
 class PT2EQuantizer(Quantizer):
     toolchain = "torch_pt2e"
     folder = "torch"
+    runtimes = ("torch_compile",)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -44,13 +45,36 @@ class PT2EQuantizer(Quantizer):
             return "torchao is not installed (pip install -r requirements/base.txt)"
         return None
 
+    def weight_bits(self) -> int:
+        """X86InductorQuantizer does nothing for CPUs without VNNI (its docstring only suggests 7-bit
+        activations there); oneDNN's AVX2 u8 x s8 kernels add pairs in 16 bits, so for such a target the
+        weights take 7 bits ([-64, 63]), as in the FX path."""
+        return 7 if self.target.pair_sums_saturate else 8
+
     def weight_scheme(self) -> WeightScheme:
-        """X86InductorQuantizer's default: per-channel symmetric qint8 over [-128, 127] (torch.ao observer)."""
+        """X86InductorQuantizer's default: per-channel symmetric qint8 over [-128, 127] (torch.ao observer);
+        7-bit weights for a saturating target: [-64, 63]."""
+        if self.weight_bits() == 7:
+            return WeightScheme(per_channel=True, qmin=-64, qmax=63, divisor=63.5)
         return WeightScheme(per_channel=True, qmin=-128, qmax=127, divisor=127.5)
+
+    def quantization_config(self) -> Any:
+        """torchao's x86 default config, with the weight range of :meth:`weight_bits`."""
+        import dataclasses
+
+        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+            get_default_x86_inductor_quantization_config,
+        )
+
+        config = get_default_x86_inductor_quantization_config()
+        if self.weight_bits() == 8:
+            return config
+        return dataclasses.replace(config, weight=dataclasses.replace(config.weight, quant_min=-64, quant_max=63))
 
     def settings(self) -> dict[str, Any]:
         return {"mode": "pt2e", "quantizer": "X86InductorQuantizer", "granularity": "per_channel",
-                "observer": "histogram (torchao x86 default)", "is_dynamic": False,
+                "observer": "histogram (torchao x86 default)", "is_dynamic": False, "target": self.target.name,
+                "weight_bits": self.weight_bits(),
                 "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed}
 
     def _write(self, program: torch.export.ExportedProgram, model: LoadedModel, tag: str, precision: str,
@@ -70,15 +94,12 @@ class PT2EQuantizer(Quantizer):
 
     def quantize(self, model: LoadedModel, calibration: CalibrationSet) -> Artifact:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-            X86InductorQuantizer,
-            get_default_x86_inductor_quantization_config,
-        )
+        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
         start = time.perf_counter()
         example = torch.randn(2, *model.input_shape)
         graph = _export(copy.deepcopy(model.module).eval(), example).module()
-        quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+        quantizer = X86InductorQuantizer().set_global(self.quantization_config())
         try:
             prepared = prepare_pt2e(graph, quantizer)
         except Exception as exc:
@@ -90,5 +111,6 @@ class PT2EQuantizer(Quantizer):
         converted = convert_pt2e(prepared)
         program = _export(converted, example)
         elapsed = time.perf_counter() - start
-        return self._write(program, model, "pt2e_x86inductor", "int8", self.settings(), calibration.ids,
+        tag = "pt2e_x86inductor" + ("_w7" if self.weight_bits() == 7 else "")
+        return self._write(program, model, tag, "int8", self.settings(), calibration.ids,
                            {"quantize_seconds": round(elapsed, 2)})

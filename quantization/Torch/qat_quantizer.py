@@ -67,12 +67,12 @@ class QatQuantizer(TorchScriptQuantizer):
 
     def tag(self) -> str:
         t = self.cfg.torch
-        bits = "_w7" if weight_bits(t) == 7 else ""
+        bits = "_w7" if weight_bits(t, self.target) == 7 else ""
         return f"qat_{t.qat_engine}_{t.backend}_{t.granularity}{bits}_{t.qat_steps}steps"
 
     def _prepared(self, model: LoadedModel) -> torch.nn.Module:
         t = self.cfg.torch
-        qconfig = build_qat_qconfig(t)
+        qconfig = build_qat_qconfig(t, self.target)
         if t.qat_engine == "fx":
             from torch.ao.quantization import get_default_qat_qconfig_mapping
             from torch.ao.quantization.quantize_fx import prepare_qat_fx

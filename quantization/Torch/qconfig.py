@@ -3,7 +3,8 @@
 On CPUs without VNNI, u8 x s8 kernels add pairs of products in 16-bit lanes and can saturate when
 both operands use their full range; torch.ao's x86/fbgemm default keeps activations to 7 bits
 (``reduce_range``). Measured on EfficientNet-Lite0, taking the bit from the weights instead loses far
-less, and with VNNI/AMX (32-bit accumulation) no bit needs to go: ``auto`` picks from the CPU flags.
+less, and with VNNI/AMX (32-bit accumulation) no bit needs to go: ``auto`` picks from the deployment
+target (``utils.targets``; ``auto`` there is this machine's CPU), never from the build machine alone.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from torch.ao.quantization.observer import (
 
 from utils.config import TorchQuantConfig
 from utils.errors import SuiteError
-from utils.hardware import has_int8_dot_product
 from utils.models import is_depthwise
+from utils.targets import Target
 
 BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
 OBSERVERS = ("minmax", "moving_average_minmax", "histogram", "percentile")
@@ -56,9 +57,9 @@ class PercentileObserver(HistogramObserver):
         return torch.minimum(new_min, torch.zeros_like(new_min)), torch.maximum(new_max, torch.zeros_like(new_max))
 
 
-def saturation_risk(cfg: TorchQuantConfig) -> bool:
-    """True where the backend's u8 x s8 kernels can saturate on this CPU (x86/fbgemm without VNNI/AMX)."""
-    return cfg.backend in ("x86", "fbgemm") and not has_int8_dot_product()
+def saturation_risk(cfg: TorchQuantConfig, target: Target) -> bool:
+    """True where the backend's u8 x s8 kernels can saturate on ``target`` (x86/fbgemm without VNNI/AMX)."""
+    return cfg.backend in ("x86", "fbgemm") and target.pair_sums_saturate
 
 
 def use_reduce_range(cfg: TorchQuantConfig) -> bool:
@@ -69,26 +70,27 @@ def use_reduce_range(cfg: TorchQuantConfig) -> bool:
     raise SuiteError(f"--reduce-range must be auto, on or off (got {cfg.reduce_range})")
 
 
-def weight_bits(cfg: TorchQuantConfig) -> int:
+def weight_bits(cfg: TorchQuantConfig, target: Target) -> int:
     if str(cfg.weight_bits) == "auto":
-        return 7 if saturation_risk(cfg) and not use_reduce_range(cfg) else 8
+        return 7 if saturation_risk(cfg, target) and not use_reduce_range(cfg) else 8
     if str(cfg.weight_bits) in ("7", "8"):
         return int(cfg.weight_bits)
     raise SuiteError(f"--weight-bits must be auto, 7 or 8 (got {cfg.weight_bits})")
 
 
-def depthwise_weight_bits(cfg: TorchQuantConfig) -> int:
+def depthwise_weight_bits(cfg: TorchQuantConfig, target: Target) -> int:
     """Weight bits of depthwise convolutions. FBGEMM's fast depthwise INT8 kernel adds pairs of u8 x s8
     products in 16-bit lanes even on VNNI CPUs, so ``auto`` gives depthwise weights 7 bits on x86/fbgemm
     (EfficientNet-Lite0, FX minmax: 80.4 % with 8-bit, 81.8 % with 7-bit, FP32 81.1 %)."""
-    if str(cfg.weight_bits) == "auto" and cfg.backend in ("x86", "fbgemm") and not use_reduce_range(cfg):
+    if (str(cfg.weight_bits) == "auto" and cfg.backend in ("x86", "fbgemm") and target.fbgemm_depthwise_saturates
+            and not use_reduce_range(cfg)):
         return 7
-    return weight_bits(cfg)
+    return weight_bits(cfg, target)
 
 
-def weight_range(cfg: TorchQuantConfig, bits: int | None = None) -> tuple[int, int]:
-    """(quant_min, quant_max) of the symmetric qint8 weights: 7 or 8 bits (default: ``weight_bits(cfg)``)."""
-    return (-64, 63) if (bits or weight_bits(cfg)) == 7 else (-128, 127)
+def weight_range(cfg: TorchQuantConfig, target: Target, bits: int | None = None) -> tuple[int, int]:
+    """(quant_min, quant_max) of the symmetric qint8 weights: 7 or 8 bits (default: ``weight_bits``)."""
+    return (-64, 63) if (bits or weight_bits(cfg, target)) == 7 else (-128, 127)
 
 
 def validate(cfg: TorchQuantConfig) -> None:
@@ -96,13 +98,14 @@ def validate(cfg: TorchQuantConfig) -> None:
                                  (cfg.granularity, GRANULARITIES, "--granularity")):
         if value not in allowed:
             raise SuiteError(f"{flag} must be one of {', '.join(allowed)} (got {value})")
-    weight_bits(cfg)
+    if str(cfg.weight_bits) not in ("auto", "7", "8"):
+        raise SuiteError(f"--weight-bits must be auto, 7 or 8 (got {cfg.weight_bits})")
     use_reduce_range(cfg)
     if not 50.0 < cfg.percentile <= 100.0:
         raise SuiteError(f"--percentile must be in (50, 100] (got {cfg.percentile})")
 
 
-def build_qconfig(cfg: TorchQuantConfig, bits: int | None = None) -> QConfig:
+def build_qconfig(cfg: TorchQuantConfig, target: Target, bits: int | None = None) -> QConfig:
     validate(cfg)
     reduce_range = use_reduce_range(cfg)
     act_kwargs = {"dtype": torch.quint8, "qscheme": torch.per_tensor_affine, "reduce_range": reduce_range}
@@ -112,12 +115,12 @@ def build_qconfig(cfg: TorchQuantConfig, bits: int | None = None) -> QConfig:
         "histogram": HistogramObserver.with_args(**act_kwargs),
         "percentile": PercentileObserver.with_args(percentile=cfg.percentile, **act_kwargs),
     }[cfg.observer]
-    return QConfig(activation=activation, weight=weight_observer(cfg, bits))
+    return QConfig(activation=activation, weight=weight_observer(cfg, target, bits))
 
 
-def weight_observer(cfg: TorchQuantConfig, bits: int | None = None):
+def weight_observer(cfg: TorchQuantConfig, target: Target, bits: int | None = None):
     """Symmetric qint8 weight observer, per channel or per tensor, 7 or 8 bits: static and dynamic PTQ share it."""
-    qmin, qmax = weight_range(cfg, bits)
+    qmin, qmax = weight_range(cfg, target, bits)
     if cfg.granularity == "per_channel":
         return PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
                                                   quant_min=qmin, quant_max=qmax)
@@ -129,12 +132,12 @@ def depthwise_convs(module: torch.nn.Module) -> list[str]:
     return [name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d) and is_depthwise(m)]
 
 
-def build_qconfig_mapping(cfg: TorchQuantConfig, depthwise: list[str] | None = None) -> QConfigMapping:
+def build_qconfig_mapping(cfg: TorchQuantConfig, target: Target, depthwise: list[str] | None = None) -> QConfigMapping:
     """The backend's default mapping (fixed-qparams ops etc.) with our global qconfig; the modules named
     in ``depthwise`` get ``depthwise_weight_bits``."""
-    mapping = get_default_qconfig_mapping(cfg.backend).set_global(build_qconfig(cfg))
-    if depthwise and depthwise_weight_bits(cfg) != weight_bits(cfg):
-        qconfig = build_qconfig(cfg, depthwise_weight_bits(cfg))
+    mapping = get_default_qconfig_mapping(cfg.backend).set_global(build_qconfig(cfg, target))
+    if depthwise and depthwise_weight_bits(cfg, target) != weight_bits(cfg, target):
+        qconfig = build_qconfig(cfg, target, depthwise_weight_bits(cfg, target))
         for name in depthwise:
             mapping.set_module_name(name, qconfig)
     for name in cfg.float_layers:
@@ -142,7 +145,7 @@ def build_qconfig_mapping(cfg: TorchQuantConfig, depthwise: list[str] | None = N
     return mapping
 
 
-def build_qat_qconfig(cfg: TorchQuantConfig) -> QConfig:
+def build_qat_qconfig(cfg: TorchQuantConfig, target: Target) -> QConfig:
     """Fake-quantize modules for QAT with the same bit widths and granularity as the PTQ qconfig.
 
     Moving-average min/max observers: the ranges follow the weights and activations as they train."""
@@ -153,7 +156,7 @@ def build_qat_qconfig(cfg: TorchQuantConfig) -> QConfig:
     activation = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
                                         dtype=torch.quint8, qscheme=torch.per_tensor_affine,
                                         reduce_range=use_reduce_range(cfg))
-    qmin, qmax = weight_range(cfg)
+    qmin, qmax = weight_range(cfg, target)
     if cfg.granularity == "per_channel":
         weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=qmin, quant_max=qmax,
                                         dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)

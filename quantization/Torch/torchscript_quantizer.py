@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 class TorchScriptQuantizer(Quantizer):
     folder = "torch"
+    runtimes = ("torch",)
     mode: ClassVar[str]  # fx, eager, dynamic, qat: in the settings and the artifact name
 
     def settings(self) -> dict[str, Any]:
@@ -46,19 +47,19 @@ class TorchScriptQuantizer(Quantizer):
         t = self.cfg.torch
         return {"backend": t.backend, "granularity": t.granularity, "observer": t.observer,
                 "percentile": t.percentile if t.observer == "percentile" else None,
-                "reduce_range": use_reduce_range(t), "weight_bits": weight_bits(t),
-                "saturation_risk_on_this_cpu": saturation_risk(t), "float_layers": list(t.float_layers),
+                "reduce_range": use_reduce_range(t), "weight_bits": weight_bits(t, self.target),
+                "saturation_risk_on_target": saturation_risk(t, self.target), "float_layers": list(t.float_layers),
                 "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed}
 
     def static_tag(self, mode: str) -> str:
         t = self.cfg.torch
-        bits = "_w7" if weight_bits(t) == 7 else ""
+        bits = "_w7" if weight_bits(t, self.target) == 7 else ""
         rr = "_rr" if use_reduce_range(t) else ""
         return f"{mode}_{t.backend}_{t.granularity}_{t.observer}{rr}{bits}{float_suffix(t.float_layers)}"
 
     def weight_scheme(self) -> WeightScheme:
         t = self.cfg.torch
-        qmin, qmax = weight_range(t)
+        qmin, qmax = weight_range(t, self.target)
         return WeightScheme(per_channel=t.granularity == "per_channel", qmin=qmin, qmax=qmax, divisor=(qmax - qmin) / 2)
 
     def quantizable_layers(self, model: LoadedModel) -> list[str]:
@@ -67,7 +68,7 @@ class TorchScriptQuantizer(Quantizer):
     def with_float_layers(self, layers: list[str]) -> TorchScriptQuantizer:
         cfg = copy.deepcopy(self.cfg)
         cfg.torch.float_layers = list(layers)
-        return type(self)(cfg)
+        return type(self)(cfg)  # the same target: cfg.target is copied
 
     @staticmethod
     def example(model: LoadedModel, batch: int = 1) -> torch.Tensor:
