@@ -73,7 +73,7 @@ def main() -> None:
     top1 = top1_per_pair(runners, prepared)
     latency = {}
     if args.rounds:
-        for label, toolchain, _ in ROWS:
+        for _label, toolchain, _ in ROWS:
             for runtime in ("onnxruntime", "openvino"):
                 keys = [f"FP32 @ {runtime}"] + [f"{r['artifact']} @ {runtime}" for r in table
                                                 if r["toolchain"] == toolchain]
@@ -81,7 +81,7 @@ def main() -> None:
                                                                           args.rounds).items()})
     print(f"\nEfficientNet-Lite0, 1000 evaluation images, 300 calibration images; CPU: {cpu_summary()}; "
           f"target class of this CPU: {here.name}\n")
-    print(f"FP32 top-1: " + ", ".join(f"{rt} {top1[f'FP32 @ {rt}']:.2f}" for rt in RUNTIMES) + "\n")
+    print("FP32 top-1: " + ", ".join(f"{rt} {top1[f'FP32 @ {rt}']:.2f}" for rt in RUNTIMES) + "\n")
     print("| toolchain | built for | weight bits | static check (this CPU) | FP32/INT8 size | ORT top-1 (drop) "
           "| OpenVINO top-1 (drop) | reference top-1 (drop) | p50 b1 ms ORT FP32 -> INT8 | p50 b1 ms OV FP32 -> INT8 |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -13,8 +13,10 @@ from collections.abc import Callable, Sequence
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
 from quantization.workflow import check_disjoint, make_quantizer, prepare, run_toolchain
 from utils import cli
-from utils.artifacts import load_artifact
+from utils.artifacts import Artifact, load_artifact, sha256_file
 from utils.config import RunConfig
+from utils.errors import SuiteError
+from utils.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,9 @@ def build_parser(prog: str, description: str,
     cli.add_config_arg(parser)
     parser.add_argument("--artifact", action="append", default=None, metavar="PATH",
                         help="INT8 artifact(s) to evaluate (repeatable); default: quantize now with the flags below")
+    parser.add_argument("--allow-model-mismatch", action="store_true",
+                        help="evaluate an --artifact whose manifest names another architecture or other source "
+                             "weights than --arch/--weights (the comparison is then meaningless)")
     cli.add_model_args(parser)
     cli.add_data_args(parser)
     cli.add_calibration_args(parser)
@@ -34,6 +39,25 @@ def build_parser(prog: str, description: str,
     cli.add_benchmark_args(parser)
     cli.add_output_args(parser)
     return parser
+
+
+def check_same_model(artifact: Artifact, model: LoadedModel, force: bool = False) -> None:
+    """Refuse to compare an INT8 artifact with an FP32 model it was not made from (other arch or weights)."""
+    manifest = artifact.manifest
+    problems = []
+    if manifest.get("arch") and manifest["arch"] != model.arch:
+        problems.append(f"architecture {manifest['arch']}, not {model.arch}")
+    recorded = manifest.get("source_weights_sha256")
+    current = sha256_file(model.weights_path)
+    if recorded != current:
+        problems.append(f"source weights {str(recorded)[:12] if recorded else 'random init'}, not "
+                        f"{current[:12] if current else 'random init'}")
+    if not problems:
+        return
+    message = f"{artifact.path.name} was made from {' and '.join(problems)}"
+    if not force:
+        raise SuiteError(f"{message}: it cannot be compared with this FP32 model (--allow-model-mismatch to force)")
+    log.warning("%s: the comparison is meaningless (--allow-model-mismatch)", message)
 
 
 def evaluation_main(argv: Sequence[str] | None, *, prog: str, description: str, folder: str,
@@ -47,6 +71,7 @@ def evaluation_main(argv: Sequence[str] | None, *, prog: str, description: str, 
     if args.artifact:
         int8 = [load_artifact(p) for p in args.artifact]
         for artifact in int8:
+            check_same_model(artifact, prepared.model, args.allow_model_mismatch)
             check_disjoint(artifact, prepared.splits, cfg.data.allow_overlap)
         artifacts = [make_quantizer(toolchain, cfg).export_fp32(prepared.model), *int8]
     else:

@@ -141,31 +141,28 @@ def onnx_int8_layers(path: Path) -> list[LayerWeights]:
 
 
 def torchscript_int8_layers(path: Path) -> list[LayerWeights]:
-    """Quantized conv/linear modules of a TorchScript artifact, with their unpacked INT8 weights."""
+    """Quantized conv/linear ops of a (traced) TorchScript artifact, with their unpacked INT8 weights.
+
+    Tracing stores each layer's packed weights as a constant of its ``quantized::conv2d*`` /
+    ``quantized::linear*`` call; unpacking them gives the qint8 values the kernel multiplies."""
     import torch
 
     module = torch.jit.load(str(path), map_location="cpu")
     layers = []
-    for name, sub in module.named_modules():
-        kind = sub.original_name if hasattr(sub, "original_name") else ""
-        try:
-            packed = sub._packed_params
-        except (AttributeError, RuntimeError):
+    for index, node in enumerate(module.inlined_graph.nodes()):
+        kind = node.kind()
+        if not (kind.startswith("quantized::conv") or kind.startswith("quantized::linear")) or "dynamic" in kind:
             continue
-        try:
-            if "Conv" in kind:
-                weight, _ = torch.ops.quantized.conv2d_unpack(packed)
-            elif "Linear" in kind:
-                weight, _ = torch.ops.quantized.linear_unpack(getattr(packed, "_packed_params", packed))
-            else:
-                continue
-        except RuntimeError:
+        packed = list(node.inputs())[1].toIValue()
+        if not hasattr(packed, "unpack"):
             continue
+        weight, _ = packed.unpack()
         if not weight.is_quantized:
             continue
         values = weight.int_repr().numpy()
-        depthwise = values.ndim == 4 and values.shape[1] == 1 and values.shape[0] > 1
-        layers.append(LayerWeights(name, values, depthwise))
+        groups = packed.groups() if kind.startswith("quantized::conv") and hasattr(packed, "groups") else 1
+        depthwise = values.ndim == 4 and values.shape[1] == 1 and groups > 1
+        layers.append(LayerWeights(f"{kind.split('::')[1]}#{index}", values, depthwise))
     return layers
 
 

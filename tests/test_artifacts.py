@@ -28,3 +28,16 @@ def test_manifest_beside_artifact_round_trips(tmp_path: Path):
     manifest_path_for(final).unlink()
     with pytest.raises(SuiteError, match="no manifest"):
         load_artifact(final)
+
+
+def test_artifacts_get_the_mode_of_any_new_file(tmp_path):
+    import os
+
+    from utils.artifacts import write_text_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "a.json", "{}")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # mkstemp alone gives 0600
+    finally:
+        os.umask(old)

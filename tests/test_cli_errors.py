@@ -75,3 +75,27 @@ def test_help_documents_every_option():
         for flag in ("--config", "--arch", "--weights", "--num-classes", "--dataset", "--data-root", "--calib-size",
                      "--calib-seed", "--mode", "--backend", "--granularity", "--observer", "--reduce-range"):
             assert flag in result.stdout, f"{script} --help lacks {flag}"
+
+
+@pytest.mark.parametrize("script, flag, value, key", [
+    (PTQ, "--calib-size", "0", "calibration.size"), (PTQ, "--batch-size", "0", "data.batch_size"),
+    (PTQ, "--num-classes", "-3", "model.num_classes"),
+    ("evaluation/comprehensive_evaluation_torch_int8.py", "--bench-batch-sizes", "0", "benchmark.batch_sizes")])
+def test_non_positive_numbers_are_one_line_before_any_work(models_dir: Path, script: str, flag: str, value: str,
+                                                           key: str):
+    result = run_script(script, "--models-dir", str(models_dir), flag, value)
+    _assert_clean_failure(result, models_dir, f"config key '{key}' must be positive")
+    assert not models_dir.exists()  # nothing written: the config is checked before the FP32 export
+
+
+def test_evaluating_an_artifact_of_another_model_is_refused(tmp_path: Path, models_dir: Path):
+    """A resnet20 INT8 artifact compared with a resnet32 FP32 model once reported 'drop 34.38 pp'."""
+    assert _ptq(models_dir, "--arch", "resnet20", "--dataset", "demo", "--num-classes", "10").returncode == 0
+    (artifact,) = [p for p in models_dir.rglob("*_fx_*.pt")]
+    result = run_script("evaluation/comprehensive_evaluation_torch_int8.py", "--arch", "resnet32",
+                        "--num-classes", "10", "--artifact", str(artifact), "--models-dir", str(models_dir),
+                        "--results-dir", str(tmp_path / "results"), "--calib-size", "16")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "made from architecture resnet20, not resnet32" in last and "--allow-model-mismatch" in last
+    assert not (tmp_path / "results").exists()

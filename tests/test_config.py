@@ -38,3 +38,59 @@ def test_every_recipe_in_configs_loads():
     assert recipes, "configs/ holds the recipes"
     for recipe in recipes:
         load_config(recipe)
+
+
+def _leaf_fields():
+    import dataclasses
+
+    from utils.config import RunConfig
+
+    def walk(obj, where):
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                yield from walk(value, f"{where}{f.name}.")
+            else:
+                yield f"{where}{f.name}", str(f.type)
+    return list(walk(RunConfig(), ""))
+
+
+def _wrong_type(annotation: str):
+    if "list[" in annotation:
+        return {"a": 1}
+    if "str" in annotation:
+        return [1, 2]
+    return "thirty-two"
+
+
+def test_every_config_field_refuses_a_wrong_type_and_a_non_positive_value():
+    """Property-style: each field, fed a value of the wrong type (and each numeric field a value out of
+    range), fails when the config is built, with one line naming the key."""
+    from utils.config import NON_NEGATIVE
+
+    fields = _leaf_fields()
+    assert len(fields) > 60
+    numeric = 0
+    for dotted, annotation in fields:
+        with pytest.raises(SuiteError, match=f"config key '{dotted}' must be") as info:
+            load_config(None, {dotted: _wrong_type(annotation)})
+        assert "\n" not in str(info.value)
+        if any(t in annotation for t in ("int", "float")):
+            numeric += 1
+            bad = -1 if dotted in NON_NEGATIVE else 0
+            value = [bad] if annotation.startswith("list[") else bad
+            with pytest.raises(SuiteError, match=f"config key '{dotted}' must be (positive|non-negative)"):
+                load_config(None, {dotted: value})
+    assert numeric > 20
+
+
+def test_yaml_values_of_the_wrong_type_are_one_line(tmp_path: Path):
+    recipe = tmp_path / "r.yaml"
+    for text, key in (('calibration: {size: "thirty-two"}', "calibration.size"),
+                      ("benchmark: {batch_sizes: [1, 0]}", "benchmark.batch_sizes"),
+                      ('model: {num_classes: "10"}', "model.num_classes")):
+        recipe.write_text(text + "\n")
+        with pytest.raises(SuiteError, match=f"config key '{key}' must be"):
+            load_config(recipe)
+    recipe.write_text("torch: {weight_bits: 7}\n")  # a number where the flag takes a string still works
+    assert load_config(recipe).torch.weight_bits == 7

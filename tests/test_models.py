@@ -81,3 +81,18 @@ def test_same_padding_convs_become_plain_convs_with_the_same_function():
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.allclose(plain(x), model(x), atol=1e-6)
+
+
+def test_random_bytes_after_a_pickle_magic_are_never_offered_to_unpickle(tmp_path):
+    """A file starting with 0x80 is not a checkpoint: the error must not suggest --allow-unsafe-load."""
+    import numpy as np
+
+    from utils.errors import SuiteError
+    from utils.models import read_state_dict
+
+    path = tmp_path / "x.pth"
+    path.write_bytes(b"\x80\x02" + np.random.default_rng(0).bytes(4096))
+    for unsafe in (False, True):
+        with pytest.raises(SuiteError, match="not a readable PyTorch weights file") as info:
+            read_state_dict(path, unsafe)
+        assert "allow-unsafe-load" not in str(info.value) and "weights_only" not in str(info.value)

@@ -57,7 +57,7 @@ class TorchQuantConfig:
     # Saturation-safe bit widths on CPUs whose u8 x s8 kernels add pairs in 16 bits (no VNNI/AMX):
     # auto gives up one weight bit there (7-bit weights, 8-bit activations), none with VNNI/AMX.
     reduce_range: str = "auto"  # 7-bit activations: auto (off) | on | off
-    weight_bits: str = "auto"  # auto | 7 | 8
+    weight_bits: str | int = "auto"  # auto | 7 | 8
     float_layers: list[str] = field(default_factory=list)  # module names kept in float (qconfig None)
     # fx: an observer feeding only a ReLU6/clamp records the clamped values (clamped) or, as torch.ao
     # does, the unclamped conv output it shares with the ReLU6 (shared: wastes bits on MobileNets)
@@ -83,7 +83,7 @@ class ModelOptQuantConfig:
     activation_type: str = "auto"  # ort only: auto | uint8 | int8
     # weight bits: auto = 7 where the target's u8 x s8 kernels add pairs in 16 bits (x86-avx2), else 8.
     # ort: quantize_static(reduce_range=True); modelopt: weights re-gridded with doubled scales (NNCF's fix)
-    weight_bits: str = "auto"  # auto | 7 | 8
+    weight_bits: str | int = "auto"  # auto | 7 | 8
     opset: int = 17
     onnx_path: str | None = None  # start from this FP32 ONNX instead of exporting the model
     calibration_data: str | None = None  # .npz keyed by input name instead of the seeded sample
@@ -182,6 +182,70 @@ def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
             setattr(obj, key, value)
 
 
+#: numeric fields that may be 0 (every other int/float field must be positive)
+NON_NEGATIVE = frozenset({
+    "calibration.seed", "training.seed", "benchmark.warmup", "training.momentum", "training.weight_decay",
+    "torch.qat_freeze_bn_after", "torch.qat_freeze_observers_after", "tuning.max_drop", "tuning.max_float_layers",
+})
+_SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _accepts(annotation: str, value: Any) -> bool:
+    """Whether ``value`` fits a field annotation such as ``int | None`` or ``list[float]`` (YAML and CLI types)."""
+    for part in (p.strip() for p in annotation.split("|")):
+        if part == "None" and value is None:
+            return True
+        if part.startswith("list[") and isinstance(value, list):
+            inner = part[5:-1]
+            if all(_accepts(inner, v) for v in value):
+                return True
+        scalar = _SCALARS.get(part)
+        if scalar is None:
+            continue
+        if scalar is bool:
+            if isinstance(value, bool):
+                return True
+        elif scalar is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return True
+        elif scalar is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True
+        elif isinstance(value, scalar):
+            return True
+    return False
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return []
+
+
+def validate_config(cfg: RunConfig) -> RunConfig:
+    """Every field's type and range, checked once when the config is built: a wrong value is one line, before
+    any work (e.g. ``calibration.size: "thirty-two"``, ``data.batch_size: 0``, ``model.num_classes: -3``)."""
+    def walk(obj: Any, where: str) -> None:
+        for f in dataclasses.fields(obj):
+            value, dotted = getattr(obj, f.name), f"{where}{f.name}"
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{dotted}.")
+                continue
+            if not _accepts(str(f.type), value):
+                raise SuiteError(f"config key '{dotted}' must be {f.type} (got {value!r})")
+            low = 0 if dotted in NON_NEGATIVE else None
+            for number in _numbers(value):
+                if (low is None and number <= 0) or (low is not None and number < low):
+                    bound = "non-negative" if low is not None else "positive"
+                    raise SuiteError(f"config key '{dotted}' must be {bound} (got {value!r})")
+    walk(cfg, "")
+    return cfg
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults, then the YAML recipe at ``path``, then dotted ``overrides`` ({'model.arch': ...})."""
     cfg = RunConfig()
@@ -206,7 +270,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             node = node.setdefault(part, {})
         node[leaf] = value
     _merge(cfg, nested, "")
-    return cfg
+    return validate_config(cfg)
 
 
 RECIPES_DIR = REPO_ROOT / "configs" / "recipes"
@@ -229,7 +293,7 @@ def with_overrides(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
     """A copy of ``cfg`` with a nested mapping of config values merged in."""
     merged = copy.deepcopy(cfg)
     _merge(merged, values, "")
-    return merged
+    return validate_config(merged)
 
 
 def resolve_path(path: str | Path) -> Path:

@@ -81,3 +81,19 @@ def hardware_summary() -> dict[str, Any]:
         "int8_dot_product": has_int8_dot_product(),
         "cuda": cuda_summary(),
     }
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    """One line saying why TensorRT cannot run here, or None (the TensorRT quantizer and runner both ask)."""
+    from utils.packages import has_module
+
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "no CUDA device"
+    except ImportError:  # pragma: no cover
+        return "torch is not installed"
+    if not has_module("tensorrt"):
+        return "tensorrt not installed (pip install -r requirements/tensorrt.txt on a GPU host)"
+    return None

@@ -84,6 +84,22 @@ def build_architecture(arch: str, num_classes: int) -> nn.Module:
     return models.get_model(arch, **kwargs)
 
 
+def _is_pickle_stream(path: Path) -> bool:
+    """Whether the file parses as a pickle (opcodes only, nothing executed): a real checkpoint that
+    weights_only refuses does, random bytes that happen to start with 0x80 do not."""
+    import pickletools
+
+    if zipfile.is_zipfile(path):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            for _ in pickletools.genops(handle):
+                pass
+    except Exception:  # genops raises ValueError and others on garbage
+        return False
+    return True
+
+
 def read_state_dict(path: Path, allow_unsafe_load: bool = False) -> dict[str, torch.Tensor]:
     """Tensors of a ``.pth``: plain state_dict, or wrapped in 'state_dict'/'model', prefix stripped."""
     if not path.is_file():
@@ -95,10 +111,12 @@ def read_state_dict(path: Path, allow_unsafe_load: bool = False) -> dict[str, to
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_unsafe_load)
     except pickle.UnpicklingError as exc:
+        if allow_unsafe_load or not _is_pickle_stream(path):  # garbage is garbage: never suggest unpickling it
+            raise SuiteError(f"{path}: not a readable PyTorch weights file (not a valid pickle stream)") from exc
         lines = [ln.strip() for ln in str(exc).splitlines() if "WeightsUnpickler error" in ln]
         why = lines[0].split(":", 1)[-1].strip() if lines else "it holds more than tensors"
         raise SuiteError(f"{path}: refused by weights_only loading ({why[:160]}); pass "
-                         "--allow-unsafe-load only if you trust this file") from None
+                         "--allow-unsafe-load only if you trust this file") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise SuiteError(f"{path}: not a readable PyTorch weights file ({str(exc).splitlines()[0][:160]})") from None
     if isinstance(obj, nn.Module):

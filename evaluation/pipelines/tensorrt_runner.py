@@ -11,21 +11,7 @@ import numpy as np
 from evaluation.pipelines.base import Runner
 from utils.artifacts import Artifact
 from utils.errors import SuiteError
-from utils.packages import has_module
-
-
-def tensorrt_unavailable_reason() -> str | None:
-    """One line saying why TensorRT cannot run here, or None."""
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return "no CUDA device"
-    except ImportError:  # pragma: no cover
-        return "torch is not installed"
-    if not has_module("tensorrt"):
-        return "tensorrt not installed (pip install -r requirements/tensorrt.txt on a GPU host)"
-    return None
+from utils.hardware import tensorrt_unavailable_reason
 
 
 class TensorRTRunner(Runner):

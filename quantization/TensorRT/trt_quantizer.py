@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evaluation.pipelines.tensorrt_runner import tensorrt_unavailable_reason
 from quantization.base import Quantizer
 from quantization.ModelOpt.modelopt_quantizer import ModelOptQuantizer
 from quantization.TensorRT.qdq_check import QdqReport, require_valid_qdq
@@ -20,7 +19,7 @@ from utils.artifacts import Artifact, build_manifest, write_artifact
 from utils.config import RunConfig
 from utils.data import CalibrationSet
 from utils.errors import ToolchainUnavailable
-from utils.hardware import cuda_summary
+from utils.hardware import cuda_summary, tensorrt_unavailable_reason
 from utils.models import LoadedModel
 
 log = logging.getLogger(__name__)
