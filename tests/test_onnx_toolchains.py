@@ -187,3 +187,37 @@ def test_modelopt_help_documents_every_option():
     for flag in ("--engine", "--calibration-method", "--calibration-eps", "--exclude-nodes", "--exclude-op-types",
                  "--high-precision-dtype", "--activation-type", "--onnx", "--calibration-data", "--opset"):
         assert flag in result.stdout
+
+
+@pytest.mark.parametrize("target, bits", [("x86-vnni", 8), ("x86-avx2", 7)])
+def test_onnx_weight_bits_follow_the_target_and_reach_the_artifact(base_cfg, prepared, target, bits):
+    """ModelOpt: INT8 weights on disk (no QuantizeLinear of a constant), 7-bit on twice the scale for AVX2;
+    ORT: reduce_range for AVX2. Both files at least 3x smaller than FP32, the FP32 ONNX left as it was."""
+    from utils.artifacts import sha256_file
+
+    cfg = copy.deepcopy(base_cfg)
+    cfg.target = target
+    for toolchain in ("modelopt", "ort"):
+        fp32, int8, *_ = run_toolchain(toolchain, cfg, prepared)
+        settings = int8.manifest["settings"]
+        assert settings["weight_bits"] == bits and settings["target"] == target == int8.manifest["target"]
+        assert int8.name.endswith("_w7") == (bits == 7)
+        model = onnx.load(str(int8.path))
+        inits = _inits(model)
+        assert not [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in inits]
+        weights = [inits[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"
+                   and n.input[0] in inits and inits[n.input[0]].dtype == np.int8]
+        assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) == (64 if bits == 7 else 127)
+        assert fp32.size_bytes() >= 3 * int8.size_bytes(), (toolchain, fp32.size_bytes(), int8.size_bytes())
+        assert sha256_file(fp32.path) == fp32.manifest["sha256"]  # ModelOpt works on a private copy
+
+
+def test_a_corrupt_cached_fp32_onnx_is_exported_again(base_cfg, prepared, tmp_path):
+    from utils.artifacts import sha256_file
+
+    cfg = copy.deepcopy(base_cfg)
+    cfg.models_dir = str(tmp_path)
+    fp32 = run_toolchain("ort", cfg, prepared)[0]
+    fp32.path.write_bytes(fp32.path.read_bytes()[:100])  # truncated
+    again = run_toolchain("ort", cfg, prepared)[0]
+    assert again.path == fp32.path and sha256_file(again.path) == again.manifest["sha256"]

@@ -124,3 +124,32 @@ def test_static_check_reads_onnx_weights_before_and_after_the_fix(tmp_path):
     onnx.save(model, str(path))
     (layer,) = onnx_int8_layers(path)
     assert check_layers([layer], TARGETS["x86-avx2"], 255, "onnx").safe
+
+
+def test_the_report_shows_target_verdict_reference_and_kernel_error(tmp_path):
+    """An ORT artifact built for x86-vnni (8-bit weights), evaluated here: the report names its target, both
+    static verdicts, its reference accuracy and the kernel error; it warns exactly where this CPU's kernels
+    can saturate it (keyed to utils.hardware: on a VNNI machine there is no warning to give)."""
+    import json
+
+    from tests.conftest import run_script
+
+    result = run_script("-m", "resnet.run", "--toolchains", "ort", "--target", "x86-vnni", "--limit", "100",
+                        "--calib-size", "64", "--rounds", "1", "--warmup", "0", "--bench-batch-sizes", "1",
+                        "--runtimes", "onnxruntime,onnxruntime_reference", "--models-dir", str(tmp_path / "m"),
+                        "--results-dir", str(tmp_path / "r"), "--run-name", "t")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "r" / "t" / "report.json").read_text())
+    (check,) = report["int8_checks"]
+    assert check["target"] == "x86-vnni" and check["this_cpu"] == resolve_target("auto").name
+    assert check["verdict_target"]["safe"] and check["verdict_target"]["summary"].startswith("0 of 20 layers")
+    assert check["reference_top1"] is not None
+    (ort,) = check["runtimes"]
+    assert ort["runtime"] == "onnxruntime" and ort["recommended"] and ort["kernel_error_pp"] is not None
+    row = next(r for r in report["rows"] if r["precision"] == "int8" and r["runtime"] == "onnxruntime")
+    assert row["kernel_error_pp"] == pytest.approx(100 * (check["reference_top1"] - row["top1"]))
+    saturation_warned = any("can saturate" in w for w in report["warnings"])
+    assert saturation_warned == resolve_target("auto").pair_sums_saturate
+    assert not any("onnxruntime_reference at batch" in w for w in report["warnings"])  # not an INT8 speed
+    markdown = (tmp_path / "r" / "t" / "report.md").read_text()
+    assert "## INT8 artifacts: target, saturation check, quantization vs kernel error" in markdown

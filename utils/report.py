@@ -26,6 +26,7 @@ def result_row(result: Any) -> dict[str, Any]:
         "precision": artifact.precision,
         "runtime": result.runtime,
         "device": result.device,
+        "is_reference": result.reference,
         "mode": settings.get("mode") or settings.get("quantize_mode"),
         "calibration": settings.get("observer") or settings.get("calibration_method"),
         "granularity": settings.get("granularity"),
@@ -57,12 +58,12 @@ def warnings_for(rows: list[dict[str, Any]], max_drop_pp: float) -> list[str]:
     """Plain-language warnings: INT8 slower than FP32, or losing too much accuracy, on a runtime."""
     notes = []
     for row in rows:
-        if row["precision"] != "int8":
-            continue
+        if row["precision"] != "int8" or row.get("is_reference"):
+            continue  # a reference runtime's latency is float math plus Q/DQ, never an INT8 speed
         for batch, speedup in row["speedup"].items():
             if speedup < 1.0:
                 better = [r for r in rows if r["artifact"] == row["artifact"] and r["runtime"] != row["runtime"]
-                          and r["speedup"].get(batch, 0) > 1.0]
+                          and not r.get("is_reference") and r["speedup"].get(batch, 0) > 1.0]
                 hint = f"; it runs faster than FP32 on {better[0]['runtime']}" if better else ""
                 notes.append(f"{row['artifact']}: {SLOWER_WARNING} {row['runtime']} at batch {batch} "
                              f"({speedup:.2f}x){hint}")
@@ -73,7 +74,7 @@ def warnings_for(rows: list[dict[str, Any]], max_drop_pp: float) -> list[str]:
 
 
 def fastest_int8(rows: list[dict[str, Any]], batch: str) -> dict[str, Any] | None:
-    int8 = [r for r in rows if r["precision"] == "int8" and batch in r["latency"]]
+    int8 = [r for r in rows if r["precision"] == "int8" and batch in r["latency"] and not r.get("is_reference")]
     return min(int8, key=lambda r: r["latency"][batch]["p50_ms"], default=None)
 
 

@@ -36,6 +36,7 @@ class PairResult:
     peak_rss_bytes: int
     predictions: np.ndarray
     comparison: dict[str, Any] = field(default_factory=dict)
+    reference: bool = False  # measured on a reference runtime (exact quantized math, not an INT8 speed)
 
     @property
     def key(self) -> str:
@@ -112,7 +113,7 @@ def evaluate_runtime(runtime: str, artifacts: list[Artifact], splits: DataSplits
             artifact=runner.artifact, runtime=runtime, device=runner.device,
             metrics=classification_metrics(out, y, splits.num_classes),
             latency=latency[key(runner)], peak_rss_bytes=memory[key(runner)],
-            predictions=out.argmax(axis=1)))
+            predictions=out.argmax(axis=1), reference=runner.reference))
     return results
 
 
