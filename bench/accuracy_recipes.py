@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import ASSETS, nncf_artifact  # noqa: E402
 from evaluation.pipelines.base import runner_class  # noqa: E402
+from quantization.base import quantizer_class  # noqa: E402
 from quantization.workflow import make_quantizer, prepare, run_toolchain  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import quiet_known_warnings, setup_logging  # noqa: E402
@@ -53,7 +54,11 @@ DEFAULTS = [
 # ORT's HistogramCalibrater (entropy, percentile) keeps every intermediate output of every calibration
 # image in memory before building histograms: 300 EfficientNet-Lite0 images took it past 24 GB (OOM).
 HISTOGRAM_ROWS_NEED = "ORT entropy/percentile calibration holds all 300 images' activations at once (> 24 GB here)"
-RUNTIMES_OF = {"torch_fx": ["torch"], "modelopt": ONNX_RUNTIMES, "ort": ONNX_RUNTIMES}
+
+
+def cpu_runtimes(toolchain: str) -> list[str]:
+    """The toolchain class's runtimes that run INT8 kernels on this CPU (not the reference runtime)."""
+    return [r for r in quantizer_class(toolchain).runtimes if not runner_class(r).reference]
 
 
 def cpu_summary() -> str:
@@ -101,8 +106,8 @@ def main() -> None:
     if len(defaults) < len(DEFAULTS):
         print(f"skipped: ORT Entropy and Percentile rows ({HISTOGRAM_ROWS_NEED}; --ort-histogram runs them)")
     rows = [(label, tc, with_overrides(cfg, o), rts, "default") for label, tc, o, rts in defaults]
-    rows += [(f"this suite, {args.recipe}: {tc}", tc, with_overrides(cfg, o), RUNTIMES_OF[tc], "recipe")
-             for tc, o in recipe.items() if tc in RUNTIMES_OF]
+    rows += [(f"this suite, {args.recipe}: {tc}", tc, with_overrides(cfg, o), cpu_runtimes(tc), "recipe")
+             for tc, o in recipe.items() if tc in ("torch_fx", "ort", "modelopt")]
     pairs: dict[str, tuple] = {}
     fp32_of: dict[tuple[str, str], str] = {}
     table = []
@@ -132,7 +137,7 @@ def main() -> None:
     p50 = {}
     if args.rounds:
         for toolchain in ("torch_fx", "ort", "modelopt"):
-            for runtime in RUNTIMES_OF[toolchain]:
+            for runtime in cpu_runtimes(toolchain):
                 keys = {r["fp32_key"] for r in table if r["toolchain"] == toolchain and r["runtime"] == runtime}
                 keys |= {r["key"] for r in table if r["toolchain"] == toolchain and r["runtime"] == runtime}
                 p50.update(p50_latencies({k: runners[k] for k in sorted(keys)}, prepared, args.rounds))

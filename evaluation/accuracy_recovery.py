@@ -27,7 +27,6 @@ from utils.errors import SuiteError
 
 log = logging.getLogger(__name__)
 
-NATURAL_RUNTIME = {"torch_fx": "torch", "modelopt": "onnxruntime", "ort": "onnxruntime"}
 
 
 @dataclass
@@ -105,9 +104,12 @@ class _Evaluator:
 
 def recover(toolchain: str, quantizer: Quantizer, prepared: Prepared, fp32: Artifact, *, sensitivity: bool,
             max_drop: float | None, budget: int, heldout_size: int) -> RecoveryResult:
-    runtime = NATURAL_RUNTIME.get(toolchain)
-    if runtime is None:
-        raise SuiteError(f"toolchain {toolchain} has no per-layer fallback (supported: {', '.join(NATURAL_RUNTIME)})")
+    if not quantizer.has_layer_fallback() or not quantizer.runtimes:
+        from quantization.base import TOOLCHAINS, quantizer_class
+
+        supported = [n for n in TOOLCHAINS if quantizer_class(n).has_layer_fallback()]
+        raise SuiteError(f"toolchain {toolchain} has no per-layer fallback (supported: {', '.join(supported)})")
+    runtime = quantizer.runtimes[0]  # measured on the toolchain's recommended runtime
     data = heldout_slice(prepared.splits, prepared.calibration.ids, heldout_size)
     ev = _Evaluator(quantizer, prepared, runtime, data, fp32)
     fp32_top1 = float(np.mean(ev.reference.argmax(1) == data.labels))

@@ -22,7 +22,7 @@ from utils.errors import SuiteError
 
 log = logging.getLogger(__name__)
 
-# the runtime an artifact kind runs on when the user names none
+# the runtime an artifact kind runs on when neither the user nor its manifest names one (older artifacts)
 DEFAULT_RUNTIME = {"torchscript": "torch", "exported_program": "torch_compile", "onnx": "onnxruntime",
                    "onnx_qdq": "onnxruntime", "openvino_ir": "openvino", "trt_plan": "tensorrt"}
 
@@ -37,7 +37,8 @@ class Prediction:
 
 def open_runner(artifact: Artifact, runtime: str | None = None, threads: int | None = None) -> Runner:
     """The runner for ``artifact`` on ``runtime`` (default: the natural one for its kind)."""
-    runtime = runtime or DEFAULT_RUNTIME[artifact.kind]
+    # the artifact's own recommendation (its toolchain class, recorded in the manifest), else its kind's runtime
+    runtime = runtime or artifact.manifest.get("recommended_runtime") or DEFAULT_RUNTIME[artifact.kind]
     if runtime not in RUNTIMES:
         raise SuiteError(f"unknown runtime '{runtime}' (known: {', '.join(RUNTIMES)})")
     cls = runner_class(runtime)

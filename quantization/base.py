@@ -50,6 +50,15 @@ class Quantizer(ABC):
     needs_training_data: ClassVar[bool] = False  # QAT: trains on the dataset's training split
     #: runtimes that run this toolchain's artifacts, the recommended one first (recorded in every manifest)
     runtimes: ClassVar[tuple[str, ...]] = ()
+    #: whether ``python -m resnet.run`` runs it when --toolchains is not given
+    runs_by_default: ClassVar[bool] = False
+    #: the sweep's calibration names (minmax, percentile, entropy, mse) -> this toolchain's own setting;
+    #: a name mapped to a string that is not a setting is the reason it is not supported
+    calibrations: ClassVar[dict[str, str]] = {}
+    unsupported_calibrations: ClassVar[dict[str, str]] = {}
+    #: weight granularities the sweep may set, and why the others cannot be
+    granularities: ClassVar[tuple[str, ...]] = ()
+    granularity_note: ClassVar[str] = ""
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -75,6 +84,20 @@ class Quantizer(ABC):
     @abstractmethod
     def quantize(self, model: LoadedModel, calibration: CalibrationSet) -> Artifact:
         """Calibrate and write the INT8 artifact (atomically, with its manifest)."""
+
+    @classmethod
+    def calibration_of(cls, cfg: RunConfig) -> str:
+        """The calibration setting this toolchain runs with in ``cfg`` (its own name for it)."""
+        raise NotImplementedError(f"toolchain {cls.toolchain} has no calibration setting")
+
+    @classmethod
+    def with_calibration(cls, cfg: RunConfig, setting: str | None, granularity: str | None) -> RunConfig:
+        """A copy of ``cfg`` calibrating with ``setting`` (this toolchain's name) and ``granularity``."""
+        raise NotImplementedError(f"toolchain {cls.toolchain} has no calibration sweep")
+
+    @classmethod
+    def has_layer_fallback(cls) -> bool:
+        return cls.quantizable_layers is not Quantizer.quantizable_layers
 
     def quantizable_layers(self, model: LoadedModel) -> list[str]:
         """Layer names that can be kept in float one at a time (sensitivity, fallback)."""

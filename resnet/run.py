@@ -23,7 +23,10 @@ from utils.errors import SuiteError, ToolchainUnavailable
 
 log = logging.getLogger("resnet.run")
 
-DEFAULT_TOOLCHAINS = ["torch_fx", "torch_pt2e", "modelopt", "ort", "tensorrt"]
+
+def default_toolchains() -> list[str]:
+    """The toolchains whose class says it runs by default, in registry order."""
+    return [name for name in TOOLCHAINS if quantizer_class(name).runs_by_default]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_config_arg(parser)
     g = parser.add_argument_group("run")
     cli.option(g, "--toolchains", "toolchains", f"toolchains to run, comma-separated: {', '.join(TOOLCHAINS)} "
-               f"(all runnable: {','.join(DEFAULT_TOOLCHAINS)})", type=cli.csv_list())
+               f"(default: every runnable one of {','.join(default_toolchains())})", type=cli.csv_list())
     g.add_argument("--recipe", default=None, metavar="NAME",
                    help="also run each toolchain with the named recipe in configs/recipes/ (best-accuracy: "
                         "the most accurate full-INT8 settings measured on EfficientNet-Lite0) beside its defaults")
@@ -65,7 +68,7 @@ def run_all(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
     cfg = cli.config_from_args(args)
-    names = cfg.toolchains or DEFAULT_TOOLCHAINS
+    names = cfg.toolchains or default_toolchains()
     for name in names:
         quantizer_class(name)  # unknown names fail before any work
     recipe = load_recipe(args.recipe) if args.recipe else {}

@@ -78,7 +78,7 @@ def test_recipe_trains_writes_a_manifest_and_resumes_exactly(tmp_path: Path, mon
     assert "other settings" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad, message", [(["--epochs", "0"], "at least 1"),
+@pytest.mark.parametrize("bad, message", [(["--epochs", "0"], "training.epochs' must be positive"),
                                           (["--limit", "8"], "fewer than one batch")])
 def test_recipe_bad_input(tmp_path: Path, capsys, bad, message):
     data = write_cifar_npz(tmp_path / "cifar", n_train=40, n_test=10)

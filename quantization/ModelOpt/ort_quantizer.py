@@ -43,6 +43,10 @@ class _FeedReader:
 
 class OrtQuantizer(OnnxQuantizer):
     toolchain = "ort"
+    runs_by_default = True
+    calibrations = {"minmax": "minmax", "percentile": "percentile", "entropy": "entropy"}
+    unsupported_calibrations = {"mse": "onnxruntime's calibrators are MinMax, Entropy, Percentile and Distribution"}
+    granularities = ("per_tensor", "per_channel")
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

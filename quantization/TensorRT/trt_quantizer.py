@@ -36,6 +36,7 @@ class TensorRTQuantizer(Quantizer):
     toolchain = "tensorrt"
     folder = "tensorrt"
     runtimes = ("tensorrt",)
+    runs_by_default = True
 
     def __init__(self, cfg: RunConfig):
         if cfg.target not in ("auto", "tensorrt"):

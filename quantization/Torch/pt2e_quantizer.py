@@ -38,6 +38,7 @@ class PT2EQuantizer(Quantizer):
     toolchain = "torch_pt2e"
     folder = "torch"
     runtimes = ("torch_compile",)
+    runs_by_default = True
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
