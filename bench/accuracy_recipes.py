@@ -21,18 +21,17 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np  # noqa: E402
 
-from bench.common import ASSETS, nncf_artifact  # noqa: E402
+from bench.common import efficientnet_prepared, nncf_artifact  # noqa: E402
 from evaluation.pipelines.base import runner_class  # noqa: E402
 from quantization.base import quantizer_class  # noqa: E402
-from quantization.workflow import make_quantizer, prepare, run_toolchain  # noqa: E402
+from quantization.workflow import make_quantizer, run_toolchain  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import quiet_known_warnings, setup_logging  # noqa: E402
-from utils.config import load_config, load_recipe, resolve_path, with_overrides  # noqa: E402
+from utils.config import load_recipe, resolve_path, with_overrides  # noqa: E402
 from utils.data import evaluation_loader, sample_batch  # noqa: E402
 from utils.hardware import cpu_isa, cpu_model_name  # noqa: E402
 from utils.packages import has_module  # noqa: E402
 
-CONFIG = resolve_path("configs/imagenet_efficientnet_lite0.yaml")
 ONNX_RUNTIMES = ["onnxruntime", "openvino"]
 
 # (label, toolchain, overrides, runtimes): each toolchain as a user gets it out of the box.
@@ -96,10 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_known_warnings()
     setup_logging()
-    if not ASSETS.is_dir():
-        raise SystemExit(f"needs {ASSETS} (the real EfficientNet-Lite0 evaluation images)")
-    cfg = load_config(CONFIG)
-    prepared = prepare(cfg)
+    cfg, prepared = efficientnet_prepared()
     recipe = load_recipe(args.recipe)
     defaults = [d for d in DEFAULTS if args.ort_histogram or not (d[1] == "ort" and
                                                                   d[2]["modelopt"]["calibration_method"] != "minmax")]

@@ -11,6 +11,17 @@ from utils.config import RunConfig
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "imagenet-val-1300"
 
 
+def efficientnet_prepared():
+    """The real-weights EfficientNet-Lite0 run of configs/imagenet_efficientnet_lite0.yaml: (cfg, prepared)."""
+    from quantization.workflow import prepare
+    from utils.config import load_config, resolve_path
+
+    if not ASSETS.is_dir():
+        raise SystemExit(f"needs {ASSETS} (the real EfficientNet-Lite0 evaluation images)")
+    cfg = load_config(resolve_path("configs/imagenet_efficientnet_lite0.yaml"))
+    return cfg, prepare(cfg)
+
+
 def speed_config(arch: str, images: int = 32) -> RunConfig:
     """Random weights (speed only), calibrated on ``images`` real images when ../shared is there."""
     cfg = RunConfig()

@@ -20,13 +20,13 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.accuracy_recipes import CONFIG, cpu_summary, p50_latencies, top1_per_pair  # noqa: E402
-from bench.common import ASSETS, nncf_artifact  # noqa: E402
+from bench.accuracy_recipes import cpu_summary, p50_latencies, top1_per_pair  # noqa: E402
+from bench.common import efficientnet_prepared, nncf_artifact  # noqa: E402
 from evaluation.pipelines.base import runner_class  # noqa: E402
 from evaluation.saturation_check import check_artifact  # noqa: E402
-from quantization.workflow import make_quantizer, prepare, run_toolchain  # noqa: E402
+from quantization.workflow import make_quantizer, run_toolchain  # noqa: E402
 from utils.cli import quiet_known_warnings, setup_logging  # noqa: E402
-from utils.config import load_config, resolve_path, with_overrides  # noqa: E402
+from utils.config import resolve_path, with_overrides  # noqa: E402
 from utils.packages import has_module  # noqa: E402
 from utils.targets import resolve_target  # noqa: E402
 
@@ -44,10 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     quiet_known_warnings()
     setup_logging()
-    if not ASSETS.is_dir():
-        raise SystemExit(f"needs {ASSETS} (the real EfficientNet-Lite0 evaluation images)")
-    cfg = load_config(CONFIG)
-    prepared = prepare(cfg)
+    cfg, prepared = efficientnet_prepared()
     here = resolve_target("auto")
     fp32 = make_quantizer("ort", cfg).export_fp32(prepared.model)
     pairs = {f"FP32 @ {rt}": (fp32, rt) for rt in RUNTIMES}

@@ -59,6 +59,8 @@ class Quantizer(ABC):
     #: weight granularities the sweep may set, and why the others cannot be
     granularities: ClassVar[tuple[str, ...]] = ()
     granularity_note: ClassVar[str] = ""
+    #: where the sweep writes a variant's settings: (config section, calibration field, granularity field)
+    calibration_fields: ClassVar[tuple[str, str, str] | None] = None
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -88,12 +90,24 @@ class Quantizer(ABC):
     @classmethod
     def calibration_of(cls, cfg: RunConfig) -> str:
         """The calibration setting this toolchain runs with in ``cfg`` (its own name for it)."""
-        raise NotImplementedError(f"toolchain {cls.toolchain} has no calibration setting")
+        if cls.calibration_fields is None:
+            raise NotImplementedError(f"toolchain {cls.toolchain} has no calibration setting")
+        section, method, _ = cls.calibration_fields
+        return getattr(getattr(cfg, section), method)
 
     @classmethod
     def with_calibration(cls, cfg: RunConfig, setting: str | None, granularity: str | None) -> RunConfig:
         """A copy of ``cfg`` calibrating with ``setting`` (this toolchain's name) and ``granularity``."""
-        raise NotImplementedError(f"toolchain {cls.toolchain} has no calibration sweep")
+        import copy
+
+        if cls.calibration_fields is None:
+            raise NotImplementedError(f"toolchain {cls.toolchain} has no calibration sweep")
+        section_name, method, gran = cls.calibration_fields
+        variant = copy.deepcopy(cfg)
+        section = getattr(variant, section_name)
+        setattr(section, method, setting or getattr(section, method))
+        setattr(section, gran, granularity or getattr(section, gran))
+        return variant
 
     @classmethod
     def has_layer_fallback(cls) -> bool:

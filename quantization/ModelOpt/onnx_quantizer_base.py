@@ -92,6 +92,7 @@ class OnnxQuantizer(Quantizer):
 
     folder = "modelopt"
     runtimes = ("onnxruntime", "openvino", "onnxruntime_reference")
+    calibration_fields = ("modelopt", "calibration_method", "granularity")
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
@@ -177,17 +178,6 @@ class OnnxQuantizer(Quantizer):
                                   calibration_ids=ids,
                                   extra={**self.model_facts(model), "fp32_onnx": str(fp32.path)})
         return write_artifact(final, write, manifest, toolchain=self.toolchain, kind="onnx_qdq", precision="int8")
-
-    @classmethod
-    def calibration_of(cls, cfg: RunConfig) -> str:
-        return cfg.modelopt.calibration_method
-
-    @classmethod
-    def with_calibration(cls, cfg: RunConfig, setting: str | None, granularity: str | None) -> RunConfig:
-        variant = copy.deepcopy(cfg)
-        variant.modelopt.calibration_method = setting or variant.modelopt.calibration_method
-        variant.modelopt.granularity = granularity or variant.modelopt.granularity
-        return variant
 
     def weight_bits(self) -> int:
         """7 where the target's kernels add u8 x s8 pairs in saturating 16-bit lanes, else 8 (or the user's)."""

@@ -21,7 +21,6 @@ from quantization.Torch.depthwise_fast_path import subsample_strided_depthwise
 from quantization.Torch.qconfig import build_qconfig_mapping, depthwise_convs, depthwise_weight_bits, weight_range
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer, calibrate
 from quantization.transforms.weight_scheme import WeightScheme
-from utils.config import RunConfig
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
@@ -84,17 +83,7 @@ class FxQuantizer(TorchScriptQuantizer):
     unsupported_calibrations = {
         "entropy": "torch.ao has no KL-divergence observer (its HistogramObserver minimises MSE: use mse)"}
     granularities = ("per_tensor", "per_channel")
-
-    @classmethod
-    def calibration_of(cls, cfg: RunConfig) -> str:
-        return cfg.torch.observer
-
-    @classmethod
-    def with_calibration(cls, cfg: RunConfig, setting: str | None, granularity: str | None) -> RunConfig:
-        variant = copy.deepcopy(cfg)
-        variant.torch.observer = setting or variant.torch.observer
-        variant.torch.granularity = granularity or variant.torch.granularity
-        return variant
+    calibration_fields = ("torch", "observer", "granularity")
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "clamp_observers": self.cfg.torch.clamp_observers,
