@@ -54,13 +54,10 @@ def export_onnx(module: torch.nn.Module, input_shape: tuple[int, ...], final: Pa
             if (previous.manifest.get("source_weights_sha256") == weights_sha
                     and previous.manifest.get("settings", {}).get("opset") == opset
                     and previous.manifest.get("input_shape") == list(input_shape) and weights_sha):
-                if sha256_file(final) == previous.manifest.get("sha256"):
-                    log.info("reusing FP32 ONNX %s", final)
-                    return previous
-                log.warning("cached FP32 ONNX %s does not match its manifest's sha256 (changed or corrupt): "
-                            "exporting it again", final)
-        except SuiteError:
-            pass
+                log.info("reusing FP32 ONNX %s", final)
+                return previous
+        except SuiteError as exc:  # no manifest, or a file that no longer matches its sha256: export again
+            log.warning("cached FP32 ONNX not reusable (%s): exporting it again", exc)
 
     def write(tmp: Path) -> None:
         example = torch.randn(2, *input_shape)

@@ -59,9 +59,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.stem}.", suffix=final.suffix, dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_beside(final, final.suffix)
     try:
         yield tmp_path
         if tmp_path.exists():  # mkstemp makes 0600 files; an artifact gets the mode any new file gets here
@@ -70,6 +68,13 @@ def atomic_path(final: Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _temp_beside(final: Path, suffix: str) -> Path:
+    """A new empty temporary file in ``final``'s folder (same file system: the rename is atomic)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.stem}.", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    return Path(tmp)
 
 
 def _umask() -> int:
@@ -132,17 +137,44 @@ def build_manifest(*, name: str, toolchain: str, kind: str, precision: str, sett
     return manifest
 
 
+@contextlib.contextmanager
+def _pair_lock(final: Path) -> Iterator[None]:
+    """Serialise the commit of one artifact name across processes (two runs writing the same name must
+    never leave run A's file beside run B's manifest)."""
+    import fcntl
+
+    with open(final.with_name(f".{final.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def write_artifact(final: Path, writer: Callable[[Path], None], manifest: dict[str, Any], *,
                    toolchain: str, kind: str, precision: str) -> Artifact:
-    """Let ``writer`` fill a temp file beside ``final``; then write the manifest and rename into place.
+    """Let ``writer`` fill a temp file beside ``final``; then commit the pair: artifact first, manifest last.
 
-    A writer that raises leaves nothing behind: no partial artifact, no orphan manifest.
+    The manifest (with the artifact's sha256) is the commit marker: readers refuse a file whose manifest
+    is missing or names another sha256. Both renames happen under a per-name lock, so concurrent runs
+    leave one consistent pair. A writer that raises leaves nothing behind.
     """
     final = Path(final)
-    with atomic_path(final) as tmp:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temps = [_temp_beside(final, suffix) for suffix in (final.suffix, MANIFEST_SUFFIX)]
+    tmp, manifest_tmp = temps
+    try:
         writer(tmp)
         manifest = dict(manifest, sha256=sha256_file(tmp), size_bytes=tmp.stat().st_size)
-        write_json_atomic(manifest_path_for(final), manifest)
+        manifest_tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+        for path in temps:  # mkstemp makes 0600 files; an artifact gets the mode any new file gets here
+            os.chmod(path, 0o666 & ~_umask())
+        with _pair_lock(final):
+            os.replace(tmp, final)
+            os.replace(manifest_tmp, manifest_path_for(final))
+    finally:
+        for path in temps:
+            path.unlink(missing_ok=True)
     return Artifact(path=final, kind=kind, toolchain=toolchain, precision=precision, manifest=manifest)
 
 
@@ -162,5 +194,8 @@ def load_artifact(path: Path) -> Artifact:
         raise SuiteError(f"manifest {mpath} is not valid JSON: {exc}") from None
     if manifest.get("kind") not in ARTIFACT_KINDS:
         raise SuiteError(f"manifest {mpath} names an unknown artifact kind {manifest.get('kind')!r}")
+    if manifest.get("sha256") and sha256_file(path) != manifest["sha256"]:
+        raise SuiteError(f"{path} does not match its manifest's sha256 (changed, corrupt, or half of another "
+                         "run's pair); re-run its quantization script")
     return Artifact(path=path, kind=manifest["kind"], toolchain=manifest["toolchain"],
                     precision=manifest["precision"], manifest=manifest)
