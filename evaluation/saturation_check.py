@@ -170,7 +170,9 @@ def exported_program_int8_layers(path: Path) -> list[LayerWeights]:
     """INT8 weight tensors of a PT2E ExportedProgram (constants and buffers of dtype int8, rank >= 2)."""
     import torch
 
-    program = torch.export.load(str(path))
+    from evaluation.pipelines.torch_runner import load_exported_program
+
+    program = load_exported_program(str(path))
     tensors = {**program.state_dict, **getattr(program, "constants", {})}
     layers = []
     for name, tensor in tensors.items():

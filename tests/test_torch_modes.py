@@ -91,3 +91,23 @@ def test_torch_ptq_mode_writes_an_artifact_with_a_manifest(mode: str, tmp_path: 
     manifests = [json.loads(p.read_text()) for p in tmp_path.rglob("*.manifest.json")]
     assert {m["precision"] for m in manifests} == {"fp32", "int8"}
     assert next(m for m in manifests if m["precision"] == "int8")["settings"]["mode"].startswith(mode)
+
+
+@pytest.mark.parametrize("target, qmax", [("x86-vnni", 127), ("x86-avx2", 63)])
+def test_pt2e_artifact_follows_the_target_and_loads_in_a_fresh_process(tmp_path: Path, target: str, qmax: int):
+    """X86InductorQuantizer's weights take 7 bits for x86-avx2; the .pt2 must deserialise where the
+    quantizer never ran (its quantized_decomposed ops are registered by the loader)."""
+    from quantization.Torch.cli import main as torch_ptq
+    from tests.conftest import run_script
+
+    assert torch_ptq(["--mode", "pt2e", "--target", target, "--calib-size", "32", "--models-dir", str(tmp_path)]) == 0
+    (path,) = [p for p in tmp_path.rglob("*pt2e*.pt2")]
+    manifest = json.loads(Path(str(path) + ".manifest.json").read_text())
+    assert manifest["target"] == target and manifest["settings"]["weight_bits"] == (7 if qmax == 63 else 8)
+    code = ("import sys, torch; from evaluation.pipelines.torch_runner import load_exported_program; "
+            f"ep = load_exported_program({str(path)!r}); "
+            "w = [t for t in {**ep.state_dict, **ep.constants}.values() if t.dtype == torch.int8 and t.dim() >= 2]; "
+            "print(max(int(t.max()) for t in w))")
+    result = run_script("-c", code)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert int(result.stdout.strip().splitlines()[-1]) == qmax

@@ -13,6 +13,17 @@ from utils.errors import SuiteError
 log = logging.getLogger(__name__)
 
 
+def load_exported_program(path: str) -> torch.export.ExportedProgram:
+    """torch.export.load for PT2E artifacts: the ``quantized_decomposed`` ops their graphs call must be
+    registered first, or a fresh process cannot deserialise the file ("failed to resolve ... to an operator")."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401 - registers quantized_decomposed::*
+
+    try:
+        return torch.export.load(path)
+    except Exception as exc:  # torch raises several types for a bad archive
+        raise SuiteError(f"{path}: not a loadable ExportedProgram ({str(exc).splitlines()[0]})") from exc
+
+
 class TorchRunner(Runner):
     runtime = "torch"
     kinds = ("torchscript",)
@@ -58,10 +69,7 @@ class TorchCompileRunner(Runner):
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # constant-fold weights: what makes INT8 fast on Inductor
-        try:
-            program = torch.export.load(str(artifact.path))
-        except Exception as exc:  # torch raises several types for a bad archive
-            raise SuiteError(f"{artifact.path}: not a loadable ExportedProgram ({str(exc).splitlines()[0]})") from None
+        program = load_exported_program(str(artifact.path))
         self.module = torch.compile(program.module())
 
     @classmethod
