@@ -152,7 +152,9 @@ def check(folder: Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.avx2_lane", description=__doc__,
+    from utils import cli
+
+    parser = cli.ArgumentParser(prog="python -m evaluation.avx2_lane", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=["build", "check"])
     parser.add_argument("--dir", default="models/avx2_lane", help="where the lane's artifacts and images go")

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
 from quantization.workflow import check_disjoint, make_quantizer, prepare, run_toolchain
 from utils import cli
-from utils.artifacts import Artifact, load_artifact, sha256_file
-from utils.config import RunConfig
+from utils.artifacts import Artifact, check_writable, load_artifact, sha256_file
+from utils.config import RunConfig, resolve_path
 from utils.errors import SuiteError
 from utils.models import LoadedModel
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def build_parser(prog: str, description: str,
                  add_toolchain_args: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = cli.ArgumentParser(prog=prog, description=description)
     cli.add_config_arg(parser)
     parser.add_argument("--artifact", action="append", default=None, metavar="PATH",
                         help="INT8 artifact(s) to evaluate (repeatable); default: quantize now with the flags below")
@@ -66,6 +66,8 @@ def evaluation_main(argv: Sequence[str] | None, *, prog: str, description: str, 
     args = build_parser(prog, description, add_toolchain_args).parse_args(argv)
     cli.setup_logging(args.verbose)
     cfg = cli.config_from_args(args)
+    check_writable(resolve_path(cfg.models_dir), "--models-dir")
+    check_writable(resolve_path(cfg.results_dir), "--results-dir")
     prepared = prepare(cfg)
     toolchain = toolchain_for(cfg)
     if args.artifact:

@@ -6,12 +6,13 @@ from collections.abc import Callable, Sequence
 
 from quantization.workflow import prepare, run_toolchain
 from utils import cli
-from utils.config import RunConfig
+from utils.artifacts import check_writable
+from utils.config import RunConfig, resolve_path
 
 
 def build_parser(prog: str, description: str,
                  add_toolchain_args: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description,
+    parser = cli.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_config_arg(parser)
     cli.add_model_args(parser)
@@ -29,6 +30,7 @@ def quantize_main(argv: Sequence[str] | None, parser: argparse.ArgumentParser,
     args = parser.parse_args(argv)
     cli.setup_logging(args.verbose)
     cfg = cli.config_from_args(args)
+    check_writable(resolve_path(cfg.models_dir), "--models-dir")
     fp32, int8, *_ = run_toolchain(toolchain_for(cfg), cfg, prepare(cfg))
     print(f"FP32 reference: {fp32.path}\nINT8 artifact:  {int8.path}\nmanifest:       {int8.manifest_path}")
     return 0

@@ -48,7 +48,7 @@ def prepare(cfg: RunConfig) -> Prepared:
                          f"'{splits.name}' has {splits.num_classes} (set --num-classes)")
     model.input_shape = splits.input_shape  # the data decides the spatial size the artifacts are built for
     model.class_names, model.preprocess = list(splits.class_names), dict(splits.preprocess)
-    return Prepared(splits, model, calibration_set(splits, cfg.calibration))
+    return Prepared(splits, model, calibration_set(splits, cfg.calibration).decoded())
 
 
 def make_quantizer(name: str, cfg: RunConfig) -> Quantizer:

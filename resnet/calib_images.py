@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import cli
-from utils.artifacts import atomic_path, write_json_atomic
+from utils.artifacts import write_json_atomic
 from utils.config import DataConfig
 from utils.data import list_image_folder
 from utils.errors import SuiteError
@@ -24,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m resnet.run calib-images", description=__doc__)
+    parser = cli.ArgumentParser(prog="python -m resnet.run calib-images", description=__doc__)
     parser.add_argument("--input-dir", required=True, help="ImageNet-style folder to pick from")
     parser.add_argument("--output-dir", required=True, help="where the calibration folder is written")
     parser.add_argument("--num-images", type=int, default=300, help="images to pick (default: 300)")
@@ -80,13 +83,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     steps = image_transform(DataConfig(image_size=args.image_size, resize=args.resize)).transforms
     geometric = transforms.Compose(steps[:2])  # Resize + CenterCrop; ToTensor/Normalize happen at load time
     out = Path(args.output_dir)
-    for i in tqdm(picked, desc="writing calibration images", unit="img"):
-        label = labels[i]
-        folder = out / f"{label:04d}"
-        with Image.open(files[i]) as image, atomic_path(folder / (files[i].stem + ".png")) as tmp:
-            geometric(image.convert("RGB")).save(tmp, format="PNG")
-    write_json_atomic(out / "calibration_manifest.json", {
-        "source": str(source), "seed": args.seed, "num_images": len(picked),
-        "classes": len({labels[i] for i in picked}), "files": [files[i].name for i in picked]})
+    if out.exists() and any(out.iterdir()):
+        raise SuiteError(f"--output-dir {out} exists and is not empty (pick a new folder)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}.", dir=out.parent))
+    try:  # the whole folder appears at once, or not at all
+        for i in tqdm(picked, desc="writing calibration images", unit="img"):
+            folder = staging / f"{labels[i]:04d}"
+            folder.mkdir(exist_ok=True)
+            try:
+                with Image.open(files[i]) as image:
+                    geometric(image.convert("RGB")).save(folder / (files[i].stem + ".png"), format="PNG")
+            except OSError as exc:
+                raise SuiteError(f"cannot read image {files[i]}: {exc}") from exc
+        write_json_atomic(staging / "calibration_manifest.json", {
+            "source": str(source), "seed": args.seed, "num_images": len(picked),
+            "classes": len({labels[i] for i in picked}), "files": [files[i].name for i in picked]})
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(f"{len(picked)} calibration images from {len({labels[i] for i in picked})} classes in {out}")
     return 0

@@ -22,7 +22,7 @@ log = logging.getLogger("resnet.deploy")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m resnet.deploy", description=__doc__,
+    parser = cli.ArgumentParser(prog="python -m resnet.deploy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("artifact", nargs="?", type=Path,
                         help="model file with its .manifest.json (default: the demo model, quantized with Torch FX)")

@@ -18,7 +18,7 @@ from utils.config import resolve_path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m resnet.minilm", description=__doc__,
+    parser = cli.ArgumentParser(prog="python -m resnet.minilm", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sentences", type=int, default=300, help="sentences compared (default: 300)")
     parser.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds, 0 for none (default: 20)")

@@ -17,8 +17,8 @@ from quantization.base import TOOLCHAINS, quantizer_class
 from quantization.sweep import sweep_configs
 from quantization.workflow import prepare, run_toolchain
 from utils import cli
-from utils.artifacts import Artifact
-from utils.config import load_recipe, with_overrides
+from utils.artifacts import Artifact, check_writable
+from utils.config import load_recipe, resolve_path, with_overrides
 from utils.errors import SuiteError, ToolchainUnavailable
 
 log = logging.getLogger("resnet.run")
@@ -30,7 +30,7 @@ def default_toolchains() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m resnet.run", description=__doc__,
+    parser = cli.ArgumentParser(prog="python -m resnet.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_config_arg(parser)
     g = parser.add_argument_group("run")
@@ -72,6 +72,8 @@ def run_all(argv: Sequence[str] | None = None) -> int:
     for name in names:
         quantizer_class(name)  # unknown names fail before any work
     recipe = load_recipe(args.recipe) if args.recipe else {}
+    check_writable(resolve_path(cfg.models_dir), "--models-dir")
+    check_writable(resolve_path(cfg.results_dir), "--results-dir")
     prepared = prepare(cfg)
     artifacts: dict[str, Artifact] = {}
     skipped: list[Skipped] = []

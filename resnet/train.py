@@ -18,7 +18,7 @@ DEFAULT_CONFIG = "configs/train_resnet18_cifar10.yaml"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m resnet.train", description=__doc__,
+    parser = cli.ArgumentParser(prog="python -m resnet.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_config_arg(parser)
     parser.set_defaults(config=str(resolve_path(DEFAULT_CONFIG)))

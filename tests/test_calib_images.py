@@ -49,3 +49,21 @@ def test_overlap_with_the_evaluation_set_is_refused(tmp_path: Path):
                             "--calib-root", str(tmp_path / "c"), "--arch", "resnet18", "--models-dir", str(tmp_path / "m"),
                             "--calib-size", "3")
     assert evaluation.returncode == 2 and "also evaluation images" in evaluation.stderr
+
+
+def test_a_failed_pick_leaves_no_half_folder(tmp_path):
+    import pytest
+
+    from resnet.calib_images import main
+    from utils.errors import SuiteError
+
+    source = tmp_path / "src"
+    for cls in ("a", "b"):
+        (source / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (30, 30), (i * 50, 0, 0)).save(source / cls / f"{cls}{i}.png")
+    (source / "b" / "b9.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "calib"
+    with pytest.raises(SuiteError, match="cannot read image"):
+        main(["--input-dir", str(source), "--output-dir", str(out), "--num-images", "9", "--image-size", "16"])
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["src"]

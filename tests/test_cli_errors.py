@@ -99,3 +99,51 @@ def test_evaluating_an_artifact_of_another_model_is_refused(tmp_path: Path, mode
     last = result.stderr.strip().splitlines()[-1]
     assert "made from architecture resnet20, not resnet32" in last and "--allow-model-mismatch" in last
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("args", [["--observer", "kl"], ["--no-such-flag"], ["--calib-size", "many"]])
+def test_usage_errors_are_one_line_pointing_to_help(models_dir: Path, args: list[str]):
+    result = run_script(PTQ, "--models-dir", str(models_dir), *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], result.stderr
+
+
+def test_verbose_shows_the_cause_of_an_error(models_dir: Path, tmp_path: Path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"\x80\x02" + bytes(64))
+    quiet = _ptq(models_dir, "--arch", "resnet20", "--weights", str(weights))
+    loud = _ptq(models_dir, "--arch", "resnet20", "--weights", str(weights), "-v")
+    assert quiet.returncode == loud.returncode == 2
+    assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
+    assert loud.stderr.strip().splitlines()[-1] == quiet.stderr.strip().splitlines()[-1]
+
+
+def test_a_corrupt_calibration_image_fails_before_anything_is_written(tmp_path: Path, models_dir: Path):
+    from PIL import Image
+
+    root = tmp_path / "imgs"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (40, 40), (40 * i, 10, 200)).save(root / cls / f"{i}.png")
+    calib = tmp_path / "calib"
+    (calib / "a").mkdir(parents=True)
+    (calib / "b").mkdir(parents=True)
+    Image.new("RGB", (40, 40)).save(calib / "a" / "ok.png")
+    (calib / "b" / "broken.png").write_bytes(b"\x89PNG not really")
+    result = run_script(PTQ, "--models-dir", str(models_dir), "--arch", "resnet18", "--dataset", "imagenet",
+                        "--data-root", str(root), "--calib-root", str(calib), "--calib-size", "2",
+                        "--image-size", "32", "--resize", "36")
+    _assert_clean_failure(result, models_dir, "cannot read image")
+    assert not models_dir.exists() or not [p for p in models_dir.rglob("*") if p.is_file()]
+
+
+def test_a_file_where_an_output_folder_belongs_is_one_line_before_any_work(tmp_path: Path):
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    models = tmp_path / "models"
+    result = run_script("-m", "resnet.run", "--toolchains", "torch_fx", "--models-dir", str(models),
+                        "--results-dir", str(blocker / "run"), "--calib-size", "16")
+    _assert_clean_failure(result, models, f"--results-dir {blocker / 'run'}: {blocker} is a file, not a folder")
+    assert not models.exists()  # refused before the FP32 export, not after the evaluation

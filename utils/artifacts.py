@@ -83,6 +83,23 @@ def _umask() -> int:
     return mask
 
 
+def check_writable(folder: Path, what: str) -> None:
+    """Fail in one line, before any work, where ``folder`` cannot be created or written (a file in the way,
+    a read-only folder); nothing is created here."""
+    from utils.errors import SuiteError
+
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SuiteError(f"{what} {folder}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SuiteError(f"{what} {folder}: {probe} is not writable")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

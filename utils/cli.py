@@ -11,12 +11,20 @@ import logging
 import sys
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from utils.config import RunConfig, load_config
 from utils.errors import USAGE_EXIT_CODE, SuiteError
 
 _DEFAULTS = RunConfig()
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the suite's error boundary: a usage error is one line naming ``--help``, exit code 2
+    (argparse's own prints the whole usage block, 23 lines for resnet.run)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_EXIT_CODE, f"error: {message} (see {self.prog} --help)\n")
 
 
 def csv_list(cast: Callable[[str], Any] = str) -> Callable[[str], list[Any]]:
@@ -224,6 +232,10 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     try:
         return int(main(argv) or 0)
     except SuiteError as exc:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):  # -v: the cause too, for a bug report
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_EXIT_CODE
     except KeyboardInterrupt:

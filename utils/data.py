@@ -413,6 +413,22 @@ class CalibrationSet:
         """All calibration images as one NCHW float32 array (what ONNX calibrators take)."""
         return torch.cat(list(self.batches())).numpy().astype(np.float32)
 
+    def decoded(self) -> CalibrationSet:
+        """The same sample with every image decoded once, up front.
+
+        A bad image then fails before any artifact is written (a corrupt JPEG used to leave a fresh FP32
+        reference behind), and every toolchain and variant of a run reuses the tensors instead of
+        decoding the files again."""
+        if isinstance(self.dataset, TensorDataset):
+            return self
+        from tqdm import tqdm
+
+        items = [self.dataset[i] for i in tqdm(range(len(self.dataset)), desc="decoding calibration images",
+                                               unit="img", disable=len(self.dataset) < 500)]
+        images = torch.stack([image for image, _ in items])
+        labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
+        return CalibrationSet(TensorDataset(images, labels), self.ids, self.batch_size)
+
 
 def calibration_set(splits: DataSplits, calibration: CalibrationConfig) -> CalibrationSet:
     """A seeded sample of ``calibration.size`` images from the calibration pool."""
