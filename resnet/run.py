@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from evaluation.pipelines.base import runner_class
 from evaluation.pipelines.loop import Skipped
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
 from quantization.base import TOOLCHAINS, quantizer_class
@@ -71,6 +72,8 @@ def run_all(argv: Sequence[str] | None = None) -> int:
     names = cfg.toolchains or default_toolchains()
     for name in names:
         quantizer_class(name)  # unknown names fail before any work
+    for runtime in cfg.runtimes or []:
+        runner_class(runtime)
     recipe = load_recipe(args.recipe) if args.recipe else {}
     check_writable(resolve_path(cfg.models_dir), "--models-dir")
     check_writable(resolve_path(cfg.results_dir), "--results-dir")

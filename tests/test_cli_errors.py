@@ -147,3 +147,41 @@ def test_a_file_where_an_output_folder_belongs_is_one_line_before_any_work(tmp_p
                         "--results-dir", str(blocker / "run"), "--calib-size", "16")
     _assert_clean_failure(result, models, f"--results-dir {blocker / 'run'}: {blocker} is a file, not a folder")
     assert not models.exists()  # refused before the FP32 export, not after the evaluation
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--toolchains", "nope"], "unknown toolchain 'nope'"),
+    (["--runtimes", "onnxruntime,nope"], "unknown runtime 'nope'"),
+    (["--dataset", "cifar10", "--data-root", "CIFAR", "--calib-root", "CIFAR"], "--calib-root applies to --dataset "
+                                                                             "imagenet only")])
+def test_unknown_names_and_ignored_options_are_one_line_before_any_work(tmp_path: Path, args, message):
+    import numpy as np
+
+    cifar = tmp_path / "cifar"
+    cifar.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("test.npz", 10), ("train.npz", 20)):
+        np.savez(cifar / name, x=rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), y=np.arange(n) % 10)
+    models = tmp_path / "models"
+    args = [str(cifar) if a == "CIFAR" else a for a in args]
+    result = run_script("-m", "resnet.run", *args, "--models-dir", str(models), "--results-dir",
+                        str(tmp_path / "r"), "--calib-size", "8")
+    _assert_clean_failure(result, models, message)
+    assert not models.exists()
+
+
+def test_cifar_train_equal_to_test_and_an_artifact_folder_are_refused(tmp_path: Path):
+    import numpy as np
+
+    from utils.artifacts import load_artifact
+    from utils.config import CalibrationConfig, DataConfig
+    from utils.data import load_splits
+    from utils.errors import SuiteError
+
+    x = np.random.default_rng(0).integers(0, 255, (20, 32, 32, 3), dtype=np.uint8)
+    for name in ("test.npz", "train.npz"):
+        np.savez(tmp_path / name, x=x, y=np.arange(20) % 10)
+    with pytest.raises(SuiteError, match="hold the same images"):
+        load_splits(DataConfig(dataset="cifar10", root=str(tmp_path)), CalibrationConfig(size=4))
+    with pytest.raises(SuiteError, match="is a folder, not an artifact file"):
+        load_artifact(tmp_path)

@@ -200,6 +200,8 @@ def load_artifact(path: Path) -> Artifact:
     from utils.errors import SuiteError
 
     path = Path(path)
+    if path.is_dir():
+        raise SuiteError(f"{path} is a folder, not an artifact file")
     if not path.is_file():
         raise SuiteError(f"artifact not found: {path}")
     mpath = manifest_path_for(path)

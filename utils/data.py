@@ -251,8 +251,14 @@ def _read_cifar_npz(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 
 def load_cifar10(cfg: DataConfig) -> DataSplits:
     root = _existing_dir(cfg.root, "cifar10")
+    if cfg.calib_root:
+        raise SuiteError("--calib-root applies to --dataset imagenet only (CIFAR-10 calibrates on its training "
+                         "split)")
     reader = _read_cifar_batches if (root / "test_batch").exists() else _read_cifar_npz
     x_train, y_train, x_test, y_test, names = reader(root)
+    if x_train.shape == x_test.shape and np.array_equal(x_train, x_test):
+        raise SuiteError(f"{root}: the training and test files hold the same images: calibration would see "
+                         "every evaluated image")
 
     def to_tensor(x: np.ndarray) -> torch.Tensor:
         images = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
