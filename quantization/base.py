@@ -52,6 +52,8 @@ class Quantizer(ABC):
     runtimes: ClassVar[tuple[str, ...]] = ()
     #: whether ``python -m resnet.run`` runs it when --toolchains is not given
     runs_by_default: ClassVar[bool] = False
+    #: whether quantizable_layers/with_float_layers keep single layers in float (sensitivity, --max-drop)
+    layer_fallback: ClassVar[bool] = False
     #: the sweep's calibration names (minmax, percentile, entropy, mse) -> this toolchain's own setting;
     #: a name mapped to a string that is not a setting is the reason it is not supported
     calibrations: ClassVar[dict[str, str]] = {}
@@ -111,7 +113,8 @@ class Quantizer(ABC):
 
     @classmethod
     def has_layer_fallback(cls) -> bool:
-        return cls.quantizable_layers is not Quantizer.quantizable_layers
+        """Whether sensitivity and --max-drop can keep single layers of this toolchain in float."""
+        return cls.layer_fallback
 
     def quantizable_layers(self, model: LoadedModel) -> list[str]:
         """Layer names that can be kept in float one at a time (sensitivity, fallback)."""

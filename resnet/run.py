@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli.option(t, "--max-float-layers", "tuning.max_float_layers", "layer budget of --max-drop", type=int)
     cli.option(t, "--heldout-size", "tuning.heldout_size", "held-out images for --sensitivity/--max-drop "
                "(never evaluation images)", type=int)
-    cli.option(t, "--tuning-toolchains", "tuning.toolchains", "toolchains that get sensitivity/fallback",
+    cli.option(t, "--tuning-toolchains", "tuning.toolchains", "toolchains that get sensitivity/fallback (none: "
+               "every toolchain of the run that supports per-layer fallback)",
                type=cli.csv_list())
     cli.add_model_args(parser)
     cli.add_data_args(parser)
@@ -95,7 +96,8 @@ def run_all(argv: Sequence[str] | None = None) -> int:
             for variant in variants:
                 for artifact in run_toolchain(name, variant, prepared):
                     artifacts[str(artifact.path)] = artifact
-            if (cfg.tuning.sensitivity or cfg.tuning.max_drop is not None) and name in cfg.tuning.toolchains:
+            tuned = cfg.tuning.toolchains or [n for n in names if quantizer_class(n).has_layer_fallback()]
+            if (cfg.tuning.sensitivity or cfg.tuning.max_drop is not None) and name in tuned:
                 tuning.append(_recover(name, cfg, prepared, artifacts))
         except ToolchainUnavailable as exc:
             log.warning("toolchain %s skipped: %s", name, exc)

@@ -117,7 +117,7 @@ class TuningConfig:
     max_drop: float | None = None  # pp on the held-out slice: keep sensitive layers float until met
     max_float_layers: int = 5  # layer budget of the fallback
     heldout_size: int = 500  # images (never evaluation images) for sensitivity and fallback
-    toolchains: list[str] = field(default_factory=lambda: ["torch_fx", "ort", "modelopt"])
+    toolchains: list[str] | None = None  # default: every toolchain of the run whose class has layer fallback
 
 
 @dataclass

@@ -93,6 +93,7 @@ class OnnxQuantizer(Quantizer):
     folder = "modelopt"
     runtimes = ("onnxruntime", "openvino", "onnxruntime_reference")
     calibration_fields = ("modelopt", "calibration_method", "granularity")
+    layer_fallback = True
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)

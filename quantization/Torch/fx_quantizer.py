@@ -79,6 +79,7 @@ class FxQuantizer(TorchScriptQuantizer):
     toolchain = "torch_fx"
     mode = "fx"
     runs_by_default = True
+    layer_fallback = True
     calibrations = {"minmax": "minmax", "percentile": "percentile", "mse": "histogram"}
     unsupported_calibrations = {
         "entropy": "torch.ao has no KL-divergence observer (its HistogramObserver minimises MSE: use mse)"}
