@@ -53,7 +53,7 @@ def main() -> None:
         for target in TARGETS:
             variant = with_overrides(cfg, {**overrides, "target": target})
             int8 = run_toolchain(toolchain, variant, prepared)[1]
-            verdict = check_artifact(int8, here)
+            verdict = check_artifact(int8, [here])[here.name]
             for runtime in RUNTIMES:
                 pairs[f"{int8.path.name} @ {runtime}"] = (int8, runtime)
             table.append({"label": label, "toolchain": toolchain, "target": target, "artifact": int8.path.name,

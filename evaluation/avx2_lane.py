@@ -116,7 +116,7 @@ def check(folder: Path) -> int:
     print(f"{'toolchain':<10} {'built for':<9} {'static check on x86-avx2':<70} {'agree w/ exact':>14} "
           f"{'logit error':>11} {'agree w/ native':>15}")
     for entry in lane["artifacts"]:
-        verdict = check_artifact(load_artifact(Path(entry["path"])), KNOWN["x86-avx2"])
+        verdict = check_artifact(load_artifact(Path(entry["path"])), [KNOWN["x86-avx2"]])["x86-avx2"]
         avx2 = _predict(entry["path"], entry["kind"], images, optimize=True)
         if entry["kind"] == "onnx_qdq":
             exact = _predict(entry["path"], entry["kind"], images, optimize=False)

@@ -41,14 +41,15 @@ def build_parser(prog: str, description: str,
     return parser
 
 
-def check_same_model(artifact: Artifact, model: LoadedModel, force: bool = False) -> None:
-    """Refuse to compare an INT8 artifact with an FP32 model it was not made from (other arch or weights)."""
+def check_same_model(artifact: Artifact, model: LoadedModel, weights_sha256: str | None, force: bool = False) -> None:
+    """Refuse to compare an INT8 artifact with an FP32 model it was not made from (other arch or weights).
+
+    ``weights_sha256`` is the model's weights file hash (None: random init), computed once per run."""
     manifest = artifact.manifest
     problems = []
     if manifest.get("arch") and manifest["arch"] != model.arch:
         problems.append(f"architecture {manifest['arch']}, not {model.arch}")
-    recorded = manifest.get("source_weights_sha256")
-    current = sha256_file(model.weights_path)
+    recorded, current = manifest.get("source_weights_sha256"), weights_sha256
     if recorded != current:
         problems.append(f"source weights {str(recorded)[:12] if recorded else 'random init'}, not "
                         f"{current[:12] if current else 'random init'}")
@@ -72,8 +73,9 @@ def evaluation_main(argv: Sequence[str] | None, *, prog: str, description: str, 
     toolchain = toolchain_for(cfg)
     if args.artifact:
         int8 = [load_artifact(p) for p in args.artifact]
+        weights_sha256 = sha256_file(prepared.model.weights_path)
         for artifact in int8:
-            check_same_model(artifact, prepared.model, args.allow_model_mismatch)
+            check_same_model(artifact, prepared.model, weights_sha256, args.allow_model_mismatch)
             check_disjoint(artifact, prepared.splits, cfg.data.allow_overlap)
         artifacts = [make_quantizer(toolchain, cfg).export_fp32(prepared.model), *int8]
     else:

@@ -16,6 +16,7 @@ the reference runtime (exact Q/DQ math) collapses, this is why.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from utils.artifacts import Artifact
+from utils.onnx_qdq import node_attr, quantize_constant
 from utils.targets import INT16_MAX, Target
 
 log = logging.getLogger(__name__)
@@ -115,12 +117,7 @@ def onnx_int8_layers(path: Path) -> list[LayerWeights]:
             return None
         weight = numpy_helper.to_array(inits[q.input[0]]).astype(np.float32)
         scale = numpy_helper.to_array(inits[q.input[1]]).astype(np.float32)
-        axis = next((a.i for a in q.attribute if a.name == "axis"), 1)
-        if scale.ndim and weight.ndim:
-            shape = [1] * weight.ndim
-            shape[axis] = scale.size
-            scale = scale.reshape(shape)
-        return np.clip(np.rint(weight / scale), -128, 127).astype(np.int8)
+        return quantize_constant(weight, scale, node_attr(q, "axis", 1))
 
     layers = []
     for node in model.graph.node:
@@ -129,13 +126,11 @@ def onnx_int8_layers(path: Path) -> list[LayerWeights]:
         weight = int8_weight(node.input[1])
         if weight is None:
             continue
-        attrs = {a.name: a for a in node.attribute}
-        if node.op_type == "Gemm" and not (attrs.get("transB") and attrs["transB"].i):
+        if node.op_type == "Gemm" and not node_attr(node, "transB", 0):
             weight = weight.T
         elif node.op_type == "MatMul":
             weight = weight.reshape(-1, weight.shape[-1]).T
-        group = attrs["group"].i if "group" in attrs else 1
-        depthwise = node.op_type == "Conv" and group > 1 and weight.shape[1] == 1
+        depthwise = node.op_type == "Conv" and node_attr(node, "group", 1) > 1 and weight.shape[1] == 1
         layers.append(LayerWeights(node.name or node.output[0], weight, depthwise))
     return layers
 
@@ -188,15 +183,18 @@ def activation_max(artifact: Artifact) -> int:
         artifact.toolchain.startswith("torch") else 255
 
 
-def check_artifact(artifact: Artifact, target: Target) -> SaturationVerdict:
-    """The static verdict of one INT8 artifact for ``target``."""
+def check_artifact(artifact: Artifact, targets: Sequence[Target]) -> dict[str, SaturationVerdict]:
+    """The static verdict of one INT8 artifact for each of ``targets`` (keyed by target name); the file is
+    read once, whatever the number of targets."""
+    def unchecked(reason: str) -> dict[str, SaturationVerdict]:
+        return {t.name: SaturationVerdict(target=t.name, checked=False, reason=reason) for t in targets}
+
     if artifact.precision != "int8":
-        return SaturationVerdict(target=target.name, checked=False, reason="not an INT8 artifact")
+        return unchecked("not an INT8 artifact")
     readers = {"onnx_qdq": (onnx_int8_layers, "onnx"), "torchscript": (torchscript_int8_layers, "fbgemm"),
                "exported_program": (exported_program_int8_layers, "onednn")}
     if artifact.kind not in readers:
-        return SaturationVerdict(target=target.name, checked=False,
-                                 reason=f"{artifact.kind} weights are not readable here")
+        return unchecked(f"{artifact.kind} weights are not readable here")
     reader, family = readers[artifact.kind]
     if family == "fbgemm" and artifact.manifest.get("settings", {}).get("backend") not in ("x86", "fbgemm"):
         family = "other"
@@ -204,7 +202,7 @@ def check_artifact(artifact: Artifact, target: Target) -> SaturationVerdict:
         layers = reader(artifact.path)
     except Exception as exc:  # a reader that cannot parse the file: say so, never guess a verdict
         log.debug("saturation check of %s failed", artifact.path, exc_info=True)
-        return SaturationVerdict(target=target.name, checked=False, reason=f"unreadable: {str(exc).splitlines()[0][:120]}")
+        return unchecked(f"unreadable: {str(exc).splitlines()[0][:120]}")
     if not layers:
-        return SaturationVerdict(target=target.name, checked=False, reason="no INT8 weights found")
-    return check_layers(layers, target, activation_max(artifact), family)
+        return unchecked("no INT8 weights found")
+    return {t.name: check_layers(layers, t, activation_max(artifact), family) for t in targets}

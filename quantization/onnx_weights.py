@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from utils.onnx_qdq import node_attr, quantize_constant
+
 log = logging.getLogger(__name__)
 
 #: the largest |q| of 7-bit weights on the doubled-scale grid (2 x 255 x 64 fits in int16)
@@ -31,21 +33,6 @@ class FoldResult:
     weights_folded: int  # QuantizeLinear nodes of constant weights replaced by INT8 initializers
     biases_rescaled: int  # int32 biases re-scaled with their weight's doubled scale
     weight_bits: int
-
-
-def _attr(node, name: str, default: int) -> int:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return int(attribute.i)
-    return default
-
-
-def _broadcast(scale: np.ndarray, rank: int, axis: int) -> np.ndarray:
-    if scale.ndim == 0 or rank == 0:
-        return scale
-    shape = [1] * rank
-    shape[axis % rank] = scale.size
-    return scale.reshape(shape)
 
 
 def fold_weight_quantizers(model, weight_bits: int = 8) -> FoldResult:
@@ -79,13 +66,13 @@ def fold_weight_quantizers(model, weight_bits: int = 8) -> FoldResult:
             continue
         weight = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
         scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-        axis = _attr(node, "axis", 1)
+        axis = node_attr(node, "axis", 1)
         if weight_bits == 7:
             scale = scale * 2.0
         low, high = (-SEVEN_BIT_LIMIT, SEVEN_BIT_LIMIT) if weight_bits == 7 else (-128, 127)
-        q = np.clip(np.rint(weight / _broadcast(scale, weight.ndim, axis)), low, high)
+        q = quantize_constant(weight, scale, axis, low, high)
         q_name = f"{node.input[0]}_int{weight_bits}"
-        new_inits.append(numpy_helper.from_array(q.astype(np.int8), q_name))
+        new_inits.append(numpy_helper.from_array(q, q_name))
         scale_name = node.input[1]
         if weight_bits == 7:
             scale_name = f"{node.input[1]}_x2"

@@ -39,9 +39,9 @@ def int8_checks(results: list[PairResult]) -> tuple[list[dict[str, Any]], list[s
             continue
         key = str(artifact.path)
         if key not in seen:
-            target = TARGETS.get(artifact.manifest.get("target") or "")
-            verdict_here = check_artifact(artifact, here)
-            verdict_target = check_artifact(artifact, target) if target else verdict_here
+            target = TARGETS.get(artifact.manifest.get("target") or "", here)
+            verdicts = check_artifact(artifact, [here, target])
+            verdict_here, verdict_target = verdicts[here.name], verdicts[target.name]
             seen[key] = {"artifact": artifact.name, "toolchain": artifact.toolchain,
                          "target": artifact.manifest.get("target"), "this_cpu": here.name,
                          "recommended_runtime": artifact.manifest.get("recommended_runtime"),

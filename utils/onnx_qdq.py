@@ -1,0 +1,23 @@
+"""What a QuantizeLinear of a constant computes, in numpy: shared by the ModelOpt weight fold (which stores
+it) and the static saturation check (which reads it), so both see the same INT8 values."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def node_attr(node, name: str, default: int) -> int:
+    """An integer attribute of an ONNX node (``default`` where the node does not set it)."""
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return int(attribute.i)
+    return default
+
+
+def quantize_constant(weight: np.ndarray, scale: np.ndarray, axis: int, low: int = -128, high: int = 127) -> np.ndarray:
+    """round(weight / scale) (half to even, as QuantizeLinear) clipped to [low, high], as int8; a per-channel
+    ``scale`` is broadcast along ``axis``."""
+    if scale.ndim and weight.ndim:
+        shape = [1] * weight.ndim
+        shape[axis % weight.ndim] = scale.size
+        scale = scale.reshape(shape)
+    return np.clip(np.rint(weight / scale), low, high).astype(np.int8)
