@@ -27,7 +27,7 @@ TOOLCHAINS: dict[str, str] = {
     "torch_eager": "quantization.Torch.eager_quantizer:EagerQuantizer",
     "torch_qat": "quantization.Torch.qat_quantizer:QatQuantizer",
     "modelopt": "quantization.ModelOpt.modelopt_quantizer:ModelOptQuantizer",
-    "ort": "quantization.ModelOpt.ort_quantizer:OrtQuantizer",
+    "ort": "quantization.ORT.ort_quantizer:OrtQuantizer",
     "tensorrt": "quantization.TensorRT.trt_quantizer:TensorRTQuantizer",
 }
 

@@ -1,1 +1,1 @@
-"""ONNX PTQ toolchains: NVIDIA ModelOpt (``modelopt``) and ONNX Runtime quantize_static (``ort``)."""
+"""NVIDIA ModelOpt ONNX PTQ (``modelopt``): FP32 ONNX -> TensorRT-style INT8 Q/DQ ONNX."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer, calibration_step
+from quantization.onnx_quantizer import OnnxQuantizer, calibration_step
 from quantization.onnx_weights import SEVEN_BIT_LIMIT, fold_weight_quantizers
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.errors import SuiteError
@@ -76,6 +76,7 @@ def calibration_shapes(feed: dict[str, np.ndarray], batch_size: int) -> str:
 
 class ModelOptQuantizer(OnnxQuantizer):
     toolchain = "modelopt"
+    folder = "modelopt"
     # OpenVINO first: ONNX Runtime's CPU EP runs ModelOpt's s8 activations through slow generic kernels
     # (EfficientNet-Lite0 on AVX2: 0.33x FP32 speed on ORT, 1.17x on OpenVINO, same accuracy)
     runtimes = ("openvino", "onnxruntime", "onnxruntime_reference")

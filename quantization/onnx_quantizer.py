@@ -90,7 +90,6 @@ def check_feed(onnx_path: Path, feed: dict[str, np.ndarray]) -> None:
 class OnnxQuantizer(Quantizer):
     """Base of the ONNX toolchains: subclasses implement :meth:`_quantize_file`."""
 
-    folder = "modelopt"
     runtimes = ("onnxruntime", "openvino", "onnxruntime_reference")
     calibration_fields = ("modelopt", "calibration_method", "granularity")
     layer_fallback = True

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer, calibration_step
+from quantization.onnx_quantizer import OnnxQuantizer, calibration_step
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.errors import SuiteError
 from utils.packages import has_module
@@ -43,6 +43,7 @@ class _FeedReader:
 
 class OrtQuantizer(OnnxQuantizer):
     toolchain = "ort"
+    folder = "ort"
     runs_by_default = True
     calibrations = {"minmax": "minmax", "percentile": "percentile", "entropy": "entropy"}
     unsupported_calibrations = {"mse": "onnxruntime's calibrators are MinMax, Entropy, Percentile and Distribution"}
