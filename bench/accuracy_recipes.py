@@ -44,11 +44,11 @@ DEFAULTS = [
     ("ModelOpt ONNX int8, max", "modelopt", {"modelopt": {"calibration_method": "max"}}, ONNX_RUNTIMES),
     ("ModelOpt ONNX int8, entropy", "modelopt", {"modelopt": {"calibration_method": "entropy"}}, ONNX_RUNTIMES),
     ("ORT quantize_static QDQ u8/s8 per-channel, MinMax", "ort",
-     {"modelopt": {"calibration_method": "minmax", "granularity": "per_channel"}}, ONNX_RUNTIMES),
+     {"ort": {"calibration_method": "minmax", "granularity": "per_channel"}}, ONNX_RUNTIMES),
     ("ORT quantize_static QDQ u8/s8 per-channel, Entropy", "ort",
-     {"modelopt": {"calibration_method": "entropy", "granularity": "per_channel"}}, ONNX_RUNTIMES),
+     {"ort": {"calibration_method": "entropy", "granularity": "per_channel"}}, ONNX_RUNTIMES),
     ("ORT quantize_static QDQ u8/s8 per-channel, Percentile", "ort",
-     {"modelopt": {"calibration_method": "percentile", "granularity": "per_channel"}}, ONNX_RUNTIMES),
+     {"ort": {"calibration_method": "percentile", "granularity": "per_channel"}}, ONNX_RUNTIMES),
 ]
 # ORT's HistogramCalibrater (entropy, percentile) keeps every intermediate output of every calibration
 # image in memory before building histograms: 300 EfficientNet-Lite0 images took it past 24 GB (OOM).
@@ -98,7 +98,7 @@ def main() -> None:
     cfg, prepared = efficientnet_prepared()
     recipe = load_recipe(args.recipe)
     defaults = [d for d in DEFAULTS if args.ort_histogram or not (d[1] == "ort" and
-                                                                  d[2]["modelopt"]["calibration_method"] != "minmax")]
+                                                                  d[2]["ort"]["calibration_method"] != "minmax")]
     if len(defaults) < len(DEFAULTS):
         print(f"skipped: ORT Entropy and Percentile rows ({HISTOGRAM_ROWS_NEED}; --ort-histogram runs them)")
     rows = [(label, tc, with_overrides(cfg, o), rts, "default") for label, tc, o, rts in defaults]

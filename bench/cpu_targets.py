@@ -31,7 +31,7 @@ from utils.packages import has_module  # noqa: E402
 from utils.targets import resolve_target  # noqa: E402
 
 ROWS = [("ModelOpt int8 max", "modelopt", {"modelopt": {"calibration_method": "max"}}),
-        ("ORT quantize_static MinMax", "ort", {"modelopt": {"calibration_method": "minmax"}})]
+        ("ORT quantize_static MinMax", "ort", {"ort": {"calibration_method": "minmax"}})]
 TARGETS = ("x86-vnni", "x86-avx2")
 RUNTIMES = ("onnxruntime", "openvino", "onnxruntime_reference")
 

@@ -38,7 +38,7 @@ def main() -> None:
     artifacts = {}
     for toolchain, method in (("modelopt", "max"), ("ort", "minmax")):
         variant = copy.deepcopy(cfg)
-        variant.modelopt.calibration_method = method
+        getattr(variant, toolchain).calibration_method = method  # each toolchain's own config section
         fp32, int8, *_ = run_toolchain(toolchain, variant, prepared)
         artifacts["FP32 ONNX"] = fp32
         artifacts[f"{toolchain} INT8 ({int8.path.stem.split('_', 1)[1]})"] = int8

@@ -46,6 +46,8 @@ def float_suffix(layers: list[str]) -> str:
 class Quantizer(ABC):
     toolchain: ClassVar[str]
     folder: ClassVar[str]  # models/<folder>/
+    #: the RunConfig section holding this toolchain's own settings (cfg.<section>): code asks the class
+    section: ClassVar[str]
 
     needs_training_data: ClassVar[bool] = False  # QAT: trains on the dataset's training split
     #: runtimes that run this toolchain's artifacts, the recommended one first (recorded in every manifest)
@@ -61,13 +63,19 @@ class Quantizer(ABC):
     #: weight granularities the sweep may set, and why the others cannot be
     granularities: ClassVar[tuple[str, ...]] = ()
     granularity_note: ClassVar[str] = ""
-    #: where the sweep writes a variant's settings: (config section, calibration field, granularity field)
-    calibration_fields: ClassVar[tuple[str, str, str] | None] = None
+    #: where the sweep writes a variant's settings in the class's section: (calibration field, granularity
+    #: field, None where the toolchain has a single granularity)
+    calibration_fields: ClassVar[tuple[str, str | None] | None] = None
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.target: Target = resolve_target(cfg.target)  # what the artifact is built for (auto: this CPU)
         self.train_data: tuple[Any, list[str]] | None = None  # (dataset, ids), set by the workflow
+
+    @property
+    def options(self) -> Any:
+        """This toolchain's own config section (``cfg.<section>``)."""
+        return getattr(self.cfg, self.section)
 
     def set_training_data(self, dataset: Any, ids: list[str]) -> None:
         self.train_data = (dataset, ids)
@@ -94,8 +102,8 @@ class Quantizer(ABC):
         """The calibration setting this toolchain runs with in ``cfg`` (its own name for it)."""
         if cls.calibration_fields is None:
             raise NotImplementedError(f"toolchain {cls.toolchain} has no calibration setting")
-        section, method, _ = cls.calibration_fields
-        return getattr(getattr(cfg, section), method)
+        method, _ = cls.calibration_fields
+        return getattr(getattr(cfg, cls.section), method)
 
     @classmethod
     def with_calibration(cls, cfg: RunConfig, setting: str | None, granularity: str | None) -> RunConfig:
@@ -104,11 +112,12 @@ class Quantizer(ABC):
 
         if cls.calibration_fields is None:
             raise NotImplementedError(f"toolchain {cls.toolchain} has no calibration sweep")
-        section_name, method, gran = cls.calibration_fields
+        method, gran = cls.calibration_fields
         variant = copy.deepcopy(cfg)
-        section = getattr(variant, section_name)
+        section = getattr(variant, cls.section)
         setattr(section, method, setting or getattr(section, method))
-        setattr(section, gran, granularity or getattr(section, gran))
+        if gran is not None:
+            setattr(section, gran, granularity or getattr(section, gran))
         return variant
 
     @classmethod

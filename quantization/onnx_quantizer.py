@@ -34,24 +34,26 @@ def onnx_node_names(path: Path) -> list[tuple[str, str]]:
     return [(n.name, n.op_type) for n in model.graph.node]
 
 
-def resolve_exclusions(path: Path, patterns: list[str], op_types: list[str]) -> list[str]:
-    """Node names matched by the regexes (``re.match``, as ModelOpt does); warn on a pattern that matches none."""
+def resolve_exclusions(path: Path, patterns: list[str], op_types: list[str], section: str) -> list[str]:
+    """Node names matched by the regexes (``re.match``, as ModelOpt does); warn on a pattern that matches none.
+
+    Messages name the config keys (``<section>.exclude_nodes``): each ONNX toolchain has its own."""
     nodes = onnx_node_names(path)
     matched: list[str] = []
     for pattern in patterns:
         try:
             regex = re.compile(pattern)
         except re.error as exc:
-            raise SuiteError(f"--exclude-nodes pattern '{pattern}' is not a valid regex: {exc}") from None
+            raise SuiteError(f"{section}.exclude_nodes pattern '{pattern}' is not a valid regex: {exc}") from None
         hits = [name for name, _ in nodes if regex.match(name)]
         if not hits:
-            log.warning("--exclude-nodes pattern '%s' matches no node of %s; nothing excluded for it",
-                        pattern, path.name)
+            log.warning("%s.exclude_nodes pattern '%s' matches no node of %s; nothing excluded for it",
+                        section, pattern, path.name)
         matched.extend(h for h in hits if h not in matched)
     present = {op for _, op in nodes}
     for op_type in op_types:
         if op_type not in present:
-            log.warning("--exclude-op-types %s: the model has no such node", op_type)
+            log.warning("%s.exclude_op_types %s: the model has no such node", section, op_type)
     return matched
 
 
@@ -88,16 +90,18 @@ def check_feed(onnx_path: Path, feed: dict[str, np.ndarray]) -> None:
 
 
 class OnnxQuantizer(Quantizer):
-    """Base of the ONNX toolchains: subclasses implement :meth:`_quantize_file`."""
+    """Base of the ONNX toolchains: subclasses implement :meth:`_quantize_file`.
+
+    The export and the calibration input come from ``cfg.onnx`` (shared); exclusions and weight bits from the
+    subclass's own section (``self.options``: ``cfg.modelopt``, ``cfg.ort``)."""
 
     runtimes = ("onnxruntime", "openvino", "onnxruntime_reference")
-    calibration_fields = ("modelopt", "calibration_method", "granularity")
     layer_fallback = True
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
-        self.onnx_path = Path(cfg.modelopt.onnx_path) if cfg.modelopt.onnx_path else None
-        self.calibration_data = Path(cfg.modelopt.calibration_data) if cfg.modelopt.calibration_data else None
+        self.onnx_path = Path(cfg.onnx.onnx_path) if cfg.onnx.onnx_path else None
+        self.calibration_data = Path(cfg.onnx.calibration_data) if cfg.onnx.calibration_data else None
         self._fp32: Artifact | None = None
         self.float_layers: list[str] = []
 
@@ -124,9 +128,9 @@ class OnnxQuantizer(Quantizer):
         return self._fp32
 
     def _export(self, model: LoadedModel) -> Artifact:
-        final = self.output_dir().parent / "onnx" / f"{self.artifact_stem(model, f'fp32_opset{self.cfg.modelopt.opset}')}.onnx"
+        final = self.output_dir().parent / "onnx" / f"{self.artifact_stem(model, f'fp32_opset{self.cfg.onnx.opset}')}.onnx"
         return export_onnx(model.module, model.input_shape, final, name=f"{model.arch} FP32 ONNX",
-                           opset=self.cfg.modelopt.opset, source_weights=model.weights_path,
+                           opset=self.cfg.onnx.opset, source_weights=model.weights_path,
                            extra=self.model_facts(model))
 
     def source_onnx(self, model: LoadedModel) -> Artifact:
@@ -143,7 +147,8 @@ class OnnxQuantizer(Quantizer):
 
     def with_float_layers(self, layers: list[str]) -> OnnxQuantizer:
         cfg = copy.deepcopy(self.cfg)
-        cfg.modelopt.exclude_nodes = [*cfg.modelopt.exclude_nodes, *("^" + re.escape(n) + "$" for n in layers)]
+        own = getattr(cfg, self.section)
+        own.exclude_nodes = [*own.exclude_nodes, *("^" + re.escape(n) + "$" for n in layers)]
         twin = type(self)(cfg)
         twin._fp32, twin.float_layers = self._fp32, list(layers)
         return twin
@@ -159,8 +164,8 @@ class OnnxQuantizer(Quantizer):
     def quantize(self, model: LoadedModel, calibration: CalibrationSet) -> Artifact:
         fp32 = self.source_onnx(model)
         feed = self.calibration_feed(fp32.path, calibration)
-        m = self.cfg.modelopt
-        exclude = resolve_exclusions(fp32.path, m.exclude_nodes, m.exclude_op_types)
+        m = self.options
+        exclude = resolve_exclusions(fp32.path, m.exclude_nodes, m.exclude_op_types, self.section)
         start = time.perf_counter()
         tag = self.tag() + float_suffix(self.float_layers)
         final = self.output_dir() / f"{self.artifact_stem(model, tag)}.onnx"
@@ -181,20 +186,18 @@ class OnnxQuantizer(Quantizer):
 
     def weight_bits(self) -> int:
         """7 where the target's kernels add u8 x s8 pairs in saturating 16-bit lanes, else 8 (or the user's)."""
-        choice = str(self.cfg.modelopt.weight_bits)
+        choice = str(self.options.weight_bits)  # auto | 7 | 8, checked when the config was built
         if choice == "auto":
             return 7 if self.target.pair_sums_saturate else 8
-        if choice not in ("7", "8"):
-            raise SuiteError(f"--onnx-weight-bits must be auto, 7 or 8 (got {choice})")
         return int(choice)
 
     def bits_tag(self) -> str:
         return "_w7" if self.weight_bits() == 7 else ""
 
     def common_settings(self) -> dict[str, Any]:
-        m = self.cfg.modelopt
+        m = self.options
         return {"target": self.target.name, "weight_bits": self.weight_bits(),
                 "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed,
                 "calibration_batch_size": self.cfg.calibration.batch_size,
                 "exclude_nodes": list(m.exclude_nodes), "exclude_op_types": list(m.exclude_op_types),
-                "opset": m.opset}
+                "opset": self.cfg.onnx.opset}

@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_target_args(parser)
     cli.add_transform_args(parser)
     cli.add_torch_args(parser)
+    cli.add_onnx_args(parser)
     cli.add_modelopt_args(parser)
+    cli.add_ort_args(parser)
+    cli.add_tensorrt_args(parser)
     cli.add_benchmark_args(parser)
     cli.add_output_args(parser)
     return parser

@@ -94,3 +94,64 @@ def test_yaml_values_of_the_wrong_type_are_one_line(tmp_path: Path):
             load_config(recipe)
     recipe.write_text("torch: {weight_bits: 7}\n")  # a number where the flag takes a string still works
     assert load_config(recipe).torch.weight_bits == 7
+
+
+def _choice_fields():
+    from utils.config import field_choices
+
+    return [(dotted, field_choices(dotted)) for dotted, _ in _leaf_fields() if field_choices(dotted)]
+
+
+def test_every_choice_field_takes_its_choices_and_refuses_any_other_value():
+    """Property-style, over every choice() field: each listed value builds, anything else is one line naming the
+    key and the values (the toolchain sections' calibration methods, granularities, dtypes, weight bits)."""
+    fields = dict(_choice_fields())
+    for key in ("modelopt.calibration_method", "modelopt.high_precision_dtype", "modelopt.weight_bits",
+                "ort.calibration_method", "ort.granularity", "ort.activation_type", "ort.weight_bits",
+                "tensorrt.calibrator"):
+        assert key in fields, key
+    for dotted, choices in fields.items():
+        section, key = dotted.split(".")
+        for value in choices:
+            assert str(getattr(getattr(load_config(None, {dotted: value}), section), key)) == value
+        with pytest.raises(SuiteError, match=f"config key '{dotted}' must be one of {', '.join(choices)}") as info:
+            load_config(None, {dotted: "not-a-choice"})
+        assert "\n" not in str(info.value)
+
+
+def test_each_toolchain_section_holds_only_its_own_settings(tmp_path: Path):
+    """ModelOpt's and ORT's calibration methods are different fields with different values; the shared ONNX
+    settings live in ``onnx``; the engine switch is no config key any more."""
+    cfg = load_config(None, {"modelopt.calibration_method": "entropy", "ort.calibration_method": "percentile",
+                             "onnx.opset": 18})
+    assert (cfg.modelopt.calibration_method, cfg.ort.calibration_method, cfg.onnx.opset) == ("entropy", "percentile", 18)
+    with pytest.raises(SuiteError, match="must be one of max, entropy"):
+        load_config(None, {"modelopt.calibration_method": "minmax"})  # ORT's name, not ModelOpt's
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("modelopt: {engine: ort}\n")
+    with pytest.raises(SuiteError, match="unknown config key 'modelopt.engine'"):
+        load_config(recipe)
+    with pytest.raises(AttributeError):  # a stale write such as cfg.modelopt.granularity fails, not ignored
+        cfg.modelopt.granularity = "per_tensor"
+
+
+def test_ort_calibration_choices_are_the_ones_its_quantizer_maps():
+    from quantization.ORT.ort_quantizer import METHODS
+    from utils.config import field_choices
+
+    assert field_choices("ort.calibration_method") == tuple(METHODS)
+
+
+def test_resnet_run_puts_every_toolchain_flag_into_its_own_section():
+    """resnet.run takes every toolchain's flags, TensorRT's included; each flag writes its toolchain's section."""
+    from resnet.run import build_parser
+    from utils.cli import config_from_args
+
+    args = build_parser().parse_args(["--max-batch", "8", "--calibrator", "minmax", "--ort-calibration-method",
+                                      "entropy", "--ort-granularity", "per_tensor", "--calibration-method", "entropy",
+                                      "--exclude-nodes", "a.*", "--ort-exclude-nodes", "b.*", "--opset", "18"])
+    cfg = config_from_args(args)
+    assert (cfg.tensorrt.max_batch, cfg.tensorrt.calibrator) == (8, "minmax")
+    assert (cfg.ort.calibration_method, cfg.ort.granularity, cfg.ort.exclude_nodes) == ("entropy", "per_tensor", ["b.*"])
+    assert (cfg.modelopt.calibration_method, cfg.modelopt.exclude_nodes) == ("entropy", ["a.*"])
+    assert cfg.onnx.opset == 18

@@ -15,7 +15,7 @@ class PassThroughQuantizer(TorchScriptQuantizer):
     calibrations = {"minmax": "minmax"}
     unsupported_calibrations = {"entropy": "a pass-through has nothing to calibrate"}
     granularities = ("per_channel",)
-    calibration_fields = ("torch", "observer", "granularity")
+    calibration_fields = ("observer", "granularity")
 
     def _quantized_module(self, model, calibration):
         return copy.deepcopy(model.module).eval(), calibration.ids

@@ -7,6 +7,7 @@ import onnx
 import onnx.numpy_helper as nh
 import pytest
 
+from quantization.base import quantizer_class
 from quantization.workflow import prepare, run_toolchain
 from tests.conftest import run_script
 from utils.config import RunConfig
@@ -25,10 +26,12 @@ def prepared(base_cfg):
     return prepare(base_cfg)
 
 
-def _quantize(base_cfg, prepared, toolchain: str, **modelopt):
+def _quantize(base_cfg, prepared, toolchain: str, **settings):
+    """Quantize with ``settings`` in the toolchain's own config section (cfg.modelopt, cfg.ort)."""
     cfg = copy.deepcopy(base_cfg)
-    for key, value in modelopt.items():
-        setattr(cfg.modelopt, key, value)
+    section = getattr(cfg, quantizer_class(toolchain).section)
+    for key, value in settings.items():
+        setattr(section, key, value)
     fp32, int8, *_ = run_toolchain(toolchain, cfg, prepared)
     return fp32, int8, onnx.load(str(int8.path))
 
@@ -124,7 +127,7 @@ def test_ort_granularity_activation_type_and_method(base_cfg, prepared):
 
 
 def test_ort_histogram_calibrators_take_a_sample_that_is_not_a_multiple_of_the_batch(base_cfg):
-    from quantization.ModelOpt.ort_quantizer import _FeedReader
+    from quantization.ORT.ort_quantizer import _FeedReader
 
     cfg = copy.deepcopy(base_cfg)
     cfg.calibration.size = 50  # batch 32: ORT's entropy calibrator once failed on the short last batch
@@ -153,6 +156,38 @@ def test_onnx_int8_accuracy_on_the_demo(base_cfg, prepared):
 
 
 SCRIPT = "quantization/ModelOpt/ModelOpt_PTQ.py"
+
+
+def test_the_ort_toolchain_lives_under_quantization_ort_and_writes_models_ort():
+    """One toolchain, one class, one package: the registry's ORT entry is quantization/ORT, its artifacts go to
+    models/ort/, it reads cfg.ort; no Quantizer under quantization/ModelOpt is anything but ModelOpt's."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import quantization.ModelOpt
+    from quantization.base import TOOLCHAINS, Quantizer
+
+    assert TOOLCHAINS["ort"].startswith("quantization.ORT.ort_quantizer:")
+    ort = quantizer_class("ort")
+    assert (ort.folder, ort.section) == ("ort", "ort")
+    assert Path(inspect.getfile(ort)).parent.name == "ORT"
+    for info in pkgutil.iter_modules(quantization.ModelOpt.__path__):
+        if info.name == "ModelOpt_PTQ":  # the entry script, not importable as a module
+            continue
+        module = importlib.import_module(f"quantization.ModelOpt.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, Quantizer) and cls.__module__ == module.__name__:
+                assert cls.toolchain == "modelopt", cls
+
+
+def test_engine_ort_is_an_alias_that_runs_the_ort_toolchain(tmp_path: Path):
+    result = run_script(SCRIPT, "--engine", "ort", "--ort-calibration-method", "percentile", "--calib-size", "16",
+                        "--models-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (int8,) = (tmp_path / "ort").glob("*.onnx")
+    assert "_ort_qdq_percentile_per_channel_u8s8" in int8.name and str(int8) in result.stdout
+    assert not (tmp_path / "modelopt").exists()
 
 
 def test_not_onnx_is_one_line(tmp_path: Path):
@@ -185,8 +220,11 @@ def test_missing_modelopt_names_the_requirements_file(tmp_path: Path):
 def test_modelopt_help_documents_every_option():
     result = run_script(SCRIPT, "--help")
     for flag in ("--engine", "--calibration-method", "--calibration-eps", "--exclude-nodes", "--exclude-op-types",
-                 "--high-precision-dtype", "--activation-type", "--onnx", "--calibration-data", "--opset"):
+                 "--high-precision-dtype", "--modelopt-weight-bits", "--activation-type", "--ort-calibration-method",
+                 "--ort-granularity", "--ort-exclude-nodes", "--ort-exclude-op-types", "--ort-weight-bits", "--onnx",
+                 "--calibration-data", "--opset"):
         assert flag in result.stdout
+    assert "alias that runs the ORT toolchain (quantization/ORT)" in result.stdout
 
 
 @pytest.mark.parametrize("target, bits", [("x86-vnni", 8), ("x86-avx2", 7)])

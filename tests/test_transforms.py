@@ -179,7 +179,7 @@ def test_transformed_artifacts_keep_the_plain_artifact_structure(tmp_cfg):
 def test_each_toolchain_states_its_weight_grid(tmp_cfg):
     tmp_cfg.torch.granularity, tmp_cfg.torch.weight_bits = "per_tensor", "7"
     assert make_quantizer("torch_fx", tmp_cfg).weight_scheme() == PER_TENSOR_7BIT
-    tmp_cfg.modelopt.granularity = "per_tensor"
+    tmp_cfg.ort.granularity = "per_tensor"
     tmp_cfg.target = "x86-vnni"
     assert make_quantizer("ort", tmp_cfg).weight_scheme().per_channel is False
     assert make_quantizer("modelopt", tmp_cfg).weight_scheme() == WeightScheme(True, -127, 127, 127.0)

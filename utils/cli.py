@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from utils.config import RunConfig, load_config
+from utils.config import RunConfig, field_choices, load_config
 from utils.errors import USAGE_EXIT_CODE, SuiteError
 
 _DEFAULTS = RunConfig()
@@ -46,7 +46,10 @@ def _default(dotted: str) -> Any:
 
 
 def option(group: argparse._ArgumentGroup, flag: str, dest: str, help: str, **kwargs: Any) -> None:
-    """Add ``flag`` writing to config key ``dest``; the help text shows the config default."""
+    """Add ``flag`` writing to config key ``dest``; the help text shows the config default, and a key with
+    choices in the config (:func:`utils.config.choice`) offers exactly those."""
+    if "choices" not in kwargs and "." in dest and field_choices(dest):
+        kwargs["choices"] = list(field_choices(dest))
     if kwargs.get("action") != "store_true":
         help = f"{help} (default: {_default(dest)})"
         kwargs.setdefault("metavar", None if "choices" in kwargs else flag.lstrip("-").upper().replace("-", "_"))
@@ -165,46 +168,52 @@ def add_torch_args(parser: argparse.ArgumentParser) -> None:
            "(FBGEMM's depthwise kernel sums in 16 bits on every CPU)", choices=["auto", "7", "8"])
 
 
+def add_onnx_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("ONNX export and calibration input (modelopt, ort, tensorrt)")
+    option(g, "--opset", "onnx.opset", "ONNX opset of the FP32 export (17 or newer)", type=int)
+    option(g, "--onnx", "onnx.onnx_path", "start from this FP32 ONNX instead of exporting the model")
+    option(g, "--calibration-data", "onnx.calibration_data", ".npz of calibration arrays keyed by the "
+           "model's input name (none: the seeded calibration sample)")
+
+
 def add_modelopt_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("ONNX quantization (ModelOpt / ONNX Runtime)")
-    option(g, "--engine", "modelopt.engine", "modelopt: nvidia-modelopt ONNX PTQ (TensorRT-style Q/DQ); "
-           "ort: onnxruntime quantize_static QDQ (fast on ORT's CPU EP)", choices=["modelopt", "ort"])
-    option(g, "--calibration-method", "modelopt.calibration_method",
-           "modelopt: max | entropy; ort: minmax | entropy | percentile")
-    option(g, "--onnx-granularity", "modelopt.granularity", "ort weight scales (ModelOpt int8 is always "
-           "per channel)", choices=["per_channel", "per_tensor"])
+    g = parser.add_argument_group("ModelOpt ONNX PTQ (also the TensorRT toolchain's Q/DQ step)")
+    option(g, "--calibration-method", "modelopt.calibration_method", "ModelOpt int8 calibration")
     option(g, "--calibration-eps", "modelopt.calibration_eps", "ModelOpt calibration execution providers, "
            "e.g. cpu or trt,cuda:0,cpu (none: what this machine has)", type=csv_list())
     option(g, "--exclude-nodes", "modelopt.exclude_nodes", "regexes (re.match) of node names to keep in "
            "float, comma-separated", type=csv_list())
     option(g, "--exclude-op-types", "modelopt.exclude_op_types", "op types to keep in float, e.g. Gemm",
            type=csv_list())
-    option(g, "--high-precision-dtype", "modelopt.high_precision_dtype", "ModelOpt: dtype of the non-quantized "
-           "parts: fp32 for CPU runtimes, fp16 for TensorRT", choices=["fp32", "fp16"])
-    option(g, "--activation-type", "modelopt.activation_type", "ort: activation dtype (auto: uint8, what "
-           "x86 integer kernels take)", choices=["auto", "uint8", "int8"])
-    option(g, "--onnx-weight-bits", "modelopt.weight_bits", "weight bits of the ONNX toolchains: auto = 7 for a "
-           "--target whose u8 x s8 kernels add pairs in 16 bits (x86-avx2; ort: reduce_range, modelopt: doubled "
-           "weight scales), else 8", choices=["auto", "7", "8"])
-    option(g, "--opset", "modelopt.opset", "ONNX opset of the FP32 export (17 or newer)", type=int)
-    option(g, "--onnx", "modelopt.onnx_path", "start from this FP32 ONNX instead of exporting the model")
-    option(g, "--calibration-data", "modelopt.calibration_data", ".npz of calibration arrays keyed by the "
-           "model's input name (none: the seeded calibration sample)")
+    option(g, "--high-precision-dtype", "modelopt.high_precision_dtype", "dtype of the non-quantized parts: "
+           "fp32 for CPU runtimes (the TensorRT toolchain always uses fp16)")
+    option(g, "--modelopt-weight-bits", "modelopt.weight_bits", "auto = 7 for a --target whose u8 x s8 kernels "
+           "add pairs in 16 bits (x86-avx2: weights re-gridded with doubled scales), else 8")
+
+
+def add_ort_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("ONNX Runtime quantize_static (QDQ)")
+    option(g, "--ort-calibration-method", "ort.calibration_method", "ORT calibrator")
+    option(g, "--ort-granularity", "ort.granularity", "ORT weight scales")
+    option(g, "--activation-type", "ort.activation_type", "ORT activation dtype (auto: uint8, what x86 integer "
+           "kernels take)")
+    option(g, "--ort-exclude-nodes", "ort.exclude_nodes", "regexes (re.match) of node names to keep in float, "
+           "comma-separated", type=csv_list())
+    option(g, "--ort-exclude-op-types", "ort.exclude_op_types", "op types to keep in float, e.g. Gemm",
+           type=csv_list())
+    option(g, "--ort-weight-bits", "ort.weight_bits", "auto = 7 for a --target whose u8 x s8 kernels add pairs "
+           "in 16 bits (x86-avx2: quantize_static's reduce_range), else 8")
 
 
 def add_tensorrt_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("TensorRT")
+    g = parser.add_argument_group("TensorRT (its Q/DQ ONNX comes from ModelOpt: the ModelOpt flags set it)")
     option(g, "--precisions", "tensorrt.precisions", "engines to build beside the Q/DQ INT8 one (fp32 is the "
            "reference)", type=csv_list())
     option(g, "--calibrator", "tensorrt.calibrator", "LEGACY implicit INT8 (TensorRT <= 10, e.g. JetPack 6): "
-           "entropy or minmax calibrator with a cache, instead of the Q/DQ flow", choices=["entropy", "minmax"])
+           "a calibrator with a cache, instead of the Q/DQ flow")
     option(g, "--workspace-gib", "tensorrt.workspace_gib", "builder workspace memory pool", type=float)
     option(g, "--opt-batch", "tensorrt.opt_batch", "batch size the engine is tuned for", type=int)
     option(g, "--max-batch", "tensorrt.max_batch", "largest batch size the engine accepts", type=int)
-    option(g, "--calibration-method", "modelopt.calibration_method", "ModelOpt calibration for the Q/DQ ONNX: "
-           "max | entropy")
-    option(g, "--exclude-nodes", "modelopt.exclude_nodes", "regexes of node names to keep in high precision",
-           type=csv_list())
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

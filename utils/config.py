@@ -71,22 +71,47 @@ class TorchQuantConfig:
     qat_freeze_observers_after: int = 250  # steps; then the fake-quant ranges stay fixed
 
 
-@dataclass
-class ModelOptQuantConfig:
-    engine: str = "modelopt"  # modelopt | ort
-    calibration_method: str = "max"  # modelopt: max | entropy; ort: minmax | entropy | percentile
-    granularity: str = "per_channel"  # ort only; ModelOpt int8 weights are always per channel
-    calibration_eps: list[str] | None = None  # default: what this machine has
-    exclude_nodes: list[str] = field(default_factory=list)  # regexes of node names kept float
-    exclude_op_types: list[str] = field(default_factory=list)
-    high_precision_dtype: str = "fp32"  # fp32 for CPU runtimes, fp16 for TensorRT
-    activation_type: str = "auto"  # ort only: auto | uint8 | int8
-    # weight bits: auto = 7 where the target's u8 x s8 kernels add pairs in 16 bits (x86-avx2), else 8.
-    # ort: quantize_static(reduce_range=True); modelopt: weights re-gridded with doubled scales (NNCF's fix)
-    weight_bits: str | int = "auto"  # auto | 7 | 8
+def choice(*choices: str, optional: bool = False) -> Any:
+    """A field whose value must be one of ``choices`` (compared as text, so a YAML ``7`` matches ``"7"``), the
+    first by default (None if ``optional``): :func:`validate_config` checks it once, when the config is built,
+    and the CLI offers the same list, so the values are written down in one place."""
+    return field(default=None if optional else choices[0], metadata={"choices": choices})
+
+
+@dataclass(slots=True)  # slots, here and in the toolchain sections: a stale key (cfg.modelopt.granularity) fails
+class OnnxConfig:
+    """What every ONNX toolchain (modelopt, ort, tensorrt) shares: the FP32 export and the calibration input."""
+
     opset: int = 17
     onnx_path: str | None = None  # start from this FP32 ONNX instead of exporting the model
     calibration_data: str | None = None  # .npz keyed by input name instead of the seeded sample
+
+
+@dataclass(slots=True)
+class ModelOptQuantConfig:
+    """NVIDIA ModelOpt ONNX PTQ (also the TensorRT toolchain's Q/DQ step, which derives fp16 itself)."""
+
+    calibration_method: str = choice("max", "entropy")
+    calibration_eps: list[str] | None = None  # ModelOpt's calibration providers (default: what this machine has)
+    exclude_nodes: list[str] = field(default_factory=list)  # regexes of node names kept float
+    exclude_op_types: list[str] = field(default_factory=list)
+    high_precision_dtype: str = choice("fp32", "fp16")  # fp32 for CPU runtimes, fp16 for TensorRT
+    # auto = 7 where the target's u8 x s8 kernels add pairs in 16 bits (x86-avx2), else 8: weights re-gridded
+    # with doubled scales (NNCF's fix)
+    weight_bits: str | int = choice("auto", "7", "8")
+
+
+@dataclass(slots=True)
+class OrtQuantConfig:
+    """ONNX Runtime ``quantize_static`` (QDQ)."""
+
+    calibration_method: str = choice("minmax", "entropy", "percentile")
+    granularity: str = choice("per_channel", "per_tensor")  # weight scales
+    activation_type: str = choice("auto", "uint8", "int8")  # auto: uint8, what x86 integer kernels take
+    exclude_nodes: list[str] = field(default_factory=list)  # regexes of node names kept float
+    exclude_op_types: list[str] = field(default_factory=list)
+    # auto = 7 where the target's u8 x s8 kernels add pairs in 16 bits (x86-avx2), else 8: reduce_range=True
+    weight_bits: str | int = choice("auto", "7", "8")
 
 
 @dataclass
@@ -98,10 +123,10 @@ class TransformConfig:
     bias_correction: bool = False  # empirical: fold the mean weight-rounding error into each bias
 
 
-@dataclass
+@dataclass(slots=True)
 class TensorRTConfig:
     precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
-    calibrator: str | None = None  # legacy implicit INT8 (TensorRT <= 10): entropy | minmax
+    calibrator: str | None = choice("entropy", "minmax", optional=True)  # legacy implicit INT8 (TensorRT <= 10)
     workspace_gib: float = 4.0
     max_batch: int = 64
     opt_batch: int = 16
@@ -150,7 +175,9 @@ class RunConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     transforms: TransformConfig = field(default_factory=TransformConfig)
     torch: TorchQuantConfig = field(default_factory=TorchQuantConfig)
+    onnx: OnnxConfig = field(default_factory=OnnxConfig)
     modelopt: ModelOptQuantConfig = field(default_factory=ModelOptQuantConfig)
+    ort: OrtQuantConfig = field(default_factory=OrtQuantConfig)
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
@@ -227,7 +254,7 @@ def _numbers(value: Any) -> list[float]:
 
 
 def validate_config(cfg: RunConfig) -> RunConfig:
-    """Every field's type and range, checked once when the config is built: a wrong value is one line, before
+    """Every field's type, range and choices, checked once when the config is built: a wrong value is one line, before
     any work (e.g. ``calibration.size: "thirty-two"``, ``data.batch_size: 0``, ``model.num_classes: -3``)."""
     def walk(obj: Any, where: str) -> None:
         for f in dataclasses.fields(obj):
@@ -242,8 +269,21 @@ def validate_config(cfg: RunConfig) -> RunConfig:
                 if (low is None and number <= 0) or (low is not None and number < low):
                     bound = "non-negative" if low is not None else "positive"
                     raise SuiteError(f"config key '{dotted}' must be {bound} (got {value!r})")
+            choices = f.metadata.get("choices")
+            if choices and value is not None and str(value) not in choices:
+                raise SuiteError(f"config key '{dotted}' must be one of {', '.join(choices)} (got {value!r})")
     walk(cfg, "")
     return cfg
+
+
+def field_choices(dotted: str) -> tuple[str, ...] | None:
+    """The values a config key such as ``ort.calibration_method`` accepts, where it is a :func:`choice` field."""
+    node: Any = RunConfig()
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        node = getattr(node, part)
+    known = {f.name: f for f in dataclasses.fields(node)}
+    return known[leaf].metadata.get("choices") if leaf in known else None
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -1,4 +1,8 @@
-"""``ModelOpt_PTQ.py``: FP32 ONNX -> INT8 Q/DQ ONNX with ModelOpt (or ONNX Runtime's quantize_static)."""
+"""``ModelOpt_PTQ.py``: FP32 ONNX -> INT8 Q/DQ ONNX with ModelOpt; ``--engine ort`` runs the ORT toolchain.
+
+``--engine`` is no config key: it only picks which toolchain the script runs, an alias kept so that the
+command lines written before ORT had its own package (``quantization/ORT/``) still work.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,22 +11,43 @@ from collections.abc import Sequence
 from quantization.cli import build_parser as _build_parser
 from quantization.cli import quantize_main
 from utils import cli
-from utils.config import RunConfig
+
+ENGINES = ("modelopt", "ort")
 
 DESCRIPTION = """INT8 post-training quantization of an ONNX export.
   --engine modelopt  nvidia-modelopt ONNX PTQ: int8, max/entropy calibration, Q/DQ placed as TensorRT
-                     wants it (runs ~2x faster than FP32 on OpenVINO, slower on ORT's CPU EP)
-  --engine ort       onnxruntime quantize_static, QDQ, u8 activations x s8 per-channel weights
-Writes the FP32 ONNX into models/onnx/ and the Q/DQ ONNX into models/modelopt/, with manifests."""
+                     wants it (runs ~2x faster than FP32 on OpenVINO, slower on ORT's CPU EP);
+                     the ModelOpt flags set it. Q/DQ ONNX into models/modelopt/.
+  --engine ort       alias that runs the ORT toolchain (quantization/ORT): onnxruntime quantize_static,
+                     QDQ, u8 activations x s8 per-channel weights; the --ort-* flags and --activation-type
+                     set it. QDQ ONNX into models/ort/.
+The FP32 ONNX goes into models/onnx/; every file has a manifest."""
+
+
+def add_engine_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=ENGINES, default="modelopt",
+                        help="toolchain to run: modelopt, or ort (an alias running the ORT toolchain, "
+                             "quantization/ORT) (default: modelopt)")
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of both toolchains this script can run."""
+    add_engine_arg(parser)
+    cli.add_onnx_args(parser)
+    cli.add_modelopt_args(parser)
+    cli.add_ort_args(parser)
+
+
+def engine_of(argv: Sequence[str] | None) -> str:
+    """The toolchain ``--engine`` names in ``argv`` (None: sys.argv); read after the full parser accepted it."""
+    pre = argparse.ArgumentParser(add_help=False)
+    add_engine_arg(pre)
+    return pre.parse_known_args(argv)[0].engine
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return _build_parser("ModelOpt_PTQ.py", DESCRIPTION, cli.add_modelopt_args)
-
-
-def toolchain_for(cfg: RunConfig) -> str:
-    return "ort" if cfg.modelopt.engine == "ort" else "modelopt"
+    return _build_parser("ModelOpt_PTQ.py", DESCRIPTION, add_args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return quantize_main(argv, build_parser(), toolchain_for)
+    return quantize_main(argv, build_parser(), lambda cfg: engine_of(argv))

@@ -23,9 +23,6 @@ from utils.packages import has_module
 
 log = logging.getLogger(__name__)
 
-METHODS = ("max", "entropy")
-HIGH_PRECISION = ("fp32", "fp16")
-
 
 def default_calibration_eps() -> list[str]:
     """Execution providers ModelOpt may calibrate on, from what this machine really has."""
@@ -77,6 +74,7 @@ def calibration_shapes(feed: dict[str, np.ndarray], batch_size: int) -> str:
 class ModelOptQuantizer(OnnxQuantizer):
     toolchain = "modelopt"
     folder = "modelopt"
+    section = "modelopt"
     # OpenVINO first: ONNX Runtime's CPU EP runs ModelOpt's s8 activations through slow generic kernels
     # (EfficientNet-Lite0 on AVX2: 0.33x FP32 speed on ORT, 1.17x on OpenVINO, same accuracy)
     runtimes = ("openvino", "onnxruntime", "onnxruntime_reference")
@@ -86,6 +84,7 @@ class ModelOptQuantizer(OnnxQuantizer):
                                 "mse": "ModelOpt int8 calibrates with max or entropy only"}
     granularities = ("per_channel",)
     granularity_note = "ModelOpt int8 weights are always per channel"
+    calibration_fields = ("calibration_method", None)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -95,7 +94,12 @@ class ModelOptQuantizer(OnnxQuantizer):
         return None
 
     def calibration_eps(self) -> list[str]:
-        return list(self.cfg.modelopt.calibration_eps or default_calibration_eps())
+        return list(self.options.calibration_eps or default_calibration_eps())
+
+    def high_precision_dtype(self) -> str:
+        """Dtype of the parts left unquantized: the user's choice here; the TensorRT toolchain's Q/DQ step
+        derives fp16."""
+        return self.options.high_precision_dtype
 
     def weight_scheme(self) -> WeightScheme:
         """ModelOpt's symmetric per-channel int8 weights, scale = absmax / 127; on the 7-bit overflow-fix grid
@@ -105,27 +109,21 @@ class ModelOptQuantizer(OnnxQuantizer):
         return super().weight_scheme()
 
     def settings(self) -> dict[str, Any]:
-        m = self.cfg.modelopt
+        m = self.options
         fix = ("weights re-gridded to |q| <= 64 with doubled scales (overflow fix for 16-bit pair sums)"
                if self.weight_bits() == 7 else "none")
         return {"quantize_mode": "int8", "mode": "modelopt int8", "calibration_method": m.calibration_method,
                 "granularity": "per_channel (weights), per_tensor (activations)",
                 "weight_storage": "int8 initializers + DequantizeLinear", "overflow_fix": fix,
-                "calibration_eps": self.calibration_eps(), "high_precision_dtype": m.high_precision_dtype,
+                "calibration_eps": self.calibration_eps(), "high_precision_dtype": self.high_precision_dtype(),
                 **self.common_settings()}
 
     def tag(self) -> str:
-        m = self.cfg.modelopt
-        suffix = "" if m.high_precision_dtype == "fp32" else f"_{m.high_precision_dtype}"
-        return f"modelopt_int8_{m.calibration_method}{suffix}{self.bits_tag()}"
+        dtype = self.high_precision_dtype()
+        suffix = "" if dtype == "fp32" else f"_{dtype}"
+        return f"modelopt_int8_{self.options.calibration_method}{suffix}{self.bits_tag()}"
 
     def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
-        m = self.cfg.modelopt
-        if m.calibration_method not in METHODS:
-            raise SuiteError(f"ModelOpt int8 calibration method must be one of {', '.join(METHODS)} "
-                             f"(got {m.calibration_method})")
-        if m.high_precision_dtype not in HIGH_PRECISION:
-            raise SuiteError(f"--high-precision-dtype must be fp32 or fp16 (got {m.high_precision_dtype})")
         reason = self.unavailable_reason()
         if reason:
             raise SuiteError(reason)
@@ -145,7 +143,7 @@ class ModelOptQuantizer(OnnxQuantizer):
         onnx.save(model, str(out))
 
     def _run_modelopt(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
-        m = self.cfg.modelopt
+        m = self.options
         run_modelopt_quantize(
             onnx_path=str(fp32),
             quantize_mode="int8",
@@ -155,7 +153,7 @@ class ModelOptQuantizer(OnnxQuantizer):
             calibration_eps=self.calibration_eps(),
             nodes_to_exclude=exclude or None,
             op_types_to_exclude=list(m.exclude_op_types) or None,
-            high_precision_dtype=m.high_precision_dtype,
+            high_precision_dtype=self.high_precision_dtype(),
             output_path=str(out),
             log_level="WARNING",
         )

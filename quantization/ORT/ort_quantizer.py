@@ -1,4 +1,4 @@
-"""ONNX Runtime static quantization (``quantize_static``, QDQ format): what ModelOpt wraps.
+"""ONNX Runtime static quantization (``quantize_static``, QDQ format), configured by ``cfg.ort``.
 
 Defaults follow what runs fast on x86 CPUs: unsigned 8-bit activations with signed per-channel
 weights (ORT's CPU EP fuses u8 x s8 QDQ into integer kernels; s8 activations ran at FP32 speed).
@@ -14,9 +14,9 @@ import numpy as np
 
 from quantization.onnx_quantizer import OnnxQuantizer, calibration_step
 from quantization.transforms.weight_scheme import WeightScheme
-from utils.errors import SuiteError
 from utils.packages import has_module
 
+#: ort.calibration_method -> onnxruntime's CalibrationMethod (the config's choices are these keys)
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
@@ -44,10 +44,12 @@ class _FeedReader:
 class OrtQuantizer(OnnxQuantizer):
     toolchain = "ort"
     folder = "ort"
+    section = "ort"
     runs_by_default = True
     calibrations = {"minmax": "minmax", "percentile": "percentile", "entropy": "entropy"}
     unsupported_calibrations = {"mse": "onnxruntime's calibrators are MinMax, Entropy, Percentile and Distribution"}
     granularities = ("per_tensor", "per_channel")
+    calibration_fields = ("calibration_method", "granularity")
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -57,22 +59,14 @@ class OrtQuantizer(OnnxQuantizer):
         return None
 
     def method(self) -> str:
-        m = self.cfg.modelopt.calibration_method
-        method = {"max": "minmax"}.get(m, m)
-        if method not in METHODS:
-            raise SuiteError(f"ORT calibration method must be one of {', '.join(METHODS)} (got {m})")
-        return method
+        return self.options.calibration_method  # minmax | entropy | percentile, checked when the config was built
 
     def activation_type(self) -> str:
-        choice = self.cfg.modelopt.activation_type
-        if choice == "auto":
-            return "uint8"  # ORT's x86 kernels are u8 x s8, with or without VNNI
-        if choice not in ("uint8", "int8"):
-            raise SuiteError(f"--activation-type must be auto, uint8 or int8 (got {choice})")
-        return choice
+        choice = self.options.activation_type
+        return "uint8" if choice == "auto" else choice  # ORT's x86 kernels are u8 x s8, with or without VNNI
 
     def settings(self) -> dict[str, Any]:
-        m = self.cfg.modelopt
+        m = self.options
         return {"mode": "ort quantize_static QDQ", "calibration_method": self.method(),
                 "granularity": m.granularity, "activation_type": self.activation_type(), "weight_type": "int8",
                 "reduce_range": self.weight_bits() == 7, **self.common_settings()}
@@ -80,14 +74,14 @@ class OrtQuantizer(OnnxQuantizer):
     def weight_scheme(self) -> WeightScheme:
         """quantize_static's symmetric int8 weights: [-127, 127], scale = absmax / 127; with reduce_range
         (7-bit weights) [-64, 64], scale = absmax / 64."""
-        per_channel = self.cfg.modelopt.granularity == "per_channel"
+        per_channel = self.options.granularity == "per_channel"
         if self.weight_bits() == 7:
             return WeightScheme(per_channel=per_channel, qmin=-64, qmax=64, divisor=64.0)
         return dataclasses.replace(super().weight_scheme(), per_channel=per_channel)
 
     def tag(self) -> str:
         act = "u8" if self.activation_type() == "uint8" else "s8"
-        return f"ort_qdq_{self.method()}_{self.cfg.modelopt.granularity}_{act}s8{self.bits_tag()}"
+        return f"ort_qdq_{self.method()}_{self.options.granularity}_{act}s8{self.bits_tag()}"
 
     def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
         from onnxruntime.quantization import (
@@ -98,9 +92,7 @@ class OrtQuantizer(OnnxQuantizer):
         )
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
-        m = self.cfg.modelopt
-        if m.granularity not in ("per_channel", "per_tensor"):
-            raise SuiteError(f"--granularity must be per_channel or per_tensor (got {m.granularity})")
+        m = self.options
         prepped = out.with_name(out.stem + ".pre.onnx")
         try:
             quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)

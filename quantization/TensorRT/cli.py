@@ -19,8 +19,15 @@ model for comparison. Engines go to models/tensorrt/ with manifests (TensorRT ve
 capability: an engine runs only where it was built)."""
 
 
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """TensorRT's own flags, and those of the ONNX export and the ModelOpt step that writes its Q/DQ ONNX."""
+    cli.add_onnx_args(parser)
+    cli.add_modelopt_args(parser)
+    cli.add_tensorrt_args(parser)
+
+
 def build_parser(prog: str = "tensorrt_PTQ_pth2trt_int8.py") -> argparse.ArgumentParser:
-    return _build_parser(prog, DESCRIPTION, cli.add_tensorrt_args)
+    return _build_parser(prog, DESCRIPTION, add_args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

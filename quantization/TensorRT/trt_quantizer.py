@@ -1,5 +1,8 @@
 """The TensorRT toolchain: FP32 ONNX -> Q/DQ ONNX (ModelOpt, fp16 high precision) -> checked -> engines.
 
+Its own settings are ``cfg.tensorrt``; the Q/DQ step is ModelOpt's and reads ``cfg.modelopt`` (calibration,
+exclusions), with the fp16 high precision and the tensorrt target derived here, never written into it.
+
 Everything up to the engine build runs on any machine (and is tested in CI); the build itself needs
 an NVIDIA GPU with TensorRT. Engines only run where they were built, so each manifest records the
 TensorRT version, GPU name and compute capability.
@@ -26,15 +29,20 @@ log = logging.getLogger(__name__)
 
 
 class _TensorRTQdq(ModelOptQuantizer):
-    """ModelOpt int8 with fp16 high precision, written beside the engines."""
+    """ModelOpt int8 (the ``modelopt`` section's calibration and exclusions) with fp16 high precision, written
+    beside the engines."""
 
     folder = "tensorrt"
     runtimes = ("tensorrt", "onnxruntime_reference")  # the reference: the closest CPU estimate of TensorRT
+
+    def high_precision_dtype(self) -> str:
+        return "fp16"  # TensorRT runs the unquantized parts in fp16; the CPU runtimes' fp32 would only be slower
 
 
 class TensorRTQuantizer(Quantizer):
     toolchain = "tensorrt"
     folder = "tensorrt"
+    section = "tensorrt"
     runtimes = ("tensorrt",)
     runs_by_default = True
 
@@ -45,19 +53,16 @@ class TensorRTQuantizer(Quantizer):
         cfg = copy.deepcopy(cfg)
         cfg.target = "tensorrt"
         super().__init__(cfg)
-        qdq_cfg = copy.deepcopy(cfg)
-        qdq_cfg.modelopt.high_precision_dtype = "fp16"
-        qdq_cfg.modelopt.engine = "modelopt"
-        self.qdq = _TensorRTQdq(qdq_cfg)
+        self.qdq = _TensorRTQdq(cfg)
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
         return tensorrt_unavailable_reason() or ModelOptQuantizer.unavailable_reason()
 
     def settings(self) -> dict[str, Any]:
-        t = self.cfg.tensorrt
+        t = self.options
         return {"mode": "explicit Q/DQ" if not t.calibrator else f"legacy implicit ({t.calibrator})",
-                "calibration_method": self.cfg.modelopt.calibration_method, "strongly_typed": not t.calibrator,
+                "calibration_method": self.qdq.options.calibration_method, "strongly_typed": not t.calibrator,
                 "profile_batches": [1, t.opt_batch, t.max_batch], "workspace_gib": t.workspace_gib}
 
     # ------------------------------------------------------------------ runs anywhere

@@ -84,7 +84,7 @@ class FxQuantizer(TorchScriptQuantizer):
     unsupported_calibrations = {
         "entropy": "torch.ao has no KL-divergence observer (its HistogramObserver minimises MSE: use mse)"}
     granularities = ("per_tensor", "per_channel")
-    calibration_fields = ("torch", "observer", "granularity")
+    calibration_fields = ("observer", "granularity")
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "clamp_observers": self.cfg.torch.clamp_observers,

@@ -37,6 +37,7 @@ def _export(module: torch.nn.Module, example: torch.Tensor) -> torch.export.Expo
 class PT2EQuantizer(Quantizer):
     toolchain = "torch_pt2e"
     folder = "torch"
+    section = "torch"
     runtimes = ("torch_compile",)
     runs_by_default = True
 

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 class TorchScriptQuantizer(Quantizer):
     folder = "torch"
+    section = "torch"
     runtimes = ("torch",)
     mode: ClassVar[str]  # fx, eager, dynamic, qat: in the settings and the artifact name
 
