@@ -259,3 +259,18 @@ def test_a_corrupt_cached_fp32_onnx_is_exported_again(base_cfg, prepared, tmp_pa
     fp32.path.write_bytes(fp32.path.read_bytes()[:100])  # truncated
     again = run_toolchain("ort", cfg, prepared)[0]
     assert again.path == fp32.path and sha256_file(again.path) == again.manifest["sha256"]
+
+
+def test_ort_layer_fallback_excludes_in_its_own_section(base_cfg, prepared):
+    """with_float_layers writes the ORT section's exclusions (cfg.ort), never ModelOpt's; the layer stays float."""
+    from quantization.onnx_quantizer import onnx_node_names
+    from quantization.workflow import make_quantizer
+
+    quantizer = make_quantizer("ort", base_cfg)
+    convs = {name for name, op in onnx_node_names(quantizer.export_fp32(prepared.model).path) if op == "Conv"}
+    layer = next(n for n in quantizer.quantizable_layers(prepared.model) if n in convs)
+    twin = quantizer.with_float_layers([layer])
+    assert twin.cfg.ort.exclude_nodes and not twin.cfg.modelopt.exclude_nodes
+    int8 = twin.quantize(prepared.model_for(twin), prepared.calibration)
+    assert int8.path.parent.name == "ort" and int8.manifest["settings"]["nodes_excluded"] == [layer]
+    assert layer not in _quantized_convs(onnx.load(str(int8.path)))

@@ -97,6 +97,23 @@ def test_resnet_run_lists_tensorrt_as_skipped_with_the_reason(tmp_path: Path):
 def test_trt_ptq_subcommand_help():
     result = run_script("-m", "resnet.run", "trt-ptq", "--help")
     assert result.returncode == 0 and "--calibrator" in result.stdout and "--precisions" in result.stdout
+    assert "--calibration-method" in result.stdout and "--exclude-nodes" in result.stdout  # its ModelOpt step's
+
+
+def test_tensorrt_derives_its_qdq_settings_without_rewriting_the_modelopt_section():
+    """The Q/DQ step is ModelOpt's (calibration from cfg.modelopt) with fp16 and the tensorrt target derived in
+    the TensorRT class: the modelopt section it reads still says fp32, and the user's config is untouched."""
+    from quantization.TensorRT.trt_quantizer import TensorRTQuantizer
+    from utils.config import RunConfig
+
+    cfg = RunConfig()
+    cfg.modelopt.calibration_method, cfg.target = "entropy", "x86-avx2"
+    trt = TensorRTQuantizer(cfg)
+    assert trt.section == "tensorrt" and trt.qdq.section == "modelopt"
+    assert trt.qdq.high_precision_dtype() == "fp16" and trt.qdq.options.high_precision_dtype == "fp32"
+    assert trt.qdq.tag() == "modelopt_int8_entropy_fp16"  # 8-bit weights: tensorrt target, not x86-avx2's 7
+    assert trt.settings()["calibration_method"] == "entropy"
+    assert (cfg.target, cfg.modelopt.high_precision_dtype) == ("x86-avx2", "fp32")
 
 
 @pytest.mark.skipif(tensorrt_unavailable_reason() is not None,
