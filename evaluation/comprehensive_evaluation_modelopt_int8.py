@@ -14,7 +14,8 @@ def main(argv=None) -> int:
                            description="FP32 ONNX vs INT8 Q/DQ ONNX (ModelOpt, or with --engine ort the ORT "
                                        "toolchain's quantize_static) on every runtime that runs them (ONNX Runtime, "
                                        "OpenVINO): accuracy, agreement, latency, throughput, size, memory.",
-                           folder="modelopt", add_toolchain_args=add_args, toolchain_for=lambda cfg: engine_of(argv))
+                           folder=engine_of(argv), add_toolchain_args=add_args,  # results/<toolchain>/
+                           toolchain_for=lambda cfg: engine_of(argv))
 
 
 if __name__ == "__main__":
