@@ -254,8 +254,8 @@ def _numbers(value: Any) -> list[float]:
 
 
 def validate_config(cfg: RunConfig) -> RunConfig:
-    """Every field's type, range and choices, checked once when the config is built: a wrong value is one line, before
-    any work (e.g. ``calibration.size: "thirty-two"``, ``data.batch_size: 0``, ``model.num_classes: -3``)."""
+    """Every field's type, range and choices, checked once when the config is built: a wrong value is one line,
+    before any work (e.g. ``calibration.size: "thirty-two"``, ``data.batch_size: 0``, ``ort.granularity: layer``)."""
     def walk(obj: Any, where: str) -> None:
         for f in dataclasses.fields(obj):
             value, dotted = getattr(obj, f.name), f"{where}{f.name}"
