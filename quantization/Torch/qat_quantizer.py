@@ -15,11 +15,11 @@ from torch.ao.quantization import disable_observer
 
 from quantization.Torch.qconfig import build_qat_qconfig, weight_bits
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
+from resnet.training.loop import SgdRecipe, batches_forever, optimizer_and_schedule, run_steps
 from utils.config import TorchQuantConfig
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
-from utils.training import SgdRecipe, batches_forever, optimizer_and_schedule, run_steps
 
 ENGINES = ("fx", "eager")
 
