@@ -263,7 +263,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise SuiteError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            raise SuiteError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
         if not isinstance(data, dict):
             raise SuiteError(f"config file {path} must hold a mapping at top level")
         _merge(cfg, data, "")

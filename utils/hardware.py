@@ -85,6 +85,7 @@ def hardware_summary() -> dict[str, Any]:
 
 def tensorrt_unavailable_reason() -> str | None:
     """One line saying why TensorRT cannot run here, or None (the TensorRT quantizer and runner both ask)."""
+    from utils.errors import missing_package
     from utils.packages import has_module
 
     try:
@@ -95,5 +96,5 @@ def tensorrt_unavailable_reason() -> str | None:
     except ImportError:  # pragma: no cover
         return "torch is not installed"
     if not has_module("tensorrt"):
-        return "tensorrt not installed (pip install -r requirements/tensorrt.txt on a GPU host)"
+        return str(missing_package("TensorRT", "tensorrt", "requirements/tensorrt.txt on a GPU host"))
     return None

@@ -22,7 +22,7 @@ from torch import nn
 
 from resnet.architectures.cifar_resnet import CIFAR_DEPTHS, CIFAR_STEM_RESNETS, cifar_resnet, cifar_stem_resnet
 from utils.config import ModelConfig
-from utils.errors import SuiteError
+from utils.errors import SuiteError, missing_package
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ def build_architecture(arch: str, num_classes: int) -> nn.Module:
     if arch in EFFICIENTNET_LITE:
         try:
             from efficientnet_lite_pytorch import EfficientNet
-        except ImportError:
-            raise SuiteError(f"architecture {arch} needs package efficientnet-lite-pytorch "
-                             "(pip install -r requirements/extras.txt)") from None
+        except ImportError as exc:
+            raise missing_package(f"architecture {arch}", "efficientnet-lite-pytorch",
+                                  "requirements/extras.txt") from exc
         return EfficientNet.from_name(arch.replace("_", "-"), num_classes=num_classes)
     if arch not in torchvision_classifiers():
         raise SuiteError(f"unknown architecture '{arch}': use resnet20/32/44/56, resnet18_cifar, demo, "
@@ -118,7 +118,7 @@ def read_state_dict(path: Path, allow_unsafe_load: bool = False) -> dict[str, to
         raise SuiteError(f"{path}: refused by weights_only loading ({why[:160]}); pass "
                          "--allow-unsafe-load only if you trust this file") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise SuiteError(f"{path}: not a readable PyTorch weights file ({str(exc).splitlines()[0][:160]})") from None
+        raise SuiteError(f"{path}: not a readable PyTorch weights file ({str(exc).splitlines()[0][:160]})") from exc
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):

@@ -19,7 +19,7 @@ from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer, calibration
 from quantization.onnx_weights import SEVEN_BIT_LIMIT, fold_weight_quantizers
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.errors import SuiteError
-from utils.packages import has_module
+from utils.packages import has_module, missing_reason
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,8 @@ class ModelOptQuantizer(OnnxQuantizer):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime-gpu"), ("modelopt", "nvidia-modelopt[onnx]")):
-            if not has_module(module):
-                return f"toolchain modelopt needs package {package} (pip install -r requirements/base.txt)"
-        return None
+        return missing_reason("toolchain modelopt", {"onnx": "onnx", "onnxruntime": "onnxruntime-gpu",
+                                                     "modelopt": "nvidia-modelopt[onnx]"})
 
     def calibration_eps(self) -> list[str]:
         return list(self.cfg.modelopt.calibration_eps or default_calibration_eps())

@@ -15,7 +15,7 @@ import numpy as np
 from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer, calibration_step
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.errors import SuiteError
-from utils.packages import has_module
+from utils.packages import missing_reason
 
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
@@ -50,10 +50,7 @@ class OrtQuantizer(OnnxQuantizer):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime-gpu")):
-            if not has_module(module):
-                return f"toolchain ort needs package {package} (pip install -r requirements/base.txt)"
-        return None
+        return missing_reason("toolchain ort", {"onnx": "onnx", "onnxruntime": "onnxruntime-gpu"})
 
     def method(self) -> str:
         m = self.cfg.modelopt.calibration_method

@@ -114,7 +114,7 @@ class FxQuantizer(TorchScriptQuantizer):
             prepared = prepare_fx(module, mapping, example_inputs=(self.example(model),))
         except Exception as exc:  # symbolic tracing fails on data-dependent control flow
             raise SuiteError(f"FX cannot trace {model.arch}: {str(exc).splitlines()[0]} "
-                             "(try --mode pt2e or --mode dynamic)") from None
+                             "(try --mode pt2e or --mode dynamic)") from exc
         clamp = self.cfg.torch.clamp_observers
         if clamp not in ("clamped", "shared"):
             raise SuiteError(f"--clamp-observers must be clamped or shared (got {clamp})")

@@ -83,7 +83,7 @@ class QatQuantizer(TorchScriptQuantizer):
             try:
                 return prepare_qat_fx(copy.deepcopy(model.module).train(), mapping, example_inputs=(self.example(model),))
             except Exception as exc:
-                raise SuiteError(f"FX cannot trace {model.arch}: {str(exc).splitlines()[0]}") from None
+                raise SuiteError(f"FX cannot trace {model.arch}: {str(exc).splitlines()[0]}") from exc
         if t.qat_engine == "eager":
             from torch.ao.quantization import prepare_qat
 
