@@ -67,6 +67,8 @@ class Quantizer(ABC):
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.target: Target = resolve_target(cfg.target)  # what the artifact is built for (auto: this CPU)
+        #: where artifacts go (``<models_dir>/<folder>/``); tuning trials point it at a scratch folder
+        self.models_dir: Path = resolve_path(cfg.models_dir)
         self.train_data: tuple[Any, list[str]] | None = None  # (dataset, ids), set by the workflow
 
     def set_training_data(self, dataset: Any, ids: list[str]) -> None:
@@ -129,7 +131,7 @@ class Quantizer(ABC):
         return []
 
     def output_dir(self) -> Path:
-        return resolve_path(self.cfg.models_dir) / self.folder
+        return self.models_dir / self.folder
 
     def weight_scheme(self) -> WeightScheme:
         """The INT8 weight grid this toolchain writes (bias correction simulates exactly this one).
