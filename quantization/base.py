@@ -142,7 +142,8 @@ class Quantizer(ABC):
     def model_facts(self, model: LoadedModel) -> dict[str, Any]:
         """What a runner needs to know about the model, and the target it was built for: in every manifest."""
         return {"arch": model.arch, "num_classes": model.num_classes, "input_shape": list(model.input_shape),
-                "transforms": list(model.transforms), "class_names": list(model.class_names),
+                "transforms": list(model.transforms), "graph_rewrites": list(model.graph_rewrites),
+                "class_names": list(model.class_names),
                 "preprocess": dict(model.preprocess), "target": self.target.name,
                 "target_requested": self.cfg.target, "recommended_runtime": self.runtimes[0] if self.runtimes else None}
 

@@ -42,12 +42,12 @@ class Prepared:
 def prepare(cfg: RunConfig) -> Prepared:
     """Load data first (cheap errors first), then the model, then draw the calibration sample."""
     splits = load_splits(cfg.data, cfg.calibration)
-    model = load_model(cfg.model, splits.num_classes)
+    # the data decides the spatial size the artifacts are built for, and the class names they report
+    model = load_model(cfg.model, splits.num_classes, input_shape=splits.input_shape,
+                       class_names=list(splits.class_names), preprocess=dict(splits.preprocess))
     if model.num_classes < splits.num_classes:
         raise SuiteError(f"model {model.arch} has {model.num_classes} classes but dataset "
                          f"'{splits.name}' has {splits.num_classes} (set --num-classes)")
-    model.input_shape = splits.input_shape  # the data decides the spatial size the artifacts are built for
-    model.class_names, model.preprocess = list(splits.class_names), dict(splits.preprocess)
     return Prepared(splits, model, calibration_set(splits, cfg.calibration).decoded())
 
 

@@ -30,14 +30,24 @@ EFFICIENTNET_LITE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "effi
                      "efficientnet_lite3": 280, "efficientnet_lite4": 300}
 
 
-@dataclass
+#: graph rewrites load_model applies (they keep the function exactly): each is recorded in every manifest
+SAME_PADDING_CONVS = "same_padding_convs"  # TF-style SAME convs -> plain nn.Conv2d (plain_same_padding_convs)
+
+
+@dataclass(frozen=True)
 class LoadedModel:
+    """The FP32 model with every fact the artifacts record about it, complete when built (frozen: a pass
+    that changes the model returns a new one, so the loaded model itself is never modified)."""
+
     module: nn.Module
     arch: str
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, int, int]  # the data's (C, H, W): what the artifacts are built for
     weights_path: Path | None
     transforms: list[str] = field(default_factory=list)  # passes applied since loading (cle, bias_correction)
+    # rewrites at load that keep the function (same_padding_convs): in the manifest, not in the file name,
+    # because an artifact name must say what changes results and these change none
+    graph_rewrites: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)  # the dataset's, recorded for deployment
     preprocess: dict = field(default_factory=dict)  # image file -> input (utils.data.file_tensor)
 
@@ -212,8 +222,11 @@ def plain_same_padding_convs(module: nn.Module) -> int:
     return replaced
 
 
-def load_model(cfg: ModelConfig, num_classes: int | None = None) -> LoadedModel:
-    """The FP32 model in eval mode. ``num_classes`` is the dataset's, used when the config has none."""
+def load_model(cfg: ModelConfig, num_classes: int | None = None, *, input_shape: tuple[int, int, int] | None = None,
+               class_names: list[str] | None = None, preprocess: dict | None = None) -> LoadedModel:
+    """The FP32 model in eval mode. ``num_classes``, ``input_shape``, ``class_names`` and ``preprocess`` are
+    the dataset's (quantization.workflow.prepare passes them): the number of classes is used when the config
+    has none, the input shape defaults to the architecture's."""
     arch = cfg.arch
     weights = Path(cfg.weights).expanduser() if cfg.weights else None
     if arch == "demo" and weights is None:
@@ -229,6 +242,7 @@ def load_model(cfg: ModelConfig, num_classes: int | None = None) -> LoadedModel:
         load_weights(module, state, arch, weights)
     else:
         log.warning("no --weights for %s: random initialisation (good for speed only, not accuracy)", arch)
-    plain_same_padding_convs(module)
+    rewrites = [SAME_PADDING_CONVS] if plain_same_padding_convs(module) else []
     module.eval()
-    return LoadedModel(module, arch, n_classes, default_input_shape(arch), weights)
+    return LoadedModel(module, arch, n_classes, tuple(input_shape or default_input_shape(arch)), weights,
+                       graph_rewrites=rewrites, class_names=list(class_names or []), preprocess=dict(preprocess or {}))
