@@ -12,6 +12,7 @@ import numpy as np
 from evaluation.pipelines.base import Runner
 from utils.artifacts import Artifact
 from utils.errors import SuiteError
+from utils.hardware import has_cuda_gpu
 from utils.packages import has_module, missing_reason
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,7 @@ def choose_providers() -> list[str]:
 
     available = set(ort.get_available_providers())
     providers: list[str] = []
-    try:
-        import torch
-
-        gpu = torch.cuda.is_available()
-    except ImportError:  # pragma: no cover - torch is a base requirement
-        gpu = False
+    gpu = has_cuda_gpu()
     if gpu and "TensorrtExecutionProvider" in available and has_module("tensorrt"):
         providers.append("TensorrtExecutionProvider")
     if gpu and "CUDAExecutionProvider" in available:

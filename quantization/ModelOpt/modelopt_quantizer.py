@@ -19,6 +19,7 @@ from quantization.ModelOpt.onnx_quantizer_base import OnnxQuantizer, calibration
 from quantization.onnx_weights import SEVEN_BIT_LIMIT, fold_weight_quantizers
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.errors import SuiteError
+from utils.hardware import has_cuda_gpu
 from utils.packages import has_module, missing_reason
 
 log = logging.getLogger(__name__)
@@ -29,17 +30,9 @@ HIGH_PRECISION = ("fp32", "fp16")
 
 def default_calibration_eps() -> list[str]:
     """Execution providers ModelOpt may calibrate on, from what this machine really has."""
-    eps = ["cpu"]
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            eps = ["cuda:0", "cpu"]
-            if has_module("tensorrt"):
-                eps.insert(0, "trt")
-    except ImportError:  # pragma: no cover
-        pass
-    return eps
+    if not has_cuda_gpu():
+        return ["cpu"]
+    return ["trt", "cuda:0", "cpu"] if has_module("tensorrt") else ["cuda:0", "cpu"]
 
 
 def _quantize_in_child(kwargs: dict[str, Any]) -> None:
