@@ -30,12 +30,13 @@ class Prepared:
         """The model ``quantizer`` should quantize: the FP32 model after the configured transforms.
 
         Bias correction depends on the toolchain's weight grid, so the result is kept per grid."""
-        cfg = quantizer.cfg.transforms
+        cfg, batch_size = quantizer.cfg.transforms, quantizer.cfg.calibration.batch_size
         if not requested(cfg):
             return self.model
-        key = (repr(cfg), quantizer.weight_scheme())
+        key = (repr(cfg), quantizer.weight_scheme(), batch_size)
         if key not in self._transformed:
-            self._transformed[key] = apply_transforms(self.model, cfg, self.calibration, quantizer.weight_scheme())
+            self._transformed[key] = apply_transforms(self.model, cfg, self.calibration, quantizer.weight_scheme(),
+                                                      batch_size)
         return self._transformed[key]
 
 

@@ -405,19 +405,24 @@ def load_splits(cfg: DataConfig, calibration: CalibrationConfig) -> DataSplits:
 
 @dataclass
 class CalibrationSet:
-    """The seeded calibration sample: the images plus the ids recorded in every manifest."""
+    """The seeded calibration sample: the images plus the ids recorded in every manifest.
+
+    It holds no batch size: each toolchain steps through it in its own config's ``calibration.batch_size``
+    (a sweep variant may change it), the one place that number is read."""
 
     dataset: Dataset
     ids: list[str]
-    batch_size: int
 
-    def batches(self) -> Iterator[torch.Tensor]:
-        for images, _ in DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False):
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        for images, _ in DataLoader(self.dataset, batch_size=batch_size, shuffle=False):
             yield images
+
+    def batch_count(self, batch_size: int) -> int:
+        return -(-len(self.dataset) // batch_size)
 
     def as_array(self) -> np.ndarray:
         """All calibration images as one NCHW float32 array (what ONNX calibrators take)."""
-        return torch.cat(list(self.batches())).numpy().astype(np.float32)
+        return torch.stack([self.dataset[i][0] for i in range(len(self.dataset))]).numpy().astype(np.float32)
 
     def decoded(self) -> CalibrationSet:
         """The same sample with every image decoded once, up front.
@@ -433,7 +438,7 @@ class CalibrationSet:
                                                unit="img", disable=len(self.dataset) < 500)]
         images = torch.stack([image for image, _ in items])
         labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
-        return CalibrationSet(TensorDataset(images, labels), self.ids, self.batch_size)
+        return CalibrationSet(TensorDataset(images, labels), self.ids)
 
 
 def calibration_set(splits: DataSplits, calibration: CalibrationConfig) -> CalibrationSet:
@@ -449,7 +454,7 @@ def calibration_set(splits: DataSplits, calibration: CalibrationConfig) -> Calib
     else:
         indices = np.sort(np.random.default_rng(calibration.seed).choice(pool, calibration.size, replace=False))
     return CalibrationSet(SubsetDataset(splits.calibration_pool, indices.tolist()),
-                          [splits.calibration_pool_ids[i] for i in indices], calibration.batch_size)
+                          [splits.calibration_pool_ids[i] for i in indices])
 
 
 def evaluation_loader(splits: DataSplits, batch_size: int) -> DataLoader:

@@ -13,9 +13,9 @@ import time
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from quantization.base import Quantizer
+from quantization.Torch.calibration import calibrate
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact, build_manifest, write_artifact
 from utils.data import CalibrationSet
@@ -103,10 +103,7 @@ class PT2EQuantizer(Quantizer):
             prepared = prepare_pt2e(graph, quantizer)
         except Exception as exc:
             raise SuiteError(f"PT2E prepare failed on {model.arch}: {str(exc).splitlines()[0][:200]}") from exc
-        with torch.no_grad():
-            for images in tqdm(calibration.batches(), desc="calibrating (PT2E)", unit="batch",
-                               total=-(-len(calibration.dataset) // calibration.batch_size)):
-                prepared(images)
+        calibrate(prepared, calibration, self.cfg.calibration.batch_size, "calibrating (PT2E)")
         converted = convert_pt2e(prepared)
         program = _export(converted, example)
         elapsed = time.perf_counter() - start
