@@ -10,9 +10,10 @@ import argparse
 import logging
 from collections.abc import Callable, Sequence
 
+from evaluation.pipelines.loop import check_disjoint
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
 from quantization.cli import add_quantize_args
-from quantization.workflow import check_disjoint, make_quantizer, prepare, run_toolchain
+from quantization.workflow import make_quantizer, prepare, run_toolchain
 from utils import cli
 from utils.artifacts import Artifact, check_writable, load_artifact, sha256_file
 from utils.config import RunConfig, resolve_path

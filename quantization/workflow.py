@@ -73,13 +73,3 @@ def run_toolchain(name: str, cfg: RunConfig, prepared: Prepared) -> list[Artifac
     log.info("%s: INT8 artifact %s", name, int8.path)
     return [fp32, int8, *quantizer.extra_artifacts(prepared.model)]
 
-
-def check_disjoint(artifact: Artifact, splits: DataSplits, allow_overlap: bool = False) -> None:
-    """Refuse to evaluate an artifact on images it was calibrated on (unless the user forces it)."""
-    calibrated = set(artifact.manifest.get("calibration_sample_ids") or [])
-    overlap = calibrated & set(splits.evaluation_ids)
-    if overlap:
-        message = f"{artifact.path.name} was calibrated on {len(overlap)} of the evaluation images (e.g. {sorted(overlap)[0]})"
-        if not allow_overlap:
-            raise SuiteError(f"{message}: never calibrate on what you evaluate (--allow-overlap to force)")
-        log.warning("%s: accuracy figures will be optimistic (--allow-overlap)", message)

@@ -109,6 +109,17 @@ class Skipped:
     reason: str
 
 
+def check_disjoint(artifact: Artifact, splits: DataSplits, allow_overlap: bool = False) -> None:
+    """Refuse to evaluate an artifact on images it was calibrated on (unless the user forces it)."""
+    calibrated = set(artifact.manifest.get("calibration_sample_ids") or [])
+    overlap = calibrated & set(splits.evaluation_ids)
+    if overlap:
+        message = f"{artifact.path.name} was calibrated on {len(overlap)} of the evaluation images (e.g. {sorted(overlap)[0]})"
+        if not allow_overlap:
+            raise SuiteError(f"{message}: never calibrate on what you evaluate (--allow-overlap to force)")
+        log.warning("%s: accuracy figures will be optimistic (--allow-overlap)", message)
+
+
 def plan_pairs(artifacts: list[Artifact], runtimes: list[str] | None) -> tuple[dict[str, list[Artifact]], list[Skipped]]:
     """Group artifacts by the runtimes that can run them here; list what cannot run and why."""
     classes = {name: runner_class(name) for name in runtimes or RUNTIMES}  # an unknown name: one line, first
