@@ -81,6 +81,7 @@ class ImageBatches:
 
 
 def evaluation_batches(splits: DataSplits, batch_size: int) -> ImageBatches:
+    """The evaluation split as the accuracy passes feed it (labels kept for the metrics)."""
     return ImageBatches(evaluation_loader(splits, batch_size))
 
 
