@@ -21,16 +21,16 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import numpy as np  # noqa: E402
 
-from bench.common import efficientnet_prepared, nncf_artifact  # noqa: E402
+from bench.common import efficientnet_prepared, nncf_artifact, require_nncf  # noqa: E402
 from evaluation.pipelines.base import runner_class  # noqa: E402
+from evaluation.pipelines.loop import collect_logits, evaluation_batches, open_runners  # noqa: E402
 from quantization.base import quantizer_class  # noqa: E402
 from quantization.workflow import make_quantizer, run_toolchain  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import quiet_known_warnings, setup_logging  # noqa: E402
 from utils.config import load_recipe, resolve_path, with_overrides  # noqa: E402
-from utils.data import evaluation_loader, sample_batch  # noqa: E402
+from utils.data import sample_batch  # noqa: E402
 from utils.hardware import cpu_isa, cpu_model_name  # noqa: E402
-from utils.packages import has_module  # noqa: E402
 
 ONNX_RUNTIMES = ["onnxruntime", "openvino"]
 
@@ -67,14 +67,10 @@ def cpu_summary() -> str:
 
 def top1_per_pair(runners: dict, prepared) -> dict[str, float]:
     """One pass over the evaluation images; every (artifact, runtime) runner predicts each batch."""
-    hits = dict.fromkeys(runners, 0)
-    seen = 0
-    for images, labels in evaluation_loader(prepared.splits, 50):
-        batch, y = images.numpy(), labels.numpy()
-        seen += len(y)
-        for key, runner in runners.items():
-            hits[key] += int(np.sum(runner.predict(batch).argmax(1) == y))
-    return {key: 100.0 * h / seen for key, h in hits.items()}
+    batches = evaluation_batches(prepared.splits, 50)
+    logits = collect_logits({key: runner.predict for key, runner in runners.items()}, batches, desc="accuracy")
+    y = batches.labels
+    return {key: 100.0 * int(np.sum(out.argmax(1) == y)) / len(y) for key, out in logits.items()}
 
 
 def p50_latencies(runners: dict, prepared, rounds: int) -> dict[str, float]:
@@ -119,8 +115,7 @@ def main() -> None:
                           "runtime": runtime, "key": key, "fp32_key": fp32_key,
                           "transforms": int8.manifest.get("transforms", []), "settings": int8.manifest["settings"]})
     if not args.no_nncf:
-        if not has_module("nncf"):
-            raise SystemExit("the NNCF peer needs nncf: pip install -r bench/requirements.txt (or --no-nncf)")
+        require_nncf()
         onnx_fp32 = make_quantizer("ort", cfg).export_fp32(prepared.model)
         peer = nncf_artifact(onnx_fp32, prepared.calibration.as_array(),
                              resolve_path(cfg.models_dir) / "nncf" / "efficientnet_lite0_nncf_int8.xml")
@@ -128,7 +123,7 @@ def main() -> None:
         table.append({"label": "OpenVINO NNCF nncf.quantize (defaults: fast bias correction on)", "toolchain": "nncf",
                       "kind": "peer", "artifact": peer.path.name, "runtime": "openvino", "key": "NNCF @ openvino",
                       "fp32_key": fp32_of[("ort", "openvino")], "transforms": [], "settings": {}})
-    runners = {key: runner_class(runtime)(artifact) for key, (artifact, runtime) in pairs.items()}
+    runners = open_runners(pairs)
     top1 = top1_per_pair(runners, prepared)
     p50 = {}
     if args.rounds:

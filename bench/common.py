@@ -7,6 +7,8 @@ import numpy as np
 
 from utils.artifacts import Artifact
 from utils.config import RunConfig
+from utils.errors import missing_package
+from utils.packages import has_module
 
 ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "imagenet-val-1300"
 
@@ -32,6 +34,12 @@ def speed_config(arch: str, images: int = 32) -> RunConfig:
     else:
         cfg.data.image_size = 224
     return cfg
+
+
+def require_nncf() -> None:
+    """The NNCF peer rows need nncf, which base.txt does not install; say so before any work."""
+    if not has_module("nncf"):
+        raise SystemExit(f"{missing_package('the NNCF peer', 'nncf', 'bench/requirements.txt')}; or --no-nncf")
 
 
 def nncf_artifact(fp32_onnx: Artifact, calibration: np.ndarray, out: Path, **options) -> Artifact:

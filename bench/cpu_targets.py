@@ -21,13 +21,12 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench.accuracy_recipes import cpu_summary, p50_latencies, top1_per_pair  # noqa: E402
-from bench.common import efficientnet_prepared, nncf_artifact  # noqa: E402
-from evaluation.pipelines.base import runner_class  # noqa: E402
+from bench.common import efficientnet_prepared, nncf_artifact, require_nncf  # noqa: E402
+from evaluation.pipelines.loop import open_runners  # noqa: E402
 from evaluation.saturation_check import check_artifact  # noqa: E402
 from quantization.workflow import make_quantizer, run_toolchain  # noqa: E402
 from utils.cli import quiet_known_warnings, setup_logging  # noqa: E402
 from utils.config import resolve_path, with_overrides  # noqa: E402
-from utils.packages import has_module  # noqa: E402
 from utils.targets import resolve_target  # noqa: E402
 
 ROWS = [("ModelOpt int8 max", "modelopt", {"modelopt": {"calibration_method": "max"}}),
@@ -61,12 +60,11 @@ def main() -> None:
                           "size_ratio": fp32.size_bytes() / int8.size_bytes(),
                           "quantize_seconds": int8.manifest.get("quantize_seconds")})
     if not args.no_nncf:
-        if not has_module("nncf"):
-            raise SystemExit("the NNCF peer needs nncf: pip install -r bench/requirements.txt (or --no-nncf)")
+        require_nncf()
         peer = nncf_artifact(fp32, prepared.calibration.as_array(),
                              resolve_path(cfg.models_dir) / "nncf" / "efficientnet_lite0_nncf_int8.xml")
         pairs["NNCF @ openvino"] = (peer, "openvino")
-    runners = {key: runner_class(runtime)(artifact) for key, (artifact, runtime) in pairs.items()}
+    runners = open_runners(pairs)
     top1 = top1_per_pair(runners, prepared)
     latency = {}
     if args.rounds:

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench.common import speed_config  # noqa: E402
-from evaluation.pipelines.base import runner_class  # noqa: E402
+from evaluation.pipelines.loop import open_runners  # noqa: E402
 from quantization.workflow import prepare, run_toolchain  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import csv_list, quiet_known_warnings, setup_logging  # noqa: E402
@@ -47,12 +47,11 @@ def main() -> None:
     print("| artifact | runtime | batch | FP32 p50 ms | INT8 p50 ms | speedup |")
     print("|---|---|---|---|---|---|")
     for runtime in args.runtimes:
-        cls = runner_class(runtime)
-        runners = {name: cls(artifact) for name, artifact in artifacts.items()}
+        runners = open_runners({name: (artifact, runtime) for name, artifact in artifacts.items()})
         for batch_size in args.batch_sizes:
             batch = sample_batch(prepared.splits, batch_size).numpy()
-            stats = interleaved_latency({k: (lambda r=r: r.predict(batch)) for k, r in runners.items()},  # noqa: B023
-                                        batch_size, warmup=3, rounds=args.rounds)
+            stats = interleaved_latency({k: r.timed_call(batch) for k, r in runners.items()}, batch_size,
+                                        warmup=3, rounds=args.rounds)
             base = stats["FP32 ONNX"].summary()["p50_ms"]
             for name, stat in stats.items():
                 if name == "FP32 ONNX":

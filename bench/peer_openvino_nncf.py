@@ -22,12 +22,12 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 import numpy as np  # noqa: E402
 
 from bench.common import ASSETS, nncf_artifact  # noqa: E402
-from evaluation.pipelines.base import runner_class  # noqa: E402
+from evaluation.pipelines.loop import collect_logits, evaluation_batches, open_runners  # noqa: E402
 from quantization.workflow import prepare, run_toolchain  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import csv_list, quiet_known_warnings, setup_logging  # noqa: E402
 from utils.config import RunConfig, resolve_path  # noqa: E402
-from utils.data import evaluation_loader, sample_batch  # noqa: E402
+from utils.data import sample_batch  # noqa: E402
 
 
 def config_for(arch: str) -> RunConfig:
@@ -70,17 +70,12 @@ def main() -> None:
             "NNCF INT8": (peer, "openvino", "OV FP32"), "ModelOpt INT8": (mo_int8, "openvino", "OV FP32"),
             "ORT QDQ INT8": (ort_int8, "onnxruntime", "ORT FP32"), "FX INT8": (fx_int8, "torch", "torch FP32"),
         }
-        runners = {name: runner_class(rt)(art) for name, (art, rt, _) in pairs.items()}
+        runners = open_runners({name: (art, rt) for name, (art, rt, _) in pairs.items()})
         top1 = {}
         if arch.startswith("efficientnet_lite"):
-            logits = {name: [] for name in runners}
-            labels = []
-            for images, target in evaluation_loader(prepared.splits, 50):
-                labels.append(target.numpy())
-                for name, runner in runners.items():
-                    logits[name].append(runner.predict(images.numpy()))
-            y = np.concatenate(labels)
-            top1 = {name: 100 * float(np.mean(np.concatenate(v).argmax(1) == y)) for name, v in logits.items()}
+            batches = evaluation_batches(prepared.splits, 50)
+            logits = collect_logits({name: r.predict for name, r in runners.items()}, batches, desc="accuracy")
+            top1 = {name: 100 * float(np.mean(v.argmax(1) == batches.labels)) for name, v in logits.items()}
         for batch_size in args.batch_sizes:
             batch = sample_batch(prepared.splits, batch_size).numpy()
             stats = interleaved_latency({n: r.timed_call(batch) for n, r in runners.items()}, batch_size,

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench.common import speed_config  # noqa: E402
-from evaluation.pipelines.base import runner_class  # noqa: E402
+from evaluation.pipelines.loop import open_runners  # noqa: E402
 from quantization.workflow import prepare, run_toolchain  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import csv_list, quiet_known_warnings, setup_logging  # noqa: E402
@@ -42,12 +42,11 @@ def main() -> None:
         for toolchain in args.toolchains:
             fp32, int8, *_ = run_toolchain(toolchain, cfg, prepared)
             runtime = "torch_compile" if toolchain == "torch_pt2e" else "torch"
-            cls = runner_class(runtime)
-            runners = {"fp32": cls(fp32), "int8": cls(int8)}
+            runners = open_runners({"fp32": (fp32, runtime), "int8": (int8, runtime)})
             for batch_size in args.batch_sizes:
                 batch = sample_batch(prepared.splits, batch_size).numpy()
-                stats = interleaved_latency({k: (lambda r=r, b=batch: r.predict(b)) for k, r in runners.items()},
-                                            batch_size, warmup=5, rounds=args.rounds)
+                stats = interleaved_latency({k: r.timed_call(batch) for k, r in runners.items()}, batch_size,
+                                            warmup=5, rounds=args.rounds)
                 f, q = stats["fp32"].summary()["p50_ms"], stats["int8"].summary()["p50_ms"]
                 print(f"| {arch} | {toolchain} | {runtime} | {batch_size} | {f:.1f} | {q:.1f} | {f / q:.2f}x |",
                       flush=True)

@@ -13,12 +13,13 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from evaluation.pipelines.base import runner_class
+from evaluation.pipelines.loop import collect_logits, open_runner
 from quantization.base import Quantizer
 from quantization.workflow import Prepared
 from utils.artifacts import Artifact
@@ -51,9 +52,9 @@ def heldout_slice(splits: DataSplits, calibration_ids: list[str], size: int) -> 
     return HeldOut(np.stack([x.numpy() for x, _ in items]).astype(np.float32), np.array([y for _, y in items]), source)
 
 
-def _logits(artifact: Artifact, runtime: str, data: HeldOut, batch: int = 64) -> np.ndarray:
-    runner = runner_class(runtime)(artifact)
-    return np.concatenate([runner.predict(data.images[i:i + batch]) for i in range(0, len(data.images), batch)])
+def heldout_logits(artifact: Artifact, runtime: str, data: HeldOut, batch: int = 64) -> np.ndarray:
+    batches = [data.images[i:i + batch] for i in range(0, len(data.images), batch)]
+    return collect_logits({"held-out": open_runner(artifact, runtime).predict}, batches)["held-out"]
 
 
 def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
@@ -89,15 +90,15 @@ class RecoveryResult:
 class _Evaluator:
     def __init__(self, quantizer: Quantizer, prepared: Prepared, runtime: str, data: HeldOut, fp32: Artifact):
         self.quantizer, self.prepared, self.runtime, self.data = quantizer, prepared, runtime, data
-        self.reference = _logits(fp32, runtime, data)
+        self.reference = heldout_logits(fp32, runtime, data)
         self.scratch = tempfile.TemporaryDirectory(prefix="mls-sensitivity-")
 
     def trial(self, layers: list[str], keep: bool = False) -> tuple[Trial, Artifact]:
         quantizer = self.quantizer.with_float_layers(layers)
         if not keep:  # trials go to a scratch folder; only the final fallback lands in models/
-            quantizer.cfg.models_dir = self.scratch.name  # with_float_layers gave it its own config copy
+            quantizer.models_dir = Path(self.scratch.name)
         artifact = quantizer.quantize(self.prepared.model_for(quantizer), self.prepared.calibration)
-        logits = _logits(artifact, self.runtime, self.data)
+        logits = heldout_logits(artifact, self.runtime, self.data)
         top1 = float(np.mean(logits.argmax(1) == self.data.labels))
         return Trial(list(layers), top1, sqnr_db(self.reference, logits)), artifact
 

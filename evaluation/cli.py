@@ -10,8 +10,10 @@ import argparse
 import logging
 from collections.abc import Callable, Sequence
 
+from evaluation.pipelines.loop import check_disjoint
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
-from quantization.workflow import check_disjoint, make_quantizer, prepare, run_toolchain
+from quantization.cli import add_quantize_args
+from quantization.workflow import make_quantizer, prepare, run_toolchain
 from utils import cli
 from utils.artifacts import Artifact, check_writable, load_artifact, sha256_file
 from utils.config import RunConfig, resolve_path
@@ -30,12 +32,7 @@ def build_parser(prog: str, description: str,
     parser.add_argument("--allow-model-mismatch", action="store_true",
                         help="evaluate an --artifact whose manifest names another architecture or other source "
                              "weights than --arch/--weights (the comparison is then meaningless)")
-    cli.add_model_args(parser)
-    cli.add_data_args(parser)
-    cli.add_calibration_args(parser)
-    cli.add_target_args(parser)
-    cli.add_transform_args(parser)
-    add_toolchain_args(parser)
+    add_quantize_args(parser, add_toolchain_args)
     cli.add_benchmark_args(parser)
     cli.add_output_args(parser)
     return parser

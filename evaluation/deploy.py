@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from evaluation.pipelines.base import RUNTIMES, Runner, runner_class
+from evaluation.pipelines import loop
+from evaluation.pipelines.base import Runner
 from utils.artifacts import Artifact, atomic_path
 from utils.config import DataConfig
 from utils.data import IMAGE_SUFFIXES, file_tensor, load_demo
@@ -39,15 +40,7 @@ def open_runner(artifact: Artifact, runtime: str | None = None, threads: int | N
     """The runner for ``artifact`` on ``runtime`` (default: the natural one for its kind)."""
     # the artifact's own recommendation (its toolchain class, recorded in the manifest), else its kind's runtime
     runtime = runtime or artifact.manifest.get("recommended_runtime") or DEFAULT_RUNTIME[artifact.kind]
-    if runtime not in RUNTIMES:
-        raise SuiteError(f"unknown runtime '{runtime}' (known: {', '.join(RUNTIMES)})")
-    cls = runner_class(runtime)
-    if not cls.supports(artifact):
-        raise SuiteError(f"runtime {runtime} does not run {artifact.kind} artifacts (it runs {', '.join(cls.kinds)})")
-    reason = cls.unavailable_reason()
-    if reason:
-        raise SuiteError(f"runtime {runtime} cannot run here: {reason}")
-    return cls(artifact, threads)
+    return loop.open_runner(artifact, runtime, threads)
 
 
 def image_files(target: Path) -> list[Path]:

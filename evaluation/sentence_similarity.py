@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evaluation.pipelines.loop import collect_logits
 from utils.benchmark import interleaved_latency
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,6 @@ def ort_encoder(path: Path, threads: int | None = None) -> Encode:
     def encode(batch: dict[str, np.ndarray]) -> np.ndarray:
         return session.run(None, {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")})[0]
     return encode
-
-
-def embed(encode: Encode, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
-    return np.concatenate([encode(b) for b in batches])
 
 
 def cosine_agreement(fp32: np.ndarray, int8: np.ndarray) -> dict[str, float]:
@@ -99,7 +96,10 @@ def run_minilm(count: int, rounds: int, models_dir: Path, threads: int | None = 
     report: dict[str, Any] = {"model": "all-MiniLM-L6-v2", "package": se.PACKAGE, "sentences": len(sentences),
                               "sentence_source": "pydoc_data.topics (CPython's language reference)",
                               "linear_layers": len(se.dynamic_layers(fp32)), "sizes_bytes": sizes, "runtimes": {}}
-    embeddings = {runtime: (embed(f, batches), embed(q, batches)) for runtime, (f, q) in pairs.items()}
+    embeddings = {}
+    for runtime, (f, q) in pairs.items():  # the evaluation loop's one pass, on token batches
+        out = collect_logits({"fp32": f, "int8": q}, batches, desc=f"embeddings on {runtime}")
+        embeddings[runtime] = (out["fp32"], out["int8"])
     reference = embeddings["torch"][0]  # PyTorch FP32: the ONNX export is checked against it
     for runtime, (f, q) in pairs.items():
         fp32_emb, int8_emb = embeddings[runtime]

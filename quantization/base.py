@@ -70,6 +70,8 @@ class Quantizer(ABC):
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.target: Target = resolve_target(cfg.target)  # what the artifact is built for (auto: this CPU)
+        #: where artifacts go (``<models_dir>/<folder>/``); tuning trials point it at a scratch folder
+        self.models_dir: Path = resolve_path(cfg.models_dir)
         self.train_data: tuple[Any, list[str]] | None = None  # (dataset, ids), set by the workflow
 
     @property
@@ -138,7 +140,7 @@ class Quantizer(ABC):
         return []
 
     def output_dir(self) -> Path:
-        return resolve_path(self.cfg.models_dir) / self.folder
+        return self.models_dir / self.folder
 
     def weight_scheme(self) -> WeightScheme:
         """The INT8 weight grid this toolchain writes (bias correction simulates exactly this one).
@@ -149,7 +151,8 @@ class Quantizer(ABC):
     def model_facts(self, model: LoadedModel) -> dict[str, Any]:
         """What a runner needs to know about the model, and the target it was built for: in every manifest."""
         return {"arch": model.arch, "num_classes": model.num_classes, "input_shape": list(model.input_shape),
-                "transforms": list(model.transforms), "class_names": list(model.class_names),
+                "transforms": list(model.transforms), "graph_rewrites": list(model.graph_rewrites),
+                "class_names": list(model.class_names),
                 "preprocess": dict(model.preprocess), "target": self.target.name,
                 "target_requested": self.cfg.target, "recommended_runtime": self.runtimes[0] if self.runtimes else None}
 

@@ -15,14 +15,21 @@ def build_parser(prog: str, description: str,
     parser = cli.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_config_arg(parser)
+    add_quantize_args(parser, add_toolchain_args)
+    cli.add_output_args(parser)
+    return parser
+
+
+def add_quantize_args(parser: argparse.ArgumentParser,
+                      add_toolchain_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """The flags that decide an INT8 artifact: the quantization scripts and the evaluation scripts (which
+    quantize when given no --artifact) take the same ones, in the same order."""
     cli.add_model_args(parser)
     cli.add_data_args(parser)
     cli.add_calibration_args(parser)
     cli.add_target_args(parser)
     cli.add_transform_args(parser)
     add_toolchain_args(parser)
-    cli.add_output_args(parser)
-    return parser
 
 
 def quantize_main(argv: Sequence[str] | None, parser: argparse.ArgumentParser,

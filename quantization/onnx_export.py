@@ -28,7 +28,7 @@ OUTPUT_NAME = "logits"
 
 def require_onnx(toolchain: str) -> None:
     if not has_module("onnx"):
-        raise missing_package(toolchain, "onnx")
+        raise missing_package(f"toolchain {toolchain}", "onnx")
 
 
 def check_onnx_file(path: Path) -> None:
@@ -38,7 +38,7 @@ def check_onnx_file(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:  # onnx raises ValidationError, DecodeError, OSError...
-        raise SuiteError(f"{path}: not a valid ONNX model ({str(exc).strip().splitlines()[0][:200]})") from None
+        raise SuiteError(f"{path}: not a valid ONNX model ({str(exc).strip().splitlines()[0][:200]})") from exc
 
 
 def export_onnx(module: torch.nn.Module, input_shape: tuple[int, ...], final: Path, *, name: str, opset: int,

@@ -44,7 +44,7 @@ def resolve_exclusions(path: Path, patterns: list[str], op_types: list[str], sec
         try:
             regex = re.compile(pattern)
         except re.error as exc:
-            raise SuiteError(f"{section}.exclude_nodes pattern '{pattern}' is not a valid regex: {exc}") from None
+            raise SuiteError(f"{section}.exclude_nodes pattern '{pattern}' is not a valid regex: {exc}") from exc
         hits = [name for name, _ in nodes if regex.match(name)]
         if not hits:
             log.warning("%s.exclude_nodes pattern '%s' matches no node of %s; nothing excluded for it",
@@ -64,7 +64,7 @@ def read_calibration_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k].astype(np.float32) for k in data.files}
     except (OSError, ValueError) as exc:
-        raise SuiteError(f"{path}: not a readable .npz of arrays ({exc})") from None
+        raise SuiteError(f"{path}: not a readable .npz of arrays ({exc})") from exc
 
 
 def calibration_step(sample_size: int, asked: int) -> int:

@@ -30,24 +30,25 @@ class Prepared:
         """The model ``quantizer`` should quantize: the FP32 model after the configured transforms.
 
         Bias correction depends on the toolchain's weight grid, so the result is kept per grid."""
-        cfg = quantizer.cfg.transforms
+        cfg, batch_size = quantizer.cfg.transforms, quantizer.cfg.calibration.batch_size
         if not requested(cfg):
             return self.model
-        key = (repr(cfg), quantizer.weight_scheme())
+        key = (repr(cfg), quantizer.weight_scheme(), batch_size)
         if key not in self._transformed:
-            self._transformed[key] = apply_transforms(self.model, cfg, self.calibration, quantizer.weight_scheme())
+            self._transformed[key] = apply_transforms(self.model, cfg, self.calibration, quantizer.weight_scheme(),
+                                                      batch_size)
         return self._transformed[key]
 
 
 def prepare(cfg: RunConfig) -> Prepared:
     """Load data first (cheap errors first), then the model, then draw the calibration sample."""
     splits = load_splits(cfg.data, cfg.calibration)
-    model = load_model(cfg.model, splits.num_classes)
+    # the data decides the spatial size the artifacts are built for, and the class names they report
+    model = load_model(cfg.model, splits.num_classes, input_shape=splits.input_shape,
+                       class_names=list(splits.class_names), preprocess=dict(splits.preprocess))
     if model.num_classes < splits.num_classes:
         raise SuiteError(f"model {model.arch} has {model.num_classes} classes but dataset "
                          f"'{splits.name}' has {splits.num_classes} (set --num-classes)")
-    model.input_shape = splits.input_shape  # the data decides the spatial size the artifacts are built for
-    model.class_names, model.preprocess = list(splits.class_names), dict(splits.preprocess)
     return Prepared(splits, model, calibration_set(splits, cfg.calibration).decoded())
 
 
@@ -72,13 +73,3 @@ def run_toolchain(name: str, cfg: RunConfig, prepared: Prepared) -> list[Artifac
     log.info("%s: INT8 artifact %s", name, int8.path)
     return [fp32, int8, *quantizer.extra_artifacts(prepared.model)]
 
-
-def check_disjoint(artifact: Artifact, splits: DataSplits, allow_overlap: bool = False) -> None:
-    """Refuse to evaluate an artifact on images it was calibrated on (unless the user forces it)."""
-    calibrated = set(artifact.manifest.get("calibration_sample_ids") or [])
-    overlap = calibrated & set(splits.evaluation_ids)
-    if overlap:
-        message = f"{artifact.path.name} was calibrated on {len(overlap)} of the evaluation images (e.g. {sorted(overlap)[0]})"
-        if not allow_overlap:
-            raise SuiteError(f"{message}: never calibrate on what you evaluate (--allow-overlap to force)")
-        log.warning("%s: accuracy figures will be optimistic (--allow-overlap)", message)

@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from resnet.training.recipe import train_from_config
 from utils import cli
 from utils.config import resolve_path
-from utils.train_recipe import train_from_config
 
 DEFAULT_CONFIG = "configs/train_resnet18_cifar10.yaml"
 

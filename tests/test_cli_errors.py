@@ -117,6 +117,11 @@ def test_verbose_shows_the_cause_of_an_error(models_dir: Path, tmp_path: Path):
     assert quiet.returncode == loud.returncode == 2
     assert "Traceback" not in quiet.stderr and "Traceback" in loud.stderr
     assert loud.stderr.strip().splitlines()[-1] == quiet.stderr.strip().splitlines()[-1]
+    # -v keeps the cause chain: the original exception, not only the SuiteError that wraps it
+    assert "UnpicklingError" in loud.stderr and "direct cause of the following exception" in loud.stderr
+    assert "UnpicklingError" not in quiet.stderr
+    assert [line for line in quiet.stderr.splitlines() if line.startswith("error:")] == \
+        [quiet.stderr.strip().splitlines()[-1]]
 
 
 def test_a_corrupt_calibration_image_fails_before_anything_is_written(tmp_path: Path, models_dir: Path):

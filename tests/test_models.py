@@ -96,3 +96,22 @@ def test_random_bytes_after_a_pickle_magic_are_never_offered_to_unpickle(tmp_pat
         with pytest.raises(SuiteError, match="not a readable PyTorch weights file") as info:
             read_state_dict(path, unsafe)
         assert "allow-unsafe-load" not in str(info.value) and "weights_only" not in str(info.value)
+
+
+def test_the_same_padding_rewrite_is_recorded_in_the_manifest_not_in_the_name(tmp_path):
+    from quantization.base import quantizer_class
+    from utils.artifacts import load_artifact
+    from utils.config import RunConfig
+    from utils.models import SAME_PADDING_CONVS
+    from utils.packages import has_module
+
+    assert load_model(ModelConfig(arch="resnet20")).graph_rewrites == []  # nothing to rewrite: nothing recorded
+    if not has_module("efficientnet_lite_pytorch"):
+        pytest.skip("needs efficientnet-lite-pytorch (requirements/extras.txt)")
+    model = load_model(ModelConfig(arch="efficientnet_lite0"), 10)
+    assert model.graph_rewrites == [SAME_PADDING_CONVS] and model.transforms == []
+    cfg = RunConfig()
+    cfg.models_dir = str(tmp_path)
+    fp32 = quantizer_class("torch_fx")(cfg).export_fp32(model)
+    assert load_artifact(fp32.path).manifest["graph_rewrites"] == [SAME_PADDING_CONVS]
+    assert fp32.path.name == f"efficientnet_lite0-{model.weights_path.stem if model.weights_path else 'random'}_fp32.pt"

@@ -111,7 +111,7 @@ def test_bias_correction_reduces_the_mean_output_shift_on_held_out_batches():
 
     before = relative_shift(model)
     corrected = copy.deepcopy(model)
-    correct_bias(corrected, prepared.calibration.batches(), PER_TENSOR_7BIT)
+    correct_bias(corrected, prepared.calibration.batches(32), PER_TENSOR_7BIT)
     after = relative_shift(corrected)
     improved = sum(after[n] < before[n] for n in layers)
     assert improved >= 0.8 * len(layers), f"only {improved}/{len(layers)} layers improved"
@@ -200,4 +200,4 @@ def test_each_toolchain_states_its_weight_grid(tmp_cfg):
 
 def test_apply_transforms_without_request_is_identity(tmp_cfg):
     prepared = prepare(tmp_cfg)
-    assert apply_transforms(prepared.model, tmp_cfg.transforms, prepared.calibration, WeightScheme()) is prepared.model
+    assert apply_transforms(prepared.model, tmp_cfg.transforms, prepared.calibration, WeightScheme(), 32) is prepared.model

@@ -210,7 +210,7 @@ def load_artifact(path: Path) -> Artifact:
     try:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise SuiteError(f"manifest {mpath} is not valid JSON: {exc}") from None
+        raise SuiteError(f"manifest {mpath} is not valid JSON: {exc}") from exc
     if manifest.get("kind") not in ARTIFACT_KINDS:
         raise SuiteError(f"manifest {mpath} names an unknown artifact kind {manifest.get('kind')!r}")
     if manifest.get("sha256") and sha256_file(path) != manifest["sha256"]:

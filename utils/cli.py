@@ -31,8 +31,8 @@ def csv_list(cast: Callable[[str], Any] = str) -> Callable[[str], list[Any]]:
     def parse(text: str) -> list[Any]:
         try:
             return [cast(part.strip()) for part in text.split(",") if part.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got '{text}'") from None
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got '{text}'") from exc
     return parse
 
 

@@ -146,15 +146,22 @@ class TuningConfig:
 
 
 @dataclass
-class TrainingConfig:
-    """resnet.train: SGD with momentum, weight decay and cosine decay, a checkpoint each epoch."""
+class SgdRecipe:
+    """The suite's one optimizer recipe (SGD with momentum and weight decay, cosine decay over all steps):
+    resnet.train, the demo model and QAT fine-tuning all train with it, so it is one set of fields."""
 
-    epochs: int = 30
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
     seed: int = 0
+
+
+@dataclass
+class TrainingConfig(SgdRecipe):
+    """resnet.train: the SGD recipe, plus how long, on what and how, with a checkpoint each epoch."""
+
+    epochs: int = 30
     limit: int | None = None  # train on the first N training images only (short runs, tests)
     augment: bool = True  # random shifts of up to 2 pixels
     resume: bool = True  # continue from the newest checkpoint of the same run
@@ -296,7 +303,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise SuiteError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            raise SuiteError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
         if not isinstance(data, dict):
             raise SuiteError(f"config file {path} must hold a mapping at top level")
         _merge(cfg, data, "")

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from utils.config import CalibrationConfig, DataConfig
-from utils.errors import SuiteError
+from utils.errors import SuiteError, missing_package
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class FileImageDataset(Dataset):
             with Image.open(path) as image:
                 tensor = self.transform(image.convert("RGB"))
         except (OSError, UnidentifiedImageError) as exc:
-            raise SuiteError(f"cannot read image {path}: {exc}") from None
+            raise SuiteError(f"cannot read image {path}: {exc}") from exc
         return tensor, self.labels[index]
 
 
@@ -158,7 +158,7 @@ def file_tensor(path: Path, pre: dict) -> torch.Tensor:
                 return resize_crop_transform(pre)(image).unsqueeze(0)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as exc:
-        raise SuiteError(f"{path}: not a readable image ({exc})") from None
+        raise SuiteError(f"{path}: not a readable image ({exc})") from exc
     x = torch.from_numpy(pixels)
     x = (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)).unsqueeze(0)
     x = torch.nn.functional.interpolate(x, size=(pre["size"], pre["size"]), mode="bilinear", align_corners=False,
@@ -173,8 +173,8 @@ def load_demo(cfg: DataConfig) -> DataSplits:
     """scikit-learn's digits: real labelled images that ship with the package (no download)."""
     try:
         from sklearn.datasets import load_digits
-    except ImportError:
-        raise SuiteError("the demo dataset needs scikit-learn (pip install -r requirements/base.txt)") from None
+    except ImportError as exc:
+        raise missing_package("the demo dataset", "scikit-learn") from exc
     digits = load_digits()
     size = cfg.image_size or 32
     images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
@@ -227,7 +227,7 @@ def _read_cifar_batches(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
         train = [unpickle(p) for p in train_files]
         test = unpickle(test_file)
     except (pickle.UnpicklingError, EOFError, OSError) as exc:
-        raise SuiteError(f"{root}: unreadable CIFAR-10 batch: {exc}") from None
+        raise SuiteError(f"{root}: unreadable CIFAR-10 batch: {exc}") from exc
     x_train = np.concatenate([b[b"data"] for b in train]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     y_train = np.concatenate([np.asarray(b[b"labels"]) for b in train])
     x_test = test[b"data"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
@@ -246,7 +246,7 @@ def _read_cifar_npz(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
             names = [str(c) for c in test["classes"]] if "classes" in test.files else [str(i) for i in range(10)]
             return train["x"], train["y"], test["x"], test["y"], names
     except (OSError, KeyError, ValueError) as exc:
-        raise SuiteError(f"{root}: unreadable CIFAR-10 npz: {exc}") from None
+        raise SuiteError(f"{root}: unreadable CIFAR-10 npz: {exc}") from exc
 
 
 def load_cifar10(cfg: DataConfig) -> DataSplits:
@@ -306,8 +306,8 @@ def list_image_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
             try:
                 name, label = line.split("\t")
                 labels.append(int(label))
-            except ValueError:
-                raise SuiteError(f"{labels_tsv}:{line_no}: expected 'file<TAB>class index'") from None
+            except ValueError as exc:
+                raise SuiteError(f"{labels_tsv}:{line_no}: expected 'file<TAB>class index'") from exc
             files.append(image_dir / name)
         missing = [f for f in files if not f.is_file()]
         if missing:
@@ -405,19 +405,24 @@ def load_splits(cfg: DataConfig, calibration: CalibrationConfig) -> DataSplits:
 
 @dataclass
 class CalibrationSet:
-    """The seeded calibration sample: the images plus the ids recorded in every manifest."""
+    """The seeded calibration sample: the images plus the ids recorded in every manifest.
+
+    It holds no batch size: each toolchain steps through it in its own config's ``calibration.batch_size``
+    (a sweep variant may change it), the one place that number is read."""
 
     dataset: Dataset
     ids: list[str]
-    batch_size: int
 
-    def batches(self) -> Iterator[torch.Tensor]:
-        for images, _ in DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False):
+    def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        for images, _ in DataLoader(self.dataset, batch_size=batch_size, shuffle=False):
             yield images
+
+    def batch_count(self, batch_size: int) -> int:
+        return -(-len(self.dataset) // batch_size)
 
     def as_array(self) -> np.ndarray:
         """All calibration images as one NCHW float32 array (what ONNX calibrators take)."""
-        return torch.cat(list(self.batches())).numpy().astype(np.float32)
+        return torch.stack([self.dataset[i][0] for i in range(len(self.dataset))]).numpy().astype(np.float32)
 
     def decoded(self) -> CalibrationSet:
         """The same sample with every image decoded once, up front.
@@ -433,7 +438,7 @@ class CalibrationSet:
                                                unit="img", disable=len(self.dataset) < 500)]
         images = torch.stack([image for image, _ in items])
         labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
-        return CalibrationSet(TensorDataset(images, labels), self.ids, self.batch_size)
+        return CalibrationSet(TensorDataset(images, labels), self.ids)
 
 
 def calibration_set(splits: DataSplits, calibration: CalibrationConfig) -> CalibrationSet:
@@ -449,7 +454,7 @@ def calibration_set(splits: DataSplits, calibration: CalibrationConfig) -> Calib
     else:
         indices = np.sort(np.random.default_rng(calibration.seed).choice(pool, calibration.size, replace=False))
     return CalibrationSet(SubsetDataset(splits.calibration_pool, indices.tolist()),
-                          [splits.calibration_pool_ids[i] for i in indices], calibration.batch_size)
+                          [splits.calibration_pool_ids[i] for i in indices])
 
 
 def evaluation_loader(splits: DataSplits, batch_size: int) -> DataLoader:

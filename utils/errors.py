@@ -16,8 +16,8 @@ class ToolchainUnavailable(SuiteError):
     """A toolchain or runtime cannot run on this machine (package or device missing)."""
 
 
-def missing_package(toolchain: str, package: str, requirements: str = "requirements/base.txt") -> ToolchainUnavailable:
-    """The one message for an optional package that is not installed."""
-    return ToolchainUnavailable(
-        f"toolchain {toolchain} needs package {package} (pip install -r {requirements})"
-    )
+def missing_package(who: str, package: str, requirements: str = "requirements/base.txt") -> ToolchainUnavailable:
+    """The one message for an optional package that is not installed, naming the requirements file that
+    installs it, so a user never has to guess the pip line. ``who`` names what needs it ("toolchain ort",
+    "runtime openvino", "MiniLM"); ``str()`` of the result is the line a ``unavailable_reason()`` returns."""
+    return ToolchainUnavailable(f"{who} needs package {package} (pip install -r {requirements})")

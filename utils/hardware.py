@@ -56,13 +56,21 @@ def has_int8_dot_product() -> bool:
     return isa["avx512_vnni"] or isa["avx_vnni"] or isa["amx_int8"]
 
 
-def cuda_summary() -> dict[str, Any]:
+def has_cuda_gpu() -> bool:
+    """Whether a CUDA device is usable here: the one answer to "is there a GPU" (onnxruntime-gpu lists its
+    CUDA providers even on a machine without one, so package presence says nothing)."""
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a base requirement
+        return False
+    return torch.cuda.is_available()
+
+
+def cuda_summary() -> dict[str, Any]:
+    if not has_cuda_gpu():
         return {"available": False}
-    if not torch.cuda.is_available():
-        return {"available": False}
+    import torch
+
     props = torch.cuda.get_device_properties(0)
     return {
         "available": True,
@@ -85,15 +93,11 @@ def hardware_summary() -> dict[str, Any]:
 
 def tensorrt_unavailable_reason() -> str | None:
     """One line saying why TensorRT cannot run here, or None (the TensorRT quantizer and runner both ask)."""
+    from utils.errors import missing_package
     from utils.packages import has_module
 
-    try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return "no CUDA device"
-    except ImportError:  # pragma: no cover
-        return "torch is not installed"
+    if not has_cuda_gpu():
+        return "no CUDA device"
     if not has_module("tensorrt"):
-        return "tensorrt not installed (pip install -r requirements/tensorrt.txt on a GPU host)"
+        return str(missing_package("TensorRT", "tensorrt", "requirements/tensorrt.txt on a GPU host"))
     return None

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from utils.cifar_resnet import CIFAR_DEPTHS, CIFAR_STEM_RESNETS, cifar_resnet, cifar_stem_resnet
+from resnet.architectures.cifar_resnet import CIFAR_DEPTHS, CIFAR_STEM_RESNETS, cifar_resnet, cifar_stem_resnet
 from utils.config import ModelConfig
-from utils.errors import SuiteError
+from utils.errors import SuiteError, missing_package
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,24 @@ EFFICIENTNET_LITE = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "effi
                      "efficientnet_lite3": 280, "efficientnet_lite4": 300}
 
 
-@dataclass
+#: graph rewrites load_model applies (they keep the function exactly): each is recorded in every manifest
+SAME_PADDING_CONVS = "same_padding_convs"  # TF-style SAME convs -> plain nn.Conv2d (plain_same_padding_convs)
+
+
+@dataclass(frozen=True)
 class LoadedModel:
+    """The FP32 model with every fact the artifacts record about it, complete when built (frozen: a pass
+    that changes the model returns a new one, so the loaded model itself is never modified)."""
+
     module: nn.Module
     arch: str
     num_classes: int
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, int, int]  # the data's (C, H, W): what the artifacts are built for
     weights_path: Path | None
     transforms: list[str] = field(default_factory=list)  # passes applied since loading (cle, bias_correction)
+    # rewrites at load that keep the function (same_padding_convs): in the manifest, not in the file name,
+    # because an artifact name must say what changes results and these change none
+    graph_rewrites: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)  # the dataset's, recorded for deployment
     preprocess: dict = field(default_factory=dict)  # image file -> input (utils.data.file_tensor)
 
@@ -68,9 +78,9 @@ def build_architecture(arch: str, num_classes: int) -> nn.Module:
     if arch in EFFICIENTNET_LITE:
         try:
             from efficientnet_lite_pytorch import EfficientNet
-        except ImportError:
-            raise SuiteError(f"architecture {arch} needs package efficientnet-lite-pytorch "
-                             "(pip install -r requirements/extras.txt)") from None
+        except ImportError as exc:
+            raise missing_package(f"architecture {arch}", "efficientnet-lite-pytorch",
+                                  "requirements/extras.txt") from exc
         return EfficientNet.from_name(arch.replace("_", "-"), num_classes=num_classes)
     if arch not in torchvision_classifiers():
         raise SuiteError(f"unknown architecture '{arch}': use resnet20/32/44/56, resnet18_cifar, demo, "
@@ -118,7 +128,7 @@ def read_state_dict(path: Path, allow_unsafe_load: bool = False) -> dict[str, to
         raise SuiteError(f"{path}: refused by weights_only loading ({why[:160]}); pass "
                          "--allow-unsafe-load only if you trust this file") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise SuiteError(f"{path}: not a readable PyTorch weights file ({str(exc).splitlines()[0][:160]})") from None
+        raise SuiteError(f"{path}: not a readable PyTorch weights file ({str(exc).splitlines()[0][:160]})") from exc
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -212,12 +222,15 @@ def plain_same_padding_convs(module: nn.Module) -> int:
     return replaced
 
 
-def load_model(cfg: ModelConfig, num_classes: int | None = None) -> LoadedModel:
-    """The FP32 model in eval mode. ``num_classes`` is the dataset's, used when the config has none."""
+def load_model(cfg: ModelConfig, num_classes: int | None = None, *, input_shape: tuple[int, int, int] | None = None,
+               class_names: list[str] | None = None, preprocess: dict | None = None) -> LoadedModel:
+    """The FP32 model in eval mode. ``num_classes``, ``input_shape``, ``class_names`` and ``preprocess`` are
+    the dataset's (quantization.workflow.prepare passes them): the number of classes is used when the config
+    has none, the input shape defaults to the architecture's."""
     arch = cfg.arch
     weights = Path(cfg.weights).expanduser() if cfg.weights else None
     if arch == "demo" and weights is None:
-        from utils.demo_model import demo_weights
+        from resnet.training.demo_model import demo_weights
 
         weights = demo_weights()
     if arch in EFFICIENTNET_LITE and weights is None:
@@ -229,6 +242,7 @@ def load_model(cfg: ModelConfig, num_classes: int | None = None) -> LoadedModel:
         load_weights(module, state, arch, weights)
     else:
         log.warning("no --weights for %s: random initialisation (good for speed only, not accuracy)", arch)
-    plain_same_padding_convs(module)
+    rewrites = [SAME_PADDING_CONVS] if plain_same_padding_convs(module) else []
     module.eval()
-    return LoadedModel(module, arch, n_classes, default_input_shape(arch), weights)
+    return LoadedModel(module, arch, n_classes, tuple(input_shape or default_input_shape(arch)), weights,
+                       graph_rewrites=rewrites, class_names=list(class_names or []), preprocess=dict(preprocess or {}))

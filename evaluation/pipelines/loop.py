@@ -7,8 +7,9 @@ with the FP32 artifact on the same runtime only, so a comparison is fair by cons
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -22,6 +23,66 @@ from utils.errors import SuiteError
 from utils.metrics import agreement, classification_metrics
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K", bound=Hashable)
+B = TypeVar("B")
+
+
+def open_runner(artifact: Artifact, runtime: str, threads: int | None = None) -> Runner:
+    """The one way a runner is made: refused in one line where the runtime cannot run the artifact here."""
+    cls = runner_class(runtime)
+    if not cls.supports(artifact):
+        raise SuiteError(f"runtime {runtime} does not run {artifact.kind} artifacts (it runs {', '.join(cls.kinds)})")
+    reason = cls.unavailable_reason()
+    if reason:
+        raise SuiteError(f"runtime {runtime} cannot run here: {reason}")
+    return cls(artifact, threads)
+
+
+def open_runners(pairs: Mapping[K, tuple[Artifact, str]], threads: int | None = None) -> dict[K, Runner]:
+    """A runner per named (artifact, runtime) pair."""
+    return {key: open_runner(artifact, runtime, threads) for key, (artifact, runtime) in pairs.items()}
+
+
+def collect_logits(calls: Mapping[K, Callable[[B], np.ndarray]], batches: Iterable[B], *,
+                   desc: str | None = None) -> dict[K, np.ndarray]:
+    """Every call on every batch, batch by batch, outputs concatenated in batch order.
+
+    One loop for every accuracy pass (the report's, the tuning trials', the benches', MiniLM's embeddings):
+    the calls see each batch in turn, so the data is decoded once for all of them. A call is anything that
+    maps a batch to an array: ``runner.predict`` for images, an encoder for token batches. No ``desc``: no
+    progress bar (tuning runs many short passes)."""
+    outputs: dict[K, list[np.ndarray]] = {key: [] for key in calls}
+    for batch in tqdm(batches, desc=desc, unit="batch", disable=desc is None):
+        for key, call in calls.items():
+            outputs[key].append(call(batch))
+    return {key: np.concatenate(parts) for key, parts in outputs.items()}
+
+
+class ImageBatches:
+    """A loader's images as float32 NCHW arrays, batch by batch; the labels of the last pass are kept."""
+
+    def __init__(self, loader: Iterable[Any]):
+        self.loader = loader
+        self._labels: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self._labels = []
+        for images, target in self.loader:
+            self._labels.append(target.numpy())
+            yield images.numpy().astype(np.float32, copy=False)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.concatenate(self._labels)
+
+
+def evaluation_batches(splits: DataSplits, batch_size: int) -> ImageBatches:
+    """The evaluation split as the accuracy passes feed it (labels kept for the metrics)."""
+    return ImageBatches(evaluation_loader(splits, batch_size))
 
 
 @dataclass
@@ -49,16 +110,23 @@ class Skipped:
     reason: str
 
 
+def check_disjoint(artifact: Artifact, splits: DataSplits, allow_overlap: bool = False) -> None:
+    """Refuse to evaluate an artifact on images it was calibrated on (unless the user forces it)."""
+    calibrated = set(artifact.manifest.get("calibration_sample_ids") or [])
+    overlap = calibrated & set(splits.evaluation_ids)
+    if overlap:
+        message = f"{artifact.path.name} was calibrated on {len(overlap)} of the evaluation images (e.g. {sorted(overlap)[0]})"
+        if not allow_overlap:
+            raise SuiteError(f"{message}: never calibrate on what you evaluate (--allow-overlap to force)")
+        log.warning("%s: accuracy figures will be optimistic (--allow-overlap)", message)
+
+
 def plan_pairs(artifacts: list[Artifact], runtimes: list[str] | None) -> tuple[dict[str, list[Artifact]], list[Skipped]]:
     """Group artifacts by the runtimes that can run them here; list what cannot run and why."""
-    requested = runtimes or list(RUNTIMES)
-    for name in requested:
-        if name not in RUNTIMES:
-            raise SuiteError(f"unknown runtime '{name}' (known: {', '.join(RUNTIMES)})")
+    classes = {name: runner_class(name) for name in runtimes or RUNTIMES}  # an unknown name: one line, first
     groups: dict[str, list[Artifact]] = {}
     skipped: list[Skipped] = []
-    for name in requested:
-        cls = runner_class(name)
+    for name, cls in classes.items():
         fits = [a for a in artifacts if cls.supports(a)]
         if not fits:
             continue
@@ -74,11 +142,10 @@ def plan_pairs(artifacts: list[Artifact], runtimes: list[str] | None) -> tuple[d
 
 
 def _load_runners(runtime: str, artifacts: list[Artifact], threads: int | None) -> tuple[list[Runner], dict[str, int]]:
-    cls = runner_class(runtime)
     runners, memory = [], {}
     for artifact in artifacts:
         with PeakRSS() as peak:
-            runner = cls(artifact, threads)
+            runner = open_runner(artifact, runtime, threads)
             runner.predict(np.zeros((1, *artifact.manifest.get("input_shape", [3, 32, 32])), np.float32))
         runners.append(runner)
         memory[str(artifact.path)] = peak.increase_bytes
@@ -89,15 +156,9 @@ def evaluate_runtime(runtime: str, artifacts: list[Artifact], splits: DataSplits
     """Accuracy (one pass over the evaluation set) and interleaved latency for one runtime."""
     runners, memory = _load_runners(runtime, artifacts, cfg.benchmark.threads)
     key = lambda r: str(r.artifact.path)  # noqa: E731 - paths are unique, display names need not be
-    logits: dict[str, list[np.ndarray]] = {key(r): [] for r in runners}
-    labels: list[np.ndarray] = []
-    loader = evaluation_loader(splits, cfg.data.batch_size)
-    for images, target in tqdm(loader, desc=f"accuracy on {runtime}", unit="batch"):
-        batch = images.numpy().astype(np.float32, copy=False)
-        labels.append(target.numpy())
-        for runner in runners:
-            logits[key(runner)].append(runner.predict(batch))
-    y = np.concatenate(labels)
+    batches = evaluation_batches(splits, cfg.data.batch_size)
+    logits = collect_logits({key(r): r.predict for r in runners}, batches, desc=f"accuracy on {runtime}")
+    y = batches.labels
     latency: dict[str, dict[int, dict[str, Any]]] = {key(r): {} for r in runners}
     for batch_size in cfg.benchmark.batch_sizes:
         batch = sample_batch(splits, batch_size).numpy()
@@ -108,7 +169,7 @@ def evaluate_runtime(runtime: str, artifacts: list[Artifact], splits: DataSplits
             latency[name][batch_size] = stat.summary()
     results = []
     for runner in runners:
-        out = np.concatenate(logits[key(runner)])
+        out = logits[key(runner)]
         results.append(PairResult(
             artifact=runner.artifact, runtime=runtime, device=runner.device,
             metrics=classification_metrics(out, y, splits.num_classes),

@@ -12,7 +12,8 @@ import numpy as np
 from evaluation.pipelines.base import Runner
 from utils.artifacts import Artifact
 from utils.errors import SuiteError
-from utils.packages import has_module
+from utils.hardware import has_cuda_gpu
+from utils.packages import has_module, missing_reason
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,7 @@ def choose_providers() -> list[str]:
 
     available = set(ort.get_available_providers())
     providers: list[str] = []
-    try:
-        import torch
-
-        gpu = torch.cuda.is_available()
-    except ImportError:  # pragma: no cover - torch is a base requirement
-        gpu = False
+    gpu = has_cuda_gpu()
     if gpu and "TensorrtExecutionProvider" in available and has_module("tensorrt"):
         providers.append("TensorrtExecutionProvider")
     if gpu and "CUDAExecutionProvider" in available:
@@ -49,7 +45,7 @@ def make_session(path: str, threads: int | None, providers: list[str] | None = N
     try:
         return ort.InferenceSession(path, sess_options=options, providers=providers or choose_providers())
     except Exception as exc:  # ORT raises its own exception types for invalid models
-        raise SuiteError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+        raise SuiteError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from exc
 
 
 class OnnxRuntimeRunner(Runner):
@@ -65,9 +61,7 @@ class OnnxRuntimeRunner(Runner):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        if not has_module("onnxruntime"):
-            return "onnxruntime is not installed (pip install -r requirements/base.txt)"
-        return None
+        return missing_reason(f"runtime {cls.runtime}", {"onnxruntime": "onnxruntime-gpu"})
 
     @property
     def device(self) -> str:

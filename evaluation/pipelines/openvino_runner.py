@@ -10,7 +10,7 @@ import numpy as np
 from evaluation.pipelines.base import Runner
 from utils.artifacts import Artifact
 from utils.errors import SuiteError
-from utils.packages import has_module
+from utils.packages import missing_reason
 
 
 class OpenVINORunner(Runner):
@@ -32,15 +32,13 @@ class OpenVINORunner(Runner):
                 model.reshape({model.inputs[0].get_any_name(): ov.PartialShape(shape)})
             self.compiled = core.compile_model(model, "CPU", config)
         except RuntimeError as exc:
-            raise SuiteError(f"{artifact.path}: OpenVINO cannot compile it ({str(exc).splitlines()[0][:200]})") from None
+            raise SuiteError(f"{artifact.path}: OpenVINO cannot compile it ({str(exc).splitlines()[0][:200]})") from exc
         self.request = self.compiled.create_infer_request()
         self._device = core.get_property("CPU", "FULL_DEVICE_NAME")
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        if not has_module("openvino"):
-            return "openvino is not installed (pip install -r requirements/base.txt)"
-        return None
+        return missing_reason("runtime openvino", {"openvino": "openvino"})
 
     @property
     def device(self) -> str:

@@ -39,7 +39,7 @@ class TorchRunner(Runner):
         try:
             self.module = torch.jit.load(str(artifact.path), map_location="cpu").eval()
         except RuntimeError as exc:
-            raise SuiteError(f"{artifact.path}: not a loadable TorchScript file ({str(exc).splitlines()[0]})") from None
+            raise SuiteError(f"{artifact.path}: not a loadable TorchScript file ({str(exc).splitlines()[0]})") from exc
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

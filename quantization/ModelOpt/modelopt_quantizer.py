@@ -19,24 +19,17 @@ from quantization.onnx_quantizer import OnnxQuantizer, calibration_step
 from quantization.onnx_weights import SEVEN_BIT_LIMIT, fold_weight_quantizers
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.errors import SuiteError
-from utils.packages import has_module
+from utils.hardware import has_cuda_gpu
+from utils.packages import has_module, missing_reason
 
 log = logging.getLogger(__name__)
 
 
 def default_calibration_eps() -> list[str]:
     """Execution providers ModelOpt may calibrate on, from what this machine really has."""
-    eps = ["cpu"]
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            eps = ["cuda:0", "cpu"]
-            if has_module("tensorrt"):
-                eps.insert(0, "trt")
-    except ImportError:  # pragma: no cover
-        pass
-    return eps
+    if not has_cuda_gpu():
+        return ["cpu"]
+    return ["trt", "cuda:0", "cpu"] if has_module("tensorrt") else ["cuda:0", "cpu"]
 
 
 def _quantize_in_child(kwargs: dict[str, Any]) -> None:
@@ -88,10 +81,8 @@ class ModelOptQuantizer(OnnxQuantizer):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime-gpu"), ("modelopt", "nvidia-modelopt[onnx]")):
-            if not has_module(module):
-                return f"toolchain modelopt needs package {package} (pip install -r requirements/base.txt)"
-        return None
+        return missing_reason("toolchain modelopt", {"onnx": "onnx", "onnxruntime": "onnxruntime-gpu",
+                                                     "modelopt": "nvidia-modelopt[onnx]"})
 
     def calibration_eps(self) -> list[str]:
         return list(self.options.calibration_eps or default_calibration_eps())

@@ -14,7 +14,7 @@ import numpy as np
 
 from quantization.onnx_quantizer import OnnxQuantizer, calibration_step
 from quantization.transforms.weight_scheme import WeightScheme
-from utils.packages import has_module
+from utils.packages import missing_reason
 
 #: ort.calibration_method -> onnxruntime's CalibrationMethod (the config's choices are these keys)
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -53,10 +53,7 @@ class OrtQuantizer(OnnxQuantizer):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        for module, package in (("onnx", "onnx"), ("onnxruntime", "onnxruntime-gpu")):
-            if not has_module(module):
-                return f"toolchain ort needs package {package} (pip install -r requirements/base.txt)"
-        return None
+        return missing_reason("toolchain ort", {"onnx": "onnx", "onnxruntime": "onnxruntime-gpu"})
 
     def method(self) -> str:
         return self.options.calibration_method  # minmax | entropy | percentile, checked when the config was built

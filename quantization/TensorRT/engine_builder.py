@@ -26,13 +26,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EngineSpec:
+    """One engine build; the batch profile and workspace come from ``TensorRTConfig`` (their one default)."""
+
     onnx_path: Path
     input_name: str
     input_shape: tuple[int, int, int]  # C, H, W
+    opt_batch: int
+    max_batch: int
+    workspace_gib: float
     min_batch: int = 1
-    opt_batch: int = 16
-    max_batch: int = 64
-    workspace_gib: float = 4.0
 
 
 def tensorrt_major() -> int:

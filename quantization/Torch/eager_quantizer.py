@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch.ao.quantization import convert, prepare
 
+from quantization.Torch.calibration import calibrate
 from quantization.Torch.eager_models import quantizable_twin
 from quantization.Torch.qconfig import build_qconfig
-from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer, calibrate
+from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
@@ -24,5 +25,5 @@ class EagerQuantizer(TorchScriptQuantizer):
         twin.fuse_model()
         twin.qconfig = build_qconfig(self.cfg.torch, self.target)
         prepare(twin, inplace=True)
-        calibrate(twin, calibration, "calibrating (eager)")
+        calibrate(twin, calibration, self.cfg.calibration.batch_size, "calibrating (eager)")
         return convert(twin), calibration.ids

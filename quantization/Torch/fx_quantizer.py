@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from quantization.Torch.calibration import calibrate
 from quantization.Torch.depthwise_fast_path import subsample_strided_depthwise
 from quantization.Torch.qconfig import build_qconfig_mapping, depthwise_convs, depthwise_weight_bits, weight_range
-from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer, calibrate
+from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
@@ -114,12 +115,12 @@ class FxQuantizer(TorchScriptQuantizer):
             prepared = prepare_fx(module, mapping, example_inputs=(self.example(model),))
         except Exception as exc:  # symbolic tracing fails on data-dependent control flow
             raise SuiteError(f"FX cannot trace {model.arch}: {str(exc).splitlines()[0]} "
-                             "(try --mode pt2e or --mode dynamic)") from None
+                             "(try --mode pt2e or --mode dynamic)") from exc
         clamp = self.cfg.torch.clamp_observers
         if clamp not in ("clamped", "shared"):
             raise SuiteError(f"--clamp-observers must be clamped or shared (got {clamp})")
         tightened = observe_clamped_ranges(prepared) if clamp == "clamped" else 0
         if tightened:
             log.info("FX: %d conv outputs followed by ReLU6/clamp take the clamped range", tightened)
-        calibrate(prepared, calibration, "calibrating (FX)")
+        calibrate(prepared, calibration, self.cfg.calibration.batch_size, "calibrating (FX)")
         return convert_fx(prepared), calibration.ids

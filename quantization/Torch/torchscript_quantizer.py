@@ -97,13 +97,3 @@ class TorchScriptQuantizer(Quantizer):
                                  name=f"{model.arch} {self.tag()}", toolchain=self.toolchain, precision="int8",
                                  settings=self.settings(), source_weights=model.weights_path,
                                  calibration_ids=ids, extra={**self.model_facts(model), "quantize_seconds": round(elapsed, 2)})
-
-
-def calibrate(module: torch.nn.Module, calibration: CalibrationSet, desc: str) -> None:
-    """Run the calibration sample through a prepared module (observers record the ranges)."""
-    from tqdm import tqdm
-
-    with torch.inference_mode():
-        for images in tqdm(calibration.batches(), desc=desc, unit="batch",
-                           total=-(-len(calibration.dataset) // calibration.batch_size)):
-            module(images)

@@ -20,7 +20,7 @@ def requested(cfg: TransformConfig) -> bool:
 
 
 def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: CalibrationSet,
-                     scheme: WeightScheme) -> LoadedModel:
+                     scheme: WeightScheme, batch_size: int) -> LoadedModel:
     """A transformed copy of ``model`` (the input is left untouched); the same model if none is asked."""
     if not requested(cfg):
         return model
@@ -33,7 +33,7 @@ def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: Cali
         equalize_chains(module, relu6=cfg.cle_relu6)
         applied.append("cle_relu6_to_relu" if cfg.cle_relu6 == "relu" else "cle")
     if cfg.bias_correction:
-        correct_bias(module, calibration.batches(), scheme)
+        correct_bias(module, calibration.batches(batch_size), scheme)
         applied.append("bias_correction")
     return dataclasses.replace(model, module=module, transforms=[*model.transforms, *applied])
 

@@ -26,7 +26,7 @@ def trace_layers(model: nn.Module) -> fx.GraphModule:
     try:
         graph = _LayerTracer().trace(model)
     except Exception as exc:
-        raise SuiteError(f"the transforms cannot trace {type(model).__name__}: {str(exc).splitlines()[0]}") from None
+        raise SuiteError(f"the transforms cannot trace {type(model).__name__}: {str(exc).splitlines()[0]}") from exc
     return fx.GraphModule(model, graph)
 
 

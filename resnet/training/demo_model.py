@@ -16,7 +16,7 @@ from utils.artifacts import (
     manifest_path_for,
     write_json_atomic,
 )
-from utils.config import DataConfig, resolve_path
+from utils.config import DataConfig, SgdRecipe, resolve_path
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,9 @@ def demo_weights_path(models_dir: str | Path = "models") -> Path:
 
 def train_demo_model(path: Path, epochs: int = DEMO_EPOCHS, seed: int = DEMO_SEED) -> Path:
     """Train ResNet-20 on the demo training split with the suite's one recipe and save it atomically."""
-    from utils.cifar_resnet import cifar_resnet
+    from resnet.architectures.cifar_resnet import cifar_resnet
+    from resnet.training.loop import evaluate_top1, train_classifier
     from utils.data import load_demo
-    from utils.training import SgdRecipe, evaluate_top1, train_classifier
 
     torch.manual_seed(seed)
     splits = load_demo(DataConfig())

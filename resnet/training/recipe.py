@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
+from resnet.training.loop import evaluate_top1, train_classifier
 from utils.artifacts import atomic_path, build_manifest, manifest_path_for, write_json_atomic
 from utils.config import RunConfig, resolve_path
 from utils.data import SubsetDataset, load_splits
 from utils.errors import SuiteError
 from utils.models import build_architecture, load_weights, read_state_dict
-from utils.training import SgdRecipe, evaluate_top1, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,10 @@ def train_from_config(cfg: RunConfig) -> Path:
     if cfg.model.weights:  # fine-tune from given weights
         path = Path(cfg.model.weights)
         load_weights(model, read_state_dict(path, cfg.model.allow_unsafe_load), cfg.model.arch, path)
-    recipe = SgdRecipe(lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay, batch_size=t.batch_size,
-                       seed=t.seed)
     folder = run_dir(cfg)
     log.info("training %s on %d %s images for %d epochs (checkpoints in %s)", cfg.model.arch, len(train),
              splits.name, t.epochs, folder)
-    history = train_classifier(model, train, recipe, t.epochs, checkpoint_dir=folder, resume=t.resume,
+    history = train_classifier(model, train, t, t.epochs, checkpoint_dir=folder, resume=t.resume,
                                augment=t.augment)
     evaluation = splits.evaluation
     if cfg.data.limit:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -17,18 +17,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from utils.artifacts import atomic_path
+from utils.config import SgdRecipe
 from utils.errors import SuiteError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class SgdRecipe:
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    batch_size: int = 128
-    seed: int = 0
+def recipe_settings(recipe: SgdRecipe) -> dict:
+    """Only the SGD fields: a checkpoint's signature must not change with fields that do not alter the
+    schedule (a TrainingConfig also carries limit, resume, ...)."""
+    return {f.name: getattr(recipe, f.name) for f in fields(SgdRecipe)}
 
 
 def optimizer_and_schedule(model: nn.Module, recipe: SgdRecipe, total_steps: int):
@@ -96,7 +94,7 @@ def train_classifier(model: nn.Module, train: Dataset, recipe: SgdRecipe, epochs
     optimizer, scheduler = optimizer_and_schedule(model, recipe, epochs * steps_per_epoch)
     history: list[dict] = []
     start = 0
-    signature = {**asdict(recipe), "epochs": epochs, "train_size": len(train), "augment": augment}
+    signature = {**recipe_settings(recipe), "epochs": epochs, "train_size": len(train), "augment": augment}
     latest = checkpoint_dir / "last.ckpt" if checkpoint_dir else None
     if resume and latest is not None and latest.is_file():
         state = torch.load(latest, map_location="cpu", weights_only=True)  # our own checkpoint: tensors only

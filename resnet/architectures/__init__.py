@@ -1,0 +1,1 @@
+"""Model definitions the torchvision zoo lacks; utils/models.py is the registry that builds them by name."""
