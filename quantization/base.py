@@ -142,6 +142,7 @@ class Quantizer(ABC):
         return {"arch": model.arch, "num_classes": model.num_classes, "input_shape": list(model.input_shape),
                 "transforms": list(model.transforms), "class_names": list(model.class_names),
                 "preprocess": dict(model.preprocess), "target": self.target.name,
+                "calibration": dict(model.calibration),  # kept by build_manifest for calibrated artifacts only
                 "target_requested": self.cfg.target, "recommended_runtime": self.runtimes[0] if self.runtimes else None}
 
     def artifact_stem(self, model: LoadedModel, tag: str) -> str:

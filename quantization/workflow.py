@@ -12,7 +12,7 @@ from quantization.base import Quantizer, quantizer_class
 from quantization.transforms import apply_transforms, requested
 from utils.artifacts import Artifact
 from utils.config import RunConfig
-from utils.data import CalibrationSet, DataSplits, calibration_set, load_splits
+from utils.data import CalibrationSet, DataSplits, calibration_set, check_disjoint_content, dataset_digests, load_splits
 from utils.errors import SuiteError, ToolchainUnavailable
 from utils.models import LoadedModel, load_model
 
@@ -48,7 +48,9 @@ def prepare(cfg: RunConfig) -> Prepared:
                          f"'{splits.name}' has {splits.num_classes} (set --num-classes)")
     model.input_shape = splits.input_shape  # the data decides the spatial size the artifacts are built for
     model.class_names, model.preprocess = list(splits.class_names), dict(splits.preprocess)
-    return Prepared(splits, model, calibration_set(splits, cfg.calibration).decoded())
+    calibration = check_disjoint_content(calibration_set(splits, cfg.calibration), splits, cfg.data.allow_overlap)
+    model.calibration = calibration.facts()  # into every calibrated artifact's manifest (utils.artifacts)
+    return Prepared(splits, model, calibration.decoded())
 
 
 def make_quantizer(name: str, cfg: RunConfig) -> Quantizer:
@@ -74,9 +76,14 @@ def run_toolchain(name: str, cfg: RunConfig, prepared: Prepared) -> list[Artifac
 
 
 def check_disjoint(artifact: Artifact, splits: DataSplits, allow_overlap: bool = False) -> None:
-    """Refuse to evaluate an artifact on images it was calibrated on (unless the user forces it)."""
+    """Refuse to evaluate an artifact on images it was calibrated on (unless the user forces it): by id,
+    and by content digest where its manifest has them (a renamed copy has another id, the same bytes)."""
     calibrated = set(artifact.manifest.get("calibration_sample_ids") or [])
     overlap = calibrated & set(splits.evaluation_ids)
+    digests = set((artifact.manifest.get("calibration") or {}).get("digests") or [])
+    if digests and not overlap:
+        overlap = {i for i, d in zip(splits.evaluation_ids, dataset_digests(splits.evaluation), strict=True)
+                   if d in digests}
     if overlap:
         message = f"{artifact.path.name} was calibrated on {len(overlap)} of the evaluation images (e.g. {sorted(overlap)[0]})"
         if not allow_overlap:

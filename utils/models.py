@@ -40,6 +40,7 @@ class LoadedModel:
     transforms: list[str] = field(default_factory=list)  # passes applied since loading (cle, bias_correction)
     class_names: list[str] = field(default_factory=list)  # the dataset's, recorded for deployment
     preprocess: dict = field(default_factory=dict)  # image file -> input (utils.data.file_tensor)
+    calibration: dict = field(default_factory=dict)  # the run's calibration sample (CalibrationSet.facts)
 
 
 def torchvision_classifiers() -> list[str]:
