@@ -114,7 +114,7 @@ def staged_folder(final: Path) -> Iterator[Path]:
     final = Path(final)
     with disk_errors(final):
         final.parent.mkdir(parents=True, exist_ok=True)
-        with _name_lock(final):
+        with _name_lock(final, folder=True):
             staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
             try:
                 yield staging
@@ -151,24 +151,30 @@ def stale_temporaries(final: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def _name_lock(final: Path) -> Iterator[None]:
+def _name_lock(final: Path, *, folder: bool = False) -> Iterator[None]:
     """Hold ``final``'s name lock for a whole write: writers of one name take turns, so two runs never
-    leave run A's file beside run B's manifest, and the holder may remove what killed writers left."""
+    leave run A's file beside run B's manifest, and the holder may remove what killed writers left.
+
+    A file's lock is ``.NAME.lock`` beside it; a staged folder (a results run, a calib-images output)
+    locks its parent folder itself, so no lock file is left beside a user's folder."""
     import fcntl
 
-    with open(final.with_name(f".{final.name}.lock"), "a") as handle:
+    if folder:
+        fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        fd = os.open(final.with_name(f".{final.name}.lock"), os.O_RDONLY | os.O_CREAT, 0o666 & ~_umask())
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             log.info("waiting for another run that is writing %s", final)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            for stale in stale_temporaries(final):  # the lock proves their writer is gone
-                log.info("removing %s, left by an interrupted run", stale)
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        for stale in stale_temporaries(final):  # the lock proves their writer is gone
+            log.info("removing %s, left by an interrupted run", stale)
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_bytes(path: Path, data: bytes | memoryview) -> None:
