@@ -162,7 +162,7 @@ def _name_lock(final: Path, *, folder: bool = False) -> Iterator[None]:
     if folder:
         fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
     else:
-        fd = os.open(final.with_name(f".{final.name}.lock"), os.O_RDONLY | os.O_CREAT, 0o666 & ~_umask())
+        fd = os.open(final.with_name(f".{final.name}.lock"), os.O_RDONLY | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
