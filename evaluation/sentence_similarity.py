@@ -18,6 +18,7 @@ import torch
 
 from evaluation.pipelines.loop import collect_logits
 from utils.benchmark import interleaved_latency
+from utils.errors import SuiteError
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,8 @@ def reference_sentences(count: int) -> list[str]:
     pieces = re.split(r"(?<=[.!?])\s+", text)
     prose = [p for p in pieces if 8 <= len(p.split()) <= 40 and p[0].isupper() and not any(c in p for c in "*=>{}[]`|\\")]
     prose = list(dict.fromkeys(prose))
-    if count > len(prose):
-        raise ValueError(f"only {len(prose)} sentences available, {count} asked")
+    if not 1 <= count <= len(prose):
+        raise SuiteError(f"--sentences must be between 1 and the {len(prose)} sentences available (got {count})")
     step = len(prose) / count
     return [prose[int(i * step)] for i in range(count)]
 

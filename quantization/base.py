@@ -154,6 +154,7 @@ class Quantizer(ABC):
                 "transforms": list(model.transforms), "graph_rewrites": list(model.graph_rewrites),
                 "class_names": list(model.class_names),
                 "preprocess": dict(model.preprocess), "target": self.target.name,
+                "calibration": dict(model.calibration),  # kept by build_manifest for calibrated artifacts only
                 "target_requested": self.cfg.target, "recommended_runtime": self.runtimes[0] if self.runtimes else None}
 
     def artifact_stem(self, model: LoadedModel, tag: str) -> str:

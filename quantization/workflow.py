@@ -6,13 +6,13 @@ same seeded sample and writes the same artifacts.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from quantization.base import Quantizer, quantizer_class
 from quantization.transforms import apply_transforms, requested
 from utils.artifacts import Artifact
 from utils.config import RunConfig
-from utils.data import CalibrationSet, DataSplits, calibration_set, load_splits
+from utils.data import CalibrationSet, DataSplits, calibration_set, check_disjoint_content, load_splits
 from utils.errors import SuiteError, ToolchainUnavailable
 from utils.models import LoadedModel, load_model
 
@@ -49,7 +49,9 @@ def prepare(cfg: RunConfig) -> Prepared:
     if model.num_classes < splits.num_classes:
         raise SuiteError(f"model {model.arch} has {model.num_classes} classes but dataset "
                          f"'{splits.name}' has {splits.num_classes} (set --num-classes)")
-    return Prepared(splits, model, calibration_set(splits, cfg.calibration).decoded())
+    calibration = check_disjoint_content(calibration_set(splits, cfg.calibration), splits, cfg.data.allow_overlap)
+    model = replace(model, calibration=calibration.facts())  # into every calibrated artifact's manifest
+    return Prepared(splits, model, calibration.decoded())
 
 
 def make_quantizer(name: str, cfg: RunConfig) -> Quantizer:

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,9 +15,9 @@ import numpy as np
 from tqdm import tqdm
 
 from utils import cli
-from utils.artifacts import write_json_atomic
+from utils.artifacts import staged_folder, write_json_atomic
 from utils.config import DataConfig
-from utils.data import list_image_folder
+from utils.data import file_digests, list_image_folder
 from utils.errors import SuiteError
 
 log = logging.getLogger(__name__)
@@ -70,8 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SuiteError(f"--num-images {args.num_images} must be between 1 and the {len(files)} images of {source}")
     picked = balanced_pick(labels, args.num_images, args.seed)
     if args.eval_dir:
-        eval_stems = {p.stem for p in list_image_folder(Path(args.eval_dir))[0]}
-        overlap = sorted(files[i].name for i in picked if files[i].stem in eval_stems)
+        eval_dir = Path(args.eval_dir)
+        if not eval_dir.is_dir():
+            raise SuiteError(f"--eval-dir {eval_dir}: folder not found")
+        eval_files = list_image_folder(eval_dir)[0]
+        eval_stems, eval_digests = {p.stem for p in eval_files}, set(file_digests(eval_files))
+        picked_files = [files[i] for i in picked]  # by name, and by content (a renamed copy is the same image)
+        overlap = sorted(f.name for f, digest in zip(picked_files, file_digests(picked_files), strict=True)
+                         if f.stem in eval_stems or digest in eval_digests)
         if overlap and not args.allow_overlap:
             raise SuiteError(f"{len(overlap)} picked images are also evaluation images (e.g. {overlap[0]}): "
                              "never calibrate on what you evaluate (--allow-overlap to force)")
@@ -85,24 +88,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.output_dir)
     if out.exists() and any(out.iterdir()):
         raise SuiteError(f"--output-dir {out} exists and is not empty (pick a new folder)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}.", dir=out.parent))
-    try:  # the whole folder appears at once, or not at all
+    with staged_folder(out) as staging:  # the whole folder appears at once, or not at all
         for i in tqdm(picked, desc="writing calibration images", unit="img"):
             folder = staging / f"{labels[i]:04d}"
             folder.mkdir(exist_ok=True)
             try:
                 with Image.open(files[i]) as image:
-                    geometric(image.convert("RGB")).save(folder / (files[i].stem + ".png"), format="PNG")
+                    picture = geometric(image.convert("RGB"))
             except OSError as exc:
                 raise SuiteError(f"cannot read image {files[i]}: {exc}") from exc
+            picture.save(folder / (files[i].stem + ".png"), format="PNG")  # a full disk: staged_folder's one line
         write_json_atomic(staging / "calibration_manifest.json", {
             "source": str(source), "seed": args.seed, "num_images": len(picked),
             "classes": len({labels[i] for i in picked}), "files": [files[i].name for i in picked]})
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     print(f"{len(picked)} calibration images from {len({labels[i] for i in picked})} classes in {out}")
     return 0

@@ -11,10 +11,11 @@ import json
 import sys
 from collections.abc import Sequence
 
-from evaluation.sentence_similarity import report_markdown, run_minilm
+from evaluation.sentence_similarity import reference_sentences, report_markdown, run_minilm
 from utils import cli
-from utils.artifacts import write_json_atomic, write_text_atomic
+from utils.artifacts import check_writable, write_json_atomic, write_text_atomic
 from utils.config import resolve_path
+from utils.errors import SuiteError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 def minilm(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
+    reference_sentences(args.sentences)  # a bad count is one line before any model is loaded
+    if args.rounds < 0 or (args.threads is not None and args.threads < 1):
+        raise SuiteError("--rounds must be 0 or more and --threads 1 or more")
+    check_writable(resolve_path(args.models_dir), "--models-dir")
+    check_writable(resolve_path(args.results_dir), "--results-dir")
     report = run_minilm(args.sentences, args.rounds, resolve_path(args.models_dir), args.threads)
     out = resolve_path(args.results_dir)
     write_json_atomic(out / "report.json", report)

@@ -15,7 +15,8 @@ def test_failed_writer_leaves_nothing(tmp_path: Path):
 
     with pytest.raises(RuntimeError):
         write_artifact(final, broken, {"name": "x"}, toolchain="t", kind="onnx", precision="int8")
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".m.onnx.lock"]  # the name's empty lock file only
+    assert (tmp_path / ".m.onnx.lock").stat().st_size == 0
 
 
 def test_manifest_beside_artifact_round_trips(tmp_path: Path):

@@ -57,7 +57,7 @@ def test_unreadable_dataset_images(tmp_path: Path, models_dir: Path):
     folder = tmp_path / "data" / "n0"
     folder.mkdir(parents=True)
     for i in range(20):
-        (folder / f"{i}.jpg").write_bytes(b"not an image")
+        (folder / f"{i}.jpg").write_bytes(f"not an image {i}".encode())  # distinct: equal bytes are an overlap
     result = _ptq(models_dir, "--dataset", "imagenet", "--data-root", str(tmp_path / "data"), "--arch", "resnet18",
                   "--image-size", "32")
     _assert_clean_failure(result, models_dir, "cannot read image")

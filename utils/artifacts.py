@@ -5,20 +5,35 @@ produced it (toolchain, settings, calibration sample ids, source weights sha256,
 capabilities, package versions) so that any report can say exactly what it measured. Every file
 is written to a temporary name and renamed, so an interrupted or failed run never leaves a
 half-written artifact behind.
+
+Every write of a name holds that name's lock (``.NAME.lock``) from its first byte to its rename, so
+whoever holds it knows no live writer of the name exists: the ``.tmp-NAME.*`` files a killed run left
+are removed then. Bytes reach the disk through Python (:func:`write_bytes`, :func:`write_saved`), never
+through a C++ writer that aborts the interpreter when the disk is full; a full disk, a quota, a read-only
+or forbidden folder becomes one :class:`SuiteError` line, with the temporaries removed.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
+import io
 import json
+import logging
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from utils.errors import SuiteError
+
+log = logging.getLogger(__name__)
 
 ARTIFACT_KINDS = ("torchscript", "exported_program", "onnx", "onnx_qdq", "openvino_ir", "trt_plan")
 MANIFEST_SUFFIX = ".manifest.json"
@@ -26,6 +41,12 @@ TRACKED_PACKAGES = (
     "torch", "torchvision", "torchao", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu",
     "nvidia-modelopt", "openvino", "tensorrt",
 )
+#: write failures that are the user's disk or folder, not a bug: one line, no traceback
+DISK_ERRNOS = {errno.ENOSPC: "no space left on the device (free some space and run again)",
+               errno.EDQUOT: "disk quota exceeded (free some space and run again)",
+               errno.EROFS: "read-only file system (pick a writable folder)",
+               errno.EACCES: "permission denied (pick a writable folder)",
+               errno.EPERM: "operation not permitted (an immutable or protected folder; pick a writable one)"}
 
 
 @dataclass
@@ -55,26 +76,127 @@ def manifest_path_for(path: Path) -> Path:
 
 
 @contextlib.contextmanager
+def disk_errors(final: Path) -> Iterator[None]:
+    """Turn a full disk, a quota, a read-only or forbidden folder while writing ``final`` into one line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        elsewhere = exc.filename and Path(exc.filename).parent != Path(final).parent  # e.g. a full /tmp
+        raise SuiteError(f"cannot write {final}: {DISK_ERRNOS[exc.errno]}"
+                         + (f" at {exc.filename}" if elsewhere else "")) from exc
+
+
+@contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it into place only if the block succeeds."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _temp_beside(final, final.suffix)
-    try:
-        yield tmp_path
-        if tmp_path.exists():  # mkstemp makes 0600 files; an artifact gets the mode any new file gets here
-            os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, final)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with disk_errors(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with _name_lock(final):
+            tmp_path = _temp_beside(final, final.suffix)
+            try:
+                yield tmp_path
+                if tmp_path.exists():  # mkstemp makes 0600 files; an artifact gets the mode any new file gets here
+                    os.chmod(tmp_path, 0o666 & ~_umask())
+                os.replace(tmp_path, final)
+            finally:
+                tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_folder(final: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``final``; it becomes ``final`` only if the block succeeds.
+
+    A run killed half-way leaves a ``.tmp-NAME.*`` folder (recognisably incomplete, removed by the next
+    run of that name), never a ``final`` that looks whole. An existing ``final`` is replaced."""
+    final = Path(final)
+    with disk_errors(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with _name_lock(final, folder=True):
+            staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
+            try:
+                yield staging
+                for lock in staging.rglob(".*.lock"):  # nobody else knows this folder: its writers' locks go
+                    lock.unlink()
+                os.chmod(staging, 0o777 & ~_umask())
+                if final.exists():
+                    old = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
+                    os.replace(final, old / final.name)
+                    os.replace(staging, final)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.replace(staging, final)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
 
 
 def _temp_beside(final: Path, suffix: str) -> Path:
     """A new empty temporary file in ``final``'s folder (same file system: the rename is atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.stem}.", suffix=suffix, dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.name}.", suffix=suffix, dir=final.parent)
     os.close(fd)
     return Path(tmp)
+
+
+def stale_temporaries(final: Path) -> list[Path]:
+    """The ``.tmp-NAME.*`` files and folders of ``final``'s name: a writer's temporaries are exactly
+    ``.tmp-`` + the name + ``.`` + mkstemp's 8 random characters + one of its suffixes (so ``a.pth``'s
+    never match ``a.pth.manifest.json``'s or ``a.pt``'s)."""
+    suffixes = "|".join(re.escape(x) for x in {final.suffix, MANIFEST_SUFFIX, ""})
+    pattern = re.compile(rf"\.tmp-{re.escape(final.name)}\.[a-z0-9_]{{8}}(?:{suffixes})")
+    if not final.parent.is_dir():
+        return []
+    return sorted(p for p in final.parent.iterdir() if pattern.fullmatch(p.name))
+
+
+@contextlib.contextmanager
+def _name_lock(final: Path, *, folder: bool = False) -> Iterator[None]:
+    """Hold ``final``'s name lock for a whole write: writers of one name take turns, so two runs never
+    leave run A's file beside run B's manifest, and the holder may remove what killed writers left.
+
+    A file's lock is ``.NAME.lock`` beside it; a staged folder (a results run, a calib-images output)
+    locks its parent folder itself, so no lock file is left beside a user's folder."""
+    import fcntl
+
+    if folder:
+        fd = os.open(final.parent, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        fd = os.open(final.with_name(f".{final.name}.lock"), os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another run that is writing %s", final)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        for stale in stale_temporaries(final):  # the lock proves their writer is gone
+            log.info("removing %s, left by an interrupted run", stale)
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def write_bytes(path: Path, data: bytes | memoryview) -> None:
+    """Write ``data`` with plain OS writes, so a full disk is an ``OSError`` here (see :func:`disk_errors`)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)  # a delayed-allocation file system reports ENOSPC here, not at rename
+    finally:
+        os.close(fd)
+
+
+def write_saved(path: Path, save: Callable[[Any, BinaryIO], Any], obj: Any) -> None:
+    """``save(obj, file)`` (torch.save, torch.jit.save, torch.export.save) into memory, then to ``path``.
+
+    Handed a path, those savers write from C++: a full disk there aborts the whole interpreter (exit 134)
+    and leaves the temporary file. Into a BytesIO they cannot fail on I/O, and the one real write is ours."""
+    buffer = io.BytesIO()
+    save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
 
 
 def _umask() -> int:
@@ -85,9 +207,8 @@ def _umask() -> int:
 
 def check_writable(folder: Path, what: str) -> None:
     """Fail in one line, before any work, where ``folder`` cannot be created or written (a file in the way,
-    a read-only folder); nothing is created here."""
-    from utils.errors import SuiteError
-
+    a read-only mount, an immutable folder). Mode bits prove nothing for root, so a probe file is created
+    and removed in the nearest existing folder; nothing else is created here."""
     folder = Path(folder)
     probe = folder
     while not probe.exists():
@@ -96,13 +217,18 @@ def check_writable(folder: Path, what: str) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise SuiteError(f"{what} {folder}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise SuiteError(f"{what} {folder}: {probe} is not writable")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".mls-write-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        reason = DISK_ERRNOS.get(exc.errno, exc.strerror)
+        raise SuiteError(f"{what} {folder}: {probe} is not writable: {reason}") from exc
 
 
 def write_text_atomic(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        write_bytes(tmp, text.encode("utf-8"))
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -151,21 +277,15 @@ def build_manifest(*, name: str, toolchain: str, kind: str, precision: str, sett
     }
     if extra:
         manifest.update(extra)
+    facts = manifest.pop("calibration", None) or {}
+    if calibration_ids and facts.get("ids_sha256") == ids_sha256(calibration_ids):
+        manifest["calibration"] = facts  # seed, content digests, disjointness: only where they describe the ids
     return manifest
 
 
-@contextlib.contextmanager
-def _pair_lock(final: Path) -> Iterator[None]:
-    """Serialise the commit of one artifact name across processes (two runs writing the same name must
-    never leave run A's file beside run B's manifest)."""
-    import fcntl
-
-    with open(final.with_name(f".{final.name}.lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def ids_sha256(ids: list[str]) -> str:
+    """One hash of a calibration sample's ids, in order (two manifests calibrated on the same sample match)."""
+    return hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()
 
 
 def write_artifact(final: Path, writer: Callable[[Path], None], manifest: dict[str, Any], *,
@@ -173,32 +293,31 @@ def write_artifact(final: Path, writer: Callable[[Path], None], manifest: dict[s
     """Let ``writer`` fill a temp file beside ``final``; then commit the pair: artifact first, manifest last.
 
     The manifest (with the artifact's sha256) is the commit marker: readers refuse a file whose manifest
-    is missing or names another sha256. Both renames happen under a per-name lock, so concurrent runs
-    leave one consistent pair. A writer that raises leaves nothing behind.
+    is missing or names another sha256. The whole write holds the name's lock, so concurrent runs leave
+    one consistent pair. A writer that raises leaves nothing behind; a full disk is one line.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temps = [_temp_beside(final, suffix) for suffix in (final.suffix, MANIFEST_SUFFIX)]
-    tmp, manifest_tmp = temps
-    try:
-        writer(tmp)
-        manifest = dict(manifest, sha256=sha256_file(tmp), size_bytes=tmp.stat().st_size)
-        manifest_tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
-        for path in temps:  # mkstemp makes 0600 files; an artifact gets the mode any new file gets here
-            os.chmod(path, 0o666 & ~_umask())
-        with _pair_lock(final):
-            os.replace(tmp, final)
-            os.replace(manifest_tmp, manifest_path_for(final))
-    finally:
-        for path in temps:
-            path.unlink(missing_ok=True)
+    with disk_errors(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with _name_lock(final):
+            temps = [_temp_beside(final, suffix) for suffix in (final.suffix, MANIFEST_SUFFIX)]
+            tmp, manifest_tmp = temps
+            try:
+                writer(tmp)
+                manifest = dict(manifest, sha256=sha256_file(tmp), size_bytes=tmp.stat().st_size)
+                write_bytes(manifest_tmp, (json.dumps(manifest, indent=2, default=str) + "\n").encode("utf-8"))
+                for path in temps:  # mkstemp makes 0600 files; an artifact gets the mode any new file gets here
+                    os.chmod(path, 0o666 & ~_umask())
+                os.replace(tmp, final)
+                os.replace(manifest_tmp, manifest_path_for(final))
+            finally:
+                for path in temps:
+                    path.unlink(missing_ok=True)
     return Artifact(path=final, kind=kind, toolchain=toolchain, precision=precision, manifest=manifest)
 
 
 def load_artifact(path: Path) -> Artifact:
     """Read an artifact back from disk through its manifest."""
-    from utils.errors import SuiteError
-
     path = Path(path)
     if path.is_dir():
         raise SuiteError(f"{path} is a folder, not an artifact file")

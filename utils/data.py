@@ -15,6 +15,8 @@ Registry:
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import pickle
 from collections.abc import Callable, Iterator, Sequence
@@ -25,11 +27,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from utils.artifacts import ids_sha256
 from utils.config import CalibrationConfig, DataConfig
 from utils.errors import SuiteError, missing_package
 
 log = logging.getLogger(__name__)
 
+DIGEST_CHARS = 16  # 64 bits of sha256 per image: no accidental collision in any dataset this suite reads
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm"}
@@ -403,15 +407,57 @@ def load_splits(cfg: DataConfig, calibration: CalibrationConfig) -> DataSplits:
     return splits
 
 
+def file_digests(paths: Sequence[Path]) -> list[str]:
+    """A short sha256 of each file's bytes: a renamed copy of an image has the same digest."""
+    digests = []
+    for path in paths:
+        try:
+            digests.append(hashlib.sha256(Path(path).read_bytes()).hexdigest()[:DIGEST_CHARS])
+        except OSError as exc:
+            raise SuiteError(f"cannot read image {path}: {exc.strerror}") from exc
+    return digests
+
+
+def dataset_digests(dataset: Dataset) -> list[str]:
+    """The content digest of every image of ``dataset``, in order, without decoding a file: file bytes for
+    image folders, the stored array bytes for in-memory sets (CIFAR-10, the demo set)."""
+    if isinstance(dataset, SubsetDataset):
+        if isinstance(dataset.base, FileImageDataset):
+            return file_digests([dataset.base.files[i] for i in dataset.indices])
+        base = dataset_digests(dataset.base)
+        return [base[i] for i in dataset.indices]
+    if isinstance(dataset, FileImageDataset):
+        return file_digests(dataset.files)
+    if isinstance(dataset, TensorDataset):
+        images = dataset.images.contiguous().numpy()
+        return [hashlib.sha256(image.tobytes()).hexdigest()[:DIGEST_CHARS] for image in images]
+    raise SuiteError(f"{type(dataset).__name__}: no content digests for this kind of dataset")
+
+
 @dataclass
 class CalibrationSet:
     """The seeded calibration sample: the images plus the ids recorded in every manifest.
 
     It holds no batch size: each toolchain steps through it in its own config's ``calibration.batch_size``
-    (a sweep variant may change it), the one place that number is read."""
+    (a sweep variant may change it), the one place that number is read.
+
+    ``digests`` (content hashes, taken before decoding) and ``evaluation_overlap`` (how many of them are
+    also evaluation images; 0 unless --allow-overlap let them through) go into each artifact's manifest,
+    so a report says what the artifact was calibrated on, not what today's command line says."""
 
     dataset: Dataset
     ids: list[str]
+    seed: int | None = None
+    digests: list[str] = field(default_factory=list)
+    evaluation_overlap: int = 0
+    overlap_allowed: bool = False  # --allow-overlap was given: the report never calls this sample disjoint
+
+    def facts(self) -> dict:
+        """What a manifest records about this sample (utils.report reads it back)."""
+        return {"size": len(self.ids), "seed": self.seed, "ids_sha256": ids_sha256(self.ids),
+                "digests": list(self.digests), "evaluation_overlap": self.evaluation_overlap,
+                "overlap_allowed": self.overlap_allowed,
+                "disjoint_from_evaluation": self.evaluation_overlap == 0 and not self.overlap_allowed}
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         for images, _ in DataLoader(self.dataset, batch_size=batch_size, shuffle=False):
@@ -438,7 +484,7 @@ class CalibrationSet:
                                                unit="img", disable=len(self.dataset) < 500)]
         images = torch.stack([image for image, _ in items])
         labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
-        return CalibrationSet(TensorDataset(images, labels), self.ids)
+        return dataclasses.replace(self, dataset=TensorDataset(images, labels))
 
 
 def calibration_set(splits: DataSplits, calibration: CalibrationConfig) -> CalibrationSet:
@@ -454,7 +500,25 @@ def calibration_set(splits: DataSplits, calibration: CalibrationConfig) -> Calib
     else:
         indices = np.sort(np.random.default_rng(calibration.seed).choice(pool, calibration.size, replace=False))
     return CalibrationSet(SubsetDataset(splits.calibration_pool, indices.tolist()),
-                          [splits.calibration_pool_ids[i] for i in indices])
+                          [splits.calibration_pool_ids[i] for i in indices], seed=calibration.seed)
+
+
+def check_disjoint_content(calibration: CalibrationSet, splits: DataSplits, allow_overlap: bool) -> CalibrationSet:
+    """Refuse a calibration sample holding an evaluation image under any name (a renamed copy, a duplicate
+    across CIFAR files), compared by content digest; ``--allow-overlap`` lets it through, recorded.
+
+    Cheap: file bytes are hashed, never decoded (1,300 ImageNet JPEGs: well under a second)."""
+    digests = dataset_digests(calibration.dataset)
+    evaluation = dict(zip(dataset_digests(splits.evaluation), splits.evaluation_ids, strict=True))
+    shared = [(cid, evaluation[d]) for cid, d in zip(calibration.ids, digests, strict=True) if d in evaluation]
+    if shared:
+        message = (f"{len(shared)} calibration images have the content of evaluation images (e.g. {shared[0][0]} "
+                   f"= {shared[0][1]})")
+        if not allow_overlap:
+            raise SuiteError(f"{message}: never calibrate on what you evaluate (--allow-overlap to force)")
+        log.warning("%s: accuracy figures will be optimistic (--allow-overlap)", message)
+    return dataclasses.replace(calibration, digests=digests, evaluation_overlap=len(shared),
+                               overlap_allowed=allow_overlap)
 
 
 def evaluation_loader(splits: DataSplits, batch_size: int) -> DataLoader:

@@ -50,6 +50,7 @@ class LoadedModel:
     graph_rewrites: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)  # the dataset's, recorded for deployment
     preprocess: dict = field(default_factory=dict)  # image file -> input (utils.data.file_tensor)
+    calibration: dict = field(default_factory=dict)  # the run's calibration sample (CalibrationSet.facts)
 
 
 def torchvision_classifiers() -> list[str]:

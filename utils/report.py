@@ -54,6 +54,43 @@ def result_row(result: Any) -> dict[str, Any]:
     return row
 
 
+def _joined(values_by_artifact: dict[str, str]) -> str:
+    """One value if every artifact agrees, else each value with the artifacts it belongs to."""
+    groups: dict[str, list[str]] = {}
+    for name, value in values_by_artifact.items():
+        groups.setdefault(value, []).append(name)
+    if len(groups) <= 1:
+        return next(iter(groups), "-")
+    return "; ".join(f"{value} ({', '.join(names)})" for value, names in groups.items())
+
+
+def calibration_fact(manifest: dict[str, Any]) -> str:
+    """What an INT8 artifact was calibrated on, as its manifest records it (never today's command line)."""
+    facts = manifest.get("calibration") or {}
+    count = manifest.get("calibration_sample_count", 0)
+    if not facts:
+        return f"{count} samples (seed and disjointness not recorded in the manifest)"
+    overlap = ("calibration overlaps evaluation (--allow-overlap)" if facts.get("overlap_allowed")
+               or not facts.get("disjoint_from_evaluation") else "disjoint from evaluation (by id and content)")
+    return f"{facts['size']} images, seed {facts.get('seed')}, ids sha256 {facts['ids_sha256'][:12]}, {overlap}"
+
+
+def weights_fact(manifest: dict[str, Any]) -> str:
+    path, sha = manifest.get("source_weights"), manifest.get("source_weights_sha256")
+    return f"{path} (sha256 {sha[:12]})" if path and sha else "random initialisation"
+
+
+def provenance(artifacts: list[Any]) -> dict[str, str]:
+    """Weights, calibration, target and transforms of the measured artifacts, read from their manifests."""
+    int8 = [a for a in artifacts if a.precision == "int8"]
+    facts = {"weights": _joined({a.name: weights_fact(a.manifest) for a in artifacts})}
+    if int8:
+        facts["calibration"] = _joined({a.name: calibration_fact(a.manifest) for a in int8})
+        facts["target"] = _joined({a.name: str(a.manifest.get("target") or "not recorded") for a in int8})
+        facts["transforms"] = _joined({a.name: "+".join(a.manifest.get("transforms") or []) or "none" for a in int8})
+    return facts
+
+
 def warnings_for(rows: list[dict[str, Any]], max_drop_pp: float) -> list[str]:
     """Plain-language warnings: INT8 slower than FP32, or losing too much accuracy, on a runtime."""
     notes = []
@@ -225,4 +262,10 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> dict[str, Path]:
 
 
 def load_report(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A finished run's report; a file inside a ``.tmp-*`` staging folder belongs to an interrupted run."""
+    from utils.errors import SuiteError
+
+    path = Path(path)
+    if any(part.startswith(".tmp-") for part in path.parent.parts):
+        raise SuiteError(f"{path} is in an incomplete results folder (its run was interrupted); run it again")
+    return json.loads(path.read_text(encoding="utf-8"))

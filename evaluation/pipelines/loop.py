@@ -18,7 +18,7 @@ from evaluation.pipelines.base import RUNTIMES, Runner, runner_class
 from utils.artifacts import Artifact
 from utils.benchmark import PeakRSS, interleaved_latency
 from utils.config import RunConfig
-from utils.data import DataSplits, evaluation_loader, sample_batch
+from utils.data import DataSplits, dataset_digests, evaluation_loader, sample_batch
 from utils.errors import SuiteError
 from utils.metrics import agreement, classification_metrics
 
@@ -111,9 +111,14 @@ class Skipped:
 
 
 def check_disjoint(artifact: Artifact, splits: DataSplits, allow_overlap: bool = False) -> None:
-    """Refuse to evaluate an artifact on images it was calibrated on (unless the user forces it)."""
+    """Refuse to evaluate an artifact on images it was calibrated on (unless the user forces it): by id,
+    and by content digest where its manifest has them (a renamed copy has another id, the same bytes)."""
     calibrated = set(artifact.manifest.get("calibration_sample_ids") or [])
     overlap = calibrated & set(splits.evaluation_ids)
+    digests = set((artifact.manifest.get("calibration") or {}).get("digests") or [])
+    if digests and not overlap:
+        overlap = {i for i, d in zip(splits.evaluation_ids, dataset_digests(splits.evaluation), strict=True)
+                   if d in digests}
     if overlap:
         message = f"{artifact.path.name} was calibrated on {len(overlap)} of the evaluation images (e.g. {sorted(overlap)[0]})"
         if not allow_overlap:

@@ -9,12 +9,12 @@ from typing import Any
 from evaluation.pipelines.base import runner_class
 from evaluation.pipelines.loop import PairResult, evaluate_artifacts
 from evaluation.saturation_check import check_artifact
-from utils.artifacts import Artifact
+from utils.artifacts import Artifact, staged_folder
 from utils.config import RunConfig, resolve_path
 from utils.data import DataSplits
 from utils.hardware import hardware_summary
 from utils.plots import write_plots
-from utils.report import build_report, write_report
+from utils.report import build_report, provenance, write_report
 from utils.targets import TARGETS, resolve_target
 
 log = logging.getLogger(__name__)
@@ -70,17 +70,18 @@ def evaluate_and_report(title: str, artifacts: list[Artifact], splits: DataSplit
     """Evaluate every (artifact, runtime) pair, write report.json/.md, metrics.csv and plots."""
     results, runtime_skips = evaluate_artifacts(artifacts, splits, cfg)
     hw = hardware_summary()
+    facts = provenance(artifacts)  # what each artifact's manifest says it was made from, not this command line
     info = {
         "model": cfg.model.arch,
-        "weights": cfg.model.weights or ("demo model (trained on the demo set)" if cfg.model.arch == "demo" else "random"),
+        "weights": facts["weights"],
         "dataset": f"{splits.name} ({len(splits.evaluation)} evaluation images"
                    + (f", {splits.subset})" if splits.subset else ")"),
-        "calibration": f"{cfg.calibration.size} images, seed {cfg.calibration.seed}, disjoint from evaluation",
+        "calibration": facts.get("calibration", "none (no INT8 artifact)"),
+        "transforms": facts.get("transforms", "none"),
         "cpu": f"{hw['cpu']} ({hw['cpu_count']} cores); ISA: "
                + ", ".join(k for k, v in hw["isa"].items() if v) + f"; int8 dot product (VNNI/AMX): {hw['int8_dot_product']}"
                + f"; target class of this CPU: {resolve_target('auto').name} (every figure here was measured on it)",
-        "target": f"{cfg.target} -> {resolve_target(cfg.target).name} (what the INT8 artifacts were built for; "
-                  "TensorRT always builds for tensorrt)",
+        "target": f"{facts.get('target', '-')} (what the INT8 artifacts were built for, from their manifests)",
         "gpu": hw["cuda"].get("name", "none"),
         "latency method": f"{cfg.benchmark.warmup} warm-up calls, {cfg.benchmark.rounds} interleaved rounds, "
                           "p50 is the median; speedup = FP32 p50 / INT8 p50 on the same runtime",
@@ -90,7 +91,8 @@ def evaluate_and_report(title: str, artifacts: list[Artifact], splits: DataSplit
     report["int8_checks"], saturation_warnings = int8_checks(results)
     report["warnings"].extend(saturation_warnings)
     report["tuning"] = tuning or []
-    paths = write_report(out_dir, report)
-    write_plots(report, out_dir, splits.class_names)
-    log.info("report written to %s", paths["md"])
+    with staged_folder(out_dir) as staging:  # a run killed mid-plot leaves a .tmp-NAME.* folder, never out_dir
+        write_report(staging, report)
+        write_plots(report, staging, splits.class_names)
+    log.info("report written to %s", out_dir / "report.md")
     return report

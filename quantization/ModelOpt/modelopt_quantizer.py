@@ -18,6 +18,7 @@ import numpy as np
 from quantization.onnx_quantizer import OnnxQuantizer, calibration_step
 from quantization.onnx_weights import SEVEN_BIT_LIMIT, fold_weight_quantizers
 from quantization.transforms.weight_scheme import WeightScheme
+from utils.artifacts import write_bytes
 from utils.errors import SuiteError
 from utils.hardware import has_cuda_gpu
 from utils.packages import has_module, missing_reason
@@ -118,20 +119,21 @@ class ModelOptQuantizer(OnnxQuantizer):
         reason = self.unavailable_reason()
         if reason:
             raise SuiteError(reason)
-        private = Path(tempfile.mkdtemp(prefix="mls-modelopt-"))
-        try:  # ModelOpt rewrites the file it is handed (shape inference): give it a private copy
-            source = private / fp32.name
-            shutil.copyfile(fp32, source)
-            self._run_modelopt(source, feed, exclude, out)
-        finally:
-            shutil.rmtree(private, ignore_errors=True)
-        if not out.is_file() or out.stat().st_size == 0:
-            raise SuiteError(f"ModelOpt wrote no model for {fp32.name}")
         import onnx
 
-        model = onnx.load(str(out))
+        private = Path(tempfile.mkdtemp(prefix="mls-modelopt-"))
+        try:  # ModelOpt rewrites the file it is handed (shape inference): give it a private copy, and let it
+            source = private / fp32.name  # write its output there too (a killed child leaves nothing in models/)
+            shutil.copyfile(fp32, source)
+            written = private / out.name
+            self._run_modelopt(source, feed, exclude, written)
+            if not written.is_file() or written.stat().st_size == 0:
+                raise SuiteError(f"ModelOpt wrote no model for {fp32.name}")
+            model = onnx.load(str(written))
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
         fold_weight_quantizers(model, self.weight_bits())
-        onnx.save(model, str(out))
+        write_bytes(out, model.SerializeToString())
 
     def _run_modelopt(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
         m = self.options

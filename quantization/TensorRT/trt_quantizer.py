@@ -18,7 +18,7 @@ from typing import Any
 from quantization.base import Quantizer
 from quantization.ModelOpt.modelopt_quantizer import ModelOptQuantizer
 from quantization.TensorRT.qdq_check import QdqReport, require_valid_qdq
-from utils.artifacts import Artifact, build_manifest, write_artifact
+from utils.artifacts import Artifact, build_manifest, write_artifact, write_bytes
 from utils.config import RunConfig
 from utils.data import CalibrationSet
 from utils.errors import ToolchainUnavailable
@@ -101,7 +101,7 @@ class TensorRTQuantizer(Quantizer):
                    "compute_capability": cuda.get("compute_capability"),
                    "quantize_seconds": round(time.perf_counter() - start, 2)})
         final = self.output_dir() / f"{self.artifact_stem(model, tag)}.plan"
-        return write_artifact(final, lambda tmp: tmp.write_bytes(plan), manifest, toolchain=self.toolchain,
+        return write_artifact(final, lambda tmp: write_bytes(tmp, plan), manifest, toolchain=self.toolchain,
                               kind="trt_plan", precision=precision)
 
     def export_fp32(self, model: LoadedModel) -> Artifact:

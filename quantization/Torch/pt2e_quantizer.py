@@ -17,7 +17,7 @@ import torch
 from quantization.base import Quantizer
 from quantization.Torch.calibration import calibrate
 from quantization.transforms.weight_scheme import WeightScheme
-from utils.artifacts import Artifact, build_manifest, write_artifact
+from utils.artifacts import Artifact, build_manifest, write_artifact, write_saved
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
@@ -84,7 +84,7 @@ class PT2EQuantizer(Quantizer):
                                   else "torch", kind="exported_program", precision=precision, settings=settings,
                                   source_weights=model.weights_path, calibration_ids=calibration_ids,
                                   extra={**self.model_facts(model), **extra})
-        return write_artifact(final, lambda tmp: torch.export.save(program, str(tmp)), manifest,
+        return write_artifact(final, lambda tmp: write_saved(tmp, torch.export.save, program), manifest,
                               toolchain=manifest["toolchain"], kind="exported_program", precision=precision)
 
     def export_fp32(self, model: LoadedModel) -> Artifact:

@@ -19,7 +19,7 @@ from torch import nn
 
 from quantization.onnx_export import check_onnx_file
 from quantization.Torch.dynamic_quantizer import dynamic_int8, dynamic_layers
-from utils.artifacts import Artifact, atomic_path, build_manifest, write_artifact
+from utils.artifacts import Artifact, atomic_path, build_manifest, write_artifact, write_saved
 from utils.config import TorchQuantConfig
 from utils.errors import missing_package
 
@@ -89,7 +89,7 @@ def _manifest(name: str, toolchain: str, precision: str, settings: dict[str, Any
 def save_state_dict(module: nn.Module, final: Path) -> Path:
     """The PyTorch model's state_dict on disk (what its size is measured on), written atomically."""
     with atomic_path(final) as tmp:
-        torch.save(module.state_dict(), tmp)
+        write_saved(tmp, torch.save, module.state_dict())
     return final
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from utils.artifacts import Artifact, build_manifest, write_artifact
+from utils.artifacts import Artifact, build_manifest, write_artifact, write_saved
 
 
 def write_torchscript(module: torch.nn.Module, example: torch.Tensor, final: Path, *, name: str,
@@ -18,5 +18,5 @@ def write_torchscript(module: torch.nn.Module, example: torch.Tensor, final: Pat
     manifest = build_manifest(name=name, toolchain=toolchain, kind="torchscript", precision=precision,
                               settings=settings, source_weights=source_weights,
                               calibration_ids=calibration_ids, extra=extra)
-    return write_artifact(final, lambda tmp: torch.jit.save(traced, str(tmp)), manifest,
+    return write_artifact(final, lambda tmp: write_saved(tmp, torch.jit.save, traced), manifest,
                           toolchain=toolchain, kind="torchscript", precision=precision)

@@ -15,6 +15,7 @@ from utils.artifacts import (
     build_manifest,
     manifest_path_for,
     write_json_atomic,
+    write_saved,
 )
 from utils.config import DataConfig, SgdRecipe, resolve_path
 
@@ -42,7 +43,7 @@ def train_demo_model(path: Path, epochs: int = DEMO_EPOCHS, seed: int = DEMO_SEE
     accuracy = evaluate_top1(model, splits.evaluation)
     log.info("demo ResNet-20 trained: FP32 top-1 %.2f%% on the demo evaluation split", 100 * accuracy)
     with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
+        write_saved(tmp, torch.save, model.state_dict())
     write_json_atomic(manifest_path_for(path), build_manifest(
         name="demo-resnet20", toolchain="training", kind="state_dict", precision="fp32",
         settings={"epochs": epochs, "seed": seed, "optimizer": "SGD momentum, cosine decay per step",

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from utils.artifacts import atomic_path
+from utils.artifacts import atomic_path, write_saved
 from utils.config import SgdRecipe
 from utils.errors import SuiteError
 
@@ -97,9 +97,14 @@ def train_classifier(model: nn.Module, train: Dataset, recipe: SgdRecipe, epochs
     signature = {**recipe_settings(recipe), "epochs": epochs, "train_size": len(train), "augment": augment}
     latest = checkpoint_dir / "last.ckpt" if checkpoint_dir else None
     if resume and latest is not None and latest.is_file():
-        state = torch.load(latest, map_location="cpu", weights_only=True)  # our own checkpoint: tensors only
-        if state.get("signature") != signature:
-            raise SuiteError(f"checkpoint {latest} was made with other settings ({state.get('signature')}); "
+        try:  # our own checkpoint: tensors only
+            state = torch.load(latest, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... for a damaged file
+            raise SuiteError(f"checkpoint {latest} is unreadable ({type(exc).__name__}); delete it to start "
+                             "fresh, or train without resuming") from exc
+        if not isinstance(state, dict) or state.get("signature") != signature:
+            made = state.get("signature") if isinstance(state, dict) else "not a checkpoint of this suite"
+            raise SuiteError(f"checkpoint {latest} was made with other settings ({made}); "
                              "delete it or train without resuming")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -115,9 +120,10 @@ def train_classifier(model: nn.Module, train: Dataset, recipe: SgdRecipe, epochs
         history.append({"epoch": epoch + 1, "loss": round(loss, 5), "lr": scheduler.get_last_lr()[0]})
         if latest is not None:
             with atomic_path(latest) as tmp:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-                            "signature": signature, "rng": torch.get_rng_state()}, tmp)
+                write_saved(tmp, torch.save, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                              "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
+                                              "history": history, "signature": signature,
+                                              "rng": torch.get_rng_state()})
         log.info("epoch %d/%d: loss %.4f", epoch + 1, epochs, loss)
     model.eval()
     return history

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from resnet.training.loop import evaluate_top1, train_classifier
-from utils.artifacts import atomic_path, build_manifest, manifest_path_for, write_json_atomic
+from utils.artifacts import atomic_path, build_manifest, manifest_path_for, write_json_atomic, write_saved
 from utils.config import RunConfig, resolve_path
 from utils.data import SubsetDataset, load_splits
 from utils.errors import SuiteError
@@ -59,7 +59,7 @@ def train_from_config(cfg: RunConfig) -> Path:
     log.info("FP32 top-1 %.2f%% on %d evaluation images", 100 * top1, len(evaluation))
     final = folder / f"{cfg.model.arch}_{splits.name}.pth"
     with atomic_path(final) as tmp:
-        torch.save(model.state_dict(), tmp)
+        write_saved(tmp, torch.save, model.state_dict())
     write_json_atomic(manifest_path_for(final), build_manifest(
         name=final.stem, toolchain="training", kind="state_dict", precision="fp32",
         settings={**asdict(t), "optimizer": "SGD momentum, cosine decay per step", "train_images": len(train)},
