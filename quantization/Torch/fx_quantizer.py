@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.ao.quantization.observer import MovingAverageMinMaxObserver
 
 from quantization.Torch.depthwise_fast_path import subsample_strided_depthwise
 from quantization.Torch.qconfig import build_qconfig_mapping, depthwise_convs, depthwise_weight_bits, weight_range
@@ -59,18 +60,29 @@ def observe_clamped_ranges(prepared: fx.GraphModule) -> int:
         observer = modules.get(str(node.target)) if node.op == "call_module" else None
         if observer is None or "activation_post_process" not in str(node.target) or len(node.users) != 1:
             continue
-        bounds = _clamp_bounds(next(iter(node.users)), modules)
+        clamp = next(iter(node.users))
+        bounds = _clamp_bounds(clamp, modules)
         if bounds is None or getattr(observer, "_clamp_bounds", None):
             continue
         base = type(observer)
         low, high = bounds
+        # torch.ao hands the clamp's output the same observer instance: those values are the clamped
+        # ones it has just seen, so the second call of each pair is skipped (EfficientNet-Lite0: 40 %
+        # of all observed values; min/max and histogram ranges do not change, every count would only be
+        # doubled; a moving average would, so it keeps both calls)
+        shared = (any(user.op == "call_module" and user.target == node.target for user in clamp.users)
+                  and not isinstance(observer, MovingAverageMinMaxObserver))
 
-        def forward(self, x: torch.Tensor, _base=base, _low=low, _high=high) -> torch.Tensor:
+        def forward(self, x: torch.Tensor, _base=base, _low=low, _high=high, _shared=shared) -> torch.Tensor:
+            if self._seen_clamped:
+                self._seen_clamped = False
+                return x
             _base.forward(self, x.clamp(_low, _high))
+            self._seen_clamped = _shared
             return x
 
         observer.__class__ = type(f"Clamped{base.__name__}", (base,), {"forward": forward})
-        observer._clamp_bounds = bounds
+        observer._clamp_bounds, observer._seen_clamped = bounds, False
         tightened += 1
     return tightened
 
