@@ -410,14 +410,26 @@ class CalibrationSet:
     dataset: Dataset
     ids: list[str]
     batch_size: int
+    _array: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def batches(self) -> Iterator[torch.Tensor]:
+        """``batch_size`` images at a time (--calib-batch-size, independent of the evaluation batch size).
+
+        A decoded sample is sliced in place: no per-image indexing and collation."""
+        if isinstance(self.dataset, TensorDataset):
+            yield from self.dataset.images.split(self.batch_size)
+            return
         for images, _ in DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False):
             yield images
 
     def as_array(self) -> np.ndarray:
-        """All calibration images as one NCHW float32 array (what ONNX calibrators take)."""
-        return torch.cat(list(self.batches())).numpy().astype(np.float32)
+        """All calibration images as one NCHW float32 array (what ONNX calibrators take).
+
+        Built once per sample and shared by every ONNX toolchain and sweep variant of the run: the
+        calibrators only read it."""
+        if self._array is None:
+            self._array = torch.cat(list(self.batches())).numpy().astype(np.float32, copy=False)
+        return self._array
 
     def decoded(self) -> CalibrationSet:
         """The same sample with every image decoded once, up front.

@@ -19,6 +19,7 @@ from torch import fx, nn
 from torch.ao.quantization.observer import MovingAverageMinMaxObserver
 
 from quantization.Torch.depthwise_fast_path import subsample_strided_depthwise
+from quantization.Torch.histogram_observer import FastHistogramObserver
 from quantization.Torch.qconfig import build_qconfig_mapping, depthwise_convs, depthwise_weight_bits, weight_range
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer, calibrate
 from quantization.transforms.weight_scheme import WeightScheme
@@ -122,16 +123,23 @@ class FxQuantizer(TorchScriptQuantizer):
                 log.info("FX: %d stride-2 'SAME' depthwise convs run as stride 1 + subsample (FBGEMM's fast "
                          "depthwise kernel needs padding (K-1)/2)", rewritten)
         mapping = build_qconfig_mapping(self.cfg.torch, self.target, depthwise_convs(module))
-        try:
-            prepared = prepare_fx(module, mapping, example_inputs=(self.example(model),))
-        except Exception as exc:  # symbolic tracing fails on data-dependent control flow
-            raise SuiteError(f"FX cannot trace {model.arch}: {str(exc).splitlines()[0]} "
-                             "(try --mode pt2e or --mode dynamic)") from None
         clamp = self.cfg.torch.clamp_observers
         if clamp not in ("clamped", "shared"):
             raise SuiteError(f"--clamp-observers must be clamped or shared (got {clamp})")
-        tightened = observe_clamped_ranges(prepared) if clamp == "clamped" else 0
+        with self.timer.stage("prepare"):
+            try:
+                prepared = prepare_fx(module, mapping, example_inputs=(self.example(model),))
+            except Exception as exc:  # symbolic tracing fails on data-dependent control flow
+                raise SuiteError(f"FX cannot trace {model.arch}: {str(exc).splitlines()[0]} "
+                                 "(try --mode pt2e or --mode dynamic)") from None
+            tightened = observe_clamped_ranges(prepared) if clamp == "clamped" else 0
         if tightened:
             log.info("FX: %d conv outputs followed by ReLU6/clamp take the clamped range", tightened)
-        calibrate(prepared, calibration, "calibrating (FX)")
-        return convert_fx(prepared), calibration.ids
+        with self.timer.stage("calibrate"):
+            calibrate(prepared, calibration, "calibrating (FX)")
+        with self.timer.stage("statistics"):  # observers that keep their qparams: convert_fx reuses them
+            for observer in prepared.modules():
+                if isinstance(observer, FastHistogramObserver):
+                    observer.calculate_qparams()
+        with self.timer.stage("convert"):
+            return convert_fx(prepared), calibration.ids
