@@ -25,7 +25,8 @@ _SCRATCH: list[torch.Tensor] = []
 def _scratch() -> tuple[torch.Tensor, torch.Tensor]:
     """One float32 and one int32 buffer of CHUNK values, shared by every observer of the process."""
     if not _SCRATCH:
-        _SCRATCH.extend((torch.empty(CHUNK), torch.empty(CHUNK, dtype=torch.int32)))
+        with torch.inference_mode(False):  # normal tensors: writable inside and outside inference mode
+            _SCRATCH.extend((torch.empty(CHUNK), torch.empty(CHUNK, dtype=torch.int32)))
     return _SCRATCH[0], _SCRATCH[1]
 
 
