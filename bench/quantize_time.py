@@ -115,11 +115,13 @@ def _in_child(fn, *args) -> dict:
 def table(results: list[tuple[str, str, dict]]) -> str:
     stages = [s for s in STAGES if any(s in r["stages"] for _, _, r in results)]
     stages += sorted({s for _, _, r in results for s in r["stages"]} - set(stages))
-    lines = ["| model | toolchain | quantize s | " + " | ".join(stages) + " | peak RSS MiB |",
-             "|---|---|---|" + "---|" * len(stages) + "---|"]
+    lines = ["| model | toolchain | quantize s | FP32 ONNX export s (once per run) | " + " | ".join(stages)
+             + " | peak RSS MiB |", "|---|---|---|---|" + "---|" * len(stages) + "---|"]
     for arch, label, r in results:
         cells = [f"{r['stages'][s]:.2f}" if s in r["stages"] else "-" for s in stages]
-        lines.append(f"| {arch} | {label} | {r['wall']:.1f} | " + " | ".join(cells) + f" | {r['peak_rss_mib']:.0f} |")
+        export = f"{r['fp32_export']:.2f}" if r["fp32_export"] else "-"
+        lines.append(f"| {arch} | {label} | {r['wall']:.1f} | {export} | " + " | ".join(cells)
+                     + f" | {r['peak_rss_mib']:.0f} |")
     return "\n".join(lines)
 
 

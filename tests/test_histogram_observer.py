@@ -116,3 +116,13 @@ def test_resnet20_fx_ranges_and_predictions_match_torchao(tmp_path):
     fast_fp32, ref_fp32 = float((fast_p == fp32_p).float().mean()), float((ref_p == fp32_p).float().mean())
     print(f"INT8 fast vs torch.ao: {agree:.4f}; vs FP32: fast {fast_fp32:.4f}, torch.ao {ref_fp32:.4f}")
     assert len(fast_p) == 2000 and agree >= 0.98 and fast_fp32 >= ref_fp32 - 0.005
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_range_search_is_torchao_step_for_step(seed):
+    observer = FastHistogramObserver(dtype=torch.quint8)
+    _qparams(observer, _heavy_tailed(seed).split(50_000))
+    observer.fold_histogram()
+    mine = observer._non_linear_param_search()
+    reference = HistogramObserver._non_linear_param_search(observer)  # torch.ao's, on the same histogram
+    assert torch.equal(mine[0], reference[0]) and torch.equal(mine[1], reference[1])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch.ao.quantization.observer import HistogramObserver
 
@@ -127,6 +128,37 @@ class FastHistogramObserver(HistogramObserver):
         self.histogram.detach_().resize_(folded.shape)
         self.histogram.copy_(folded)
 
+    def _non_linear_param_search(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """torch.ao's search, step for step, and its own error function; only its bin scans, which index
+        a tensor element by element (most of its ~90 ms per observer), are bisections on a list."""
+        import bisect
+
+        if self.histogram.size()[0] != self.bins:
+            raise AssertionError("bins mismatch")
+        total = torch.sum(self.histogram).item()
+        csum = torch.cumsum(self.histogram, dim=0).tolist()  # torch's own sums: the same bins as torch.ao
+        stepsize, alpha, beta = 1e-5, 0.0, 1.0
+        start_bin, end_bin, norm_min = 0, self.bins - 1, float("inf")
+        while alpha < beta:
+            next_alpha, next_beta = alpha + stepsize, beta - stepsize
+            low = float(np.float32(next_alpha * total))
+            high = float(np.float32(next_beta * total))
+            left = min(max(start_bin, bisect.bisect_left(csum, low)), end_bin)
+            right = max(min(end_bin, bisect.bisect_right(csum, high) - 1), start_bin)
+            next_start_bin, next_end_bin = start_bin, end_bin
+            if (left - start_bin) > (end_bin - right):
+                next_start_bin, alpha = left, next_alpha
+            else:
+                next_end_bin, beta = right, next_beta
+            if next_start_bin == start_bin and next_end_bin == end_bin:
+                continue
+            norm = self._compute_quantization_error(next_start_bin, next_end_bin)
+            if norm > norm_min:
+                break
+            norm_min, start_bin, end_bin = norm, next_start_bin, next_end_bin
+        width = (self.max_val - self.min_val) / self.bins
+        return self.min_val + width * start_bin, self.min_val + width * (end_bin + 1)
+
     def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         if self._qparams is not None and self._qparams[0] == self._batches:
             return self._qparams[1]
@@ -135,3 +167,4 @@ class FastHistogramObserver(HistogramObserver):
         qparams = super().calculate_qparams()
         self._qparams = (self._batches, qparams)
         return qparams
+
