@@ -2,9 +2,9 @@
 
 Models: ResNet-50 (random weights: speed only) and EfficientNet-Lite0 (real weights), both calibrated
 on real images of ../shared/assets/imagenet-val-1300 (a seeded sample). Each toolchain quantizes in
-its own spawned child process, so its peak RSS (``ru_maxrss``) is its own and a toolchain that
-patches libraries (ModelOpt) cannot affect the next. Stages come from the artifact manifest
-(``quantize_seconds_by_stage``, utils/stages.py); the ONNX libraries calibrate, compute statistics
+its own spawned child process, so its peak RSS (VmHWM, utils.benchmark.peak_rss_bytes) is its own
+and a toolchain that patches libraries (ModelOpt) cannot affect the next. Stages come from the
+artifact manifest (``quantize_seconds_by_stage``, utils/stages.py); the ONNX libraries calibrate, compute statistics
 and insert Q/DQ inside one call, so theirs is one "quantize" stage. The FP32 ONNX export is timed
 once per model (the "export" stage of the ONNX rows is then the reuse check). NNCF: OpenVINO model
 read (conversion) and ``nncf.quantize`` (its defaults, fast bias correction on).
@@ -52,9 +52,9 @@ def config_for(arch: str, images: int, models_dir: str) -> RunConfig:
 
 
 def _peak_rss_mib() -> float:
-    import resource
+    from utils.benchmark import peak_rss_bytes
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_bytes() / 2**20
 
 
 def _quantize_child(arch: str, images: int, models_dir: str, row: str) -> dict:
