@@ -6,6 +6,7 @@ ONNX toolchain so their INT8 artifacts share one FP32 reference.
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 
 import torch
@@ -24,6 +25,11 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+
+# module -> {(file, opset, input shape): Artifact}: the exports of this process. Random-weights models
+# have no weights file to match an earlier export against, so without it every ONNX toolchain and
+# sweep variant of one run exported the same module again.
+_EXPORTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def require_onnx(toolchain: str) -> None:
@@ -47,6 +53,22 @@ def export_onnx(module: torch.nn.Module, input_shape: tuple[int, ...], final: Pa
     require_onnx("onnx export")
     if opset < 17:
         raise SuiteError(f"--opset must be 17 or newer (got {opset})")
+    key = (str(final), opset, tuple(input_shape))
+    done = _EXPORTED.get(module, {}).get(key)
+    if done is not None and final.is_file():
+        try:
+            log.info("reusing FP32 ONNX %s (exported earlier in this run)", final)
+            return load_artifact(final)  # checks the file against its manifest's sha256
+        except SuiteError as exc:
+            log.warning("FP32 ONNX of this run changed on disk (%s): exporting it again", exc)
+    artifact = _export_or_reuse(module, input_shape, final, name=name, opset=opset,
+                                source_weights=source_weights, extra=extra)
+    _EXPORTED.setdefault(module, {})[key] = artifact
+    return artifact
+
+
+def _export_or_reuse(module: torch.nn.Module, input_shape: tuple[int, ...], final: Path, *, name: str, opset: int,
+                     source_weights: Path | None, extra: dict) -> Artifact:
     weights_sha = sha256_file(source_weights)
     if final.is_file():
         try:

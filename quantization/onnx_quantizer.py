@@ -22,6 +22,7 @@ from utils.config import RunConfig
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
+from utils.stages import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +163,17 @@ class OnnxQuantizer(Quantizer):
         return feed
 
     def quantize(self, model: LoadedModel, calibration: CalibrationSet) -> Artifact:
-        fp32 = self.source_onnx(model)
-        feed = self.calibration_feed(fp32.path, calibration)
+        """Stages in the manifest: export (the FP32 ONNX, reused when cached), feed (the calibration
+        arrays), quantize (the library call: its calibration, statistics and Q/DQ insertion happen
+        inside it), save (the ONNX check)."""
+        timer = StageTimer(self.toolchain)
+        start = time.perf_counter()
+        with timer.stage("export"):
+            fp32 = self.source_onnx(model)
+        with timer.stage("feed"):
+            feed = self.calibration_feed(fp32.path, calibration)
         m = self.options
         exclude = resolve_exclusions(fp32.path, m.exclude_nodes, m.exclude_op_types, self.section)
-        start = time.perf_counter()
         tag = self.tag() + float_suffix(self.float_layers)
         final = self.output_dir() / f"{self.artifact_stem(model, tag)}.onnx"
         settings = {**self.settings(), "nodes_excluded": exclude}
@@ -174,9 +181,12 @@ class OnnxQuantizer(Quantizer):
                                                                      range(len(next(iter(feed.values()))))]
 
         def write(tmp: Path) -> None:
-            self._quantize_file(fp32.path, feed, exclude, tmp)
-            check_onnx_file(tmp)
+            with timer.stage("quantize"):
+                self._quantize_file(fp32.path, feed, exclude, tmp)
+            with timer.stage("save"):
+                check_onnx_file(tmp)
             manifest["quantize_seconds"] = round(time.perf_counter() - start, 2)
+            manifest["quantize_seconds_by_stage"] = dict(timer.seconds)
 
         manifest = build_manifest(name=f"{model.arch} {tag}", toolchain=self.toolchain, kind="onnx_qdq",
                                   precision="int8", settings=settings, source_weights=model.weights_path,

@@ -127,13 +127,13 @@ def test_ort_granularity_activation_type_and_method(base_cfg, prepared):
 
 
 def test_ort_histogram_calibrators_take_a_sample_that_is_not_a_multiple_of_the_batch(base_cfg):
-    from quantization.ORT.ort_quantizer import _FeedReader
+    from quantization.ORT.ort_strided_calibration import StridedFeedReader
 
     cfg = copy.deepcopy(base_cfg)
     cfg.calibration.size = 50  # batch 32: ORT's entropy calibrator once failed on the short last batch
     _, art, _ = _quantize(cfg, prepare(cfg), "ort", calibration_method="entropy")
     assert art.manifest["calibration_sample_count"] == 50
-    reader = _FeedReader({"input": np.zeros((50, 1), np.float32)}, 32)
+    reader = StridedFeedReader({"input": np.zeros((50, 1), np.float32)}, 32)
     sizes = []
     while (batch := reader.get_next()) is not None:
         sizes.append(len(batch["input"]))

@@ -69,6 +69,21 @@ def current_rss_bytes() -> int:
         return psutil.Process().memory_info().rss
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux VmHWM). Not ``ru_maxrss``: a spawned child
+    inherits its parent's peak there (it survives exec), so a small child reads as large as its parent."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 class PeakRSS:
     """Peak resident memory above the level at entry, sampled every millisecond on a thread.
 

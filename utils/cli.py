@@ -146,8 +146,9 @@ def add_torch_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--backend", "torch.backend", "quantized engine", choices=["x86", "fbgemm", "onednn", "qnnpack"])
     option(g, "--granularity", "torch.granularity", "weight scales", choices=["per_channel", "per_tensor"])
     option(g, "--observer", "torch.observer", "activation observer: minmax, moving_average_minmax, histogram "
-           "(L2-optimal range, the entropy-like one), percentile",
-           choices=["minmax", "moving_average_minmax", "histogram", "percentile"])
+           "(torch.ao's L2-optimal range search on a fast exact histogram), torchao_histogram (torch.ao's own, "
+           "slower), percentile",
+           choices=["minmax", "moving_average_minmax", "histogram", "torchao_histogram", "percentile"])
     option(g, "--percentile", "torch.percentile", "percentile for --observer percentile", type=float)
     option(g, "--reduce-range", "torch.reduce_range", "7-bit activations (torch.ao's x86 default): on, off; "
            "auto = off (the bit is taken from the weights where needed)", choices=["auto", "on", "off"])

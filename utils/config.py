@@ -52,7 +52,7 @@ class TorchQuantConfig:
     mode: str = "fx"  # fx | pt2e | dynamic | eager | qat (torch_PTQ.py picks the toolchain from it)
     backend: str = "x86"  # x86 | fbgemm | onednn | qnnpack
     granularity: str = "per_channel"  # per_channel | per_tensor
-    observer: str = "histogram"  # minmax | moving_average_minmax | histogram | percentile
+    observer: str = "histogram"  # minmax | moving_average_minmax | histogram | torchao_histogram | percentile
     percentile: float = 99.99
     # Saturation-safe bit widths on CPUs whose u8 x s8 kernels add pairs in 16 bits (no VNNI/AMX):
     # auto gives up one weight bit there (7-bit weights, 8-bit activations), none with VNNI/AMX.

@@ -451,6 +451,7 @@ class CalibrationSet:
     digests: list[str] = field(default_factory=list)
     evaluation_overlap: int = 0
     overlap_allowed: bool = False  # --allow-overlap was given: the report never calls this sample disjoint
+    _array: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def facts(self) -> dict:
         """What a manifest records about this sample (utils.report reads it back)."""
@@ -460,6 +461,12 @@ class CalibrationSet:
                 "disjoint_from_evaluation": self.evaluation_overlap == 0 and not self.overlap_allowed}
 
     def batches(self, batch_size: int) -> Iterator[torch.Tensor]:
+        """``batch_size`` images at a time (--calib-batch-size, independent of the evaluation batch size).
+
+        A decoded sample is sliced in place: no per-image indexing and collation."""
+        if isinstance(self.dataset, TensorDataset):
+            yield from self.dataset.images.split(batch_size)
+            return
         for images, _ in DataLoader(self.dataset, batch_size=batch_size, shuffle=False):
             yield images
 
@@ -467,8 +474,13 @@ class CalibrationSet:
         return -(-len(self.dataset) // batch_size)
 
     def as_array(self) -> np.ndarray:
-        """All calibration images as one NCHW float32 array (what ONNX calibrators take)."""
-        return torch.stack([self.dataset[i][0] for i in range(len(self.dataset))]).numpy().astype(np.float32)
+        """All calibration images as one NCHW float32 array (what ONNX calibrators take).
+
+        Built once per sample and shared by every ONNX toolchain and sweep variant of the run: the
+        calibrators only read it."""
+        if self._array is None:
+            self._array = torch.cat(list(self.batches(256))).numpy().astype(np.float32, copy=False)
+        return self._array
 
     def decoded(self) -> CalibrationSet:
         """The same sample with every image decoded once, up front.

@@ -6,39 +6,18 @@ weights (ORT's CPU EP fuses u8 x s8 QDQ into integer kernels; s8 activations ran
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from quantization.onnx_quantizer import OnnxQuantizer, calibration_step
+from quantization.onnx_quantizer import OnnxQuantizer
+from quantization.ORT.ort_strided_calibration import StridedFeedReader, strided_options
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.packages import missing_reason
 
 #: ort.calibration_method -> onnxruntime's CalibrationMethod (the config's choices are these keys)
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
-
-
-class _FeedReader:
-    """ORT's CalibrationDataReader protocol over the named calibration arrays, in equal batches
-    (:func:`calibration_step`)."""
-
-    def __init__(self, feed: dict[str, np.ndarray], batch_size: int):
-        self._iter = self._batches(feed, batch_size)
-
-    @staticmethod
-    def _batches(feed: dict[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        n = len(next(iter(feed.values())))
-        batch_size = calibration_step(n, batch_size)
-        for start in range(0, n, batch_size):
-            yield {k: v[start:start + batch_size] for k, v in feed.items()}
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._iter, None)
-
-    def rewind(self) -> None:  # pragma: no cover - ORT only calls it for multi-pass calibrators
-        raise NotImplementedError
 
 
 class OrtQuantizer(OnnxQuantizer):
@@ -100,7 +79,7 @@ class OrtQuantizer(OnnxQuantizer):
                 present = {n.op_type for n in onnx.load(str(prepped), load_external_data=False).graph.node}
                 op_types = sorted(present - set(m.exclude_op_types))
             quantize_static(
-                str(prepped), str(out), _FeedReader(feed, self.cfg.calibration.batch_size),
+                str(prepped), str(out), StridedFeedReader(feed, self.cfg.calibration.batch_size),
                 quant_format=QuantFormat.QDQ,
                 per_channel=m.granularity == "per_channel",
                 reduce_range=self.weight_bits() == 7,
@@ -109,6 +88,7 @@ class OrtQuantizer(OnnxQuantizer):
                 calibrate_method=getattr(CalibrationMethod, METHODS[self.method()]),
                 nodes_to_exclude=exclude or None,
                 op_types_to_quantize=op_types,
+                extra_options=strided_options(),
             )
         finally:
             prepped.unlink(missing_ok=True)

@@ -19,23 +19,26 @@ from torch.ao.quantization.observer import (
     PerChannelMinMaxObserver,
 )
 
+from quantization.Torch.histogram_observer import FastHistogramObserver
 from utils.config import TorchQuantConfig
 from utils.errors import SuiteError
 from utils.models import is_depthwise
 from utils.targets import Target
 
 BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
-OBSERVERS = ("minmax", "moving_average_minmax", "histogram", "percentile")
+# histogram: torch.ao's L2 range search on a fast exact histogram (histogram_observer.py, the default);
+# torchao_histogram: torch.ao's own HistogramObserver, kept to compare against
+OBSERVERS = ("minmax", "moving_average_minmax", "histogram", "torchao_histogram", "percentile")
 GRANULARITIES = ("per_channel", "per_tensor")
 
 warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*deprecated.*")
 
 
-class PercentileObserver(HistogramObserver):
+class PercentileObserver(FastHistogramObserver):
     """Clips the activation range to a percentile of the calibration histogram.
 
-    torch.ao has no percentile observer; this one reuses HistogramObserver's running histogram and
-    replaces its L2 range search by the lower/upper percentile of the accumulated distribution.
+    torch.ao has no percentile observer; this one reuses the fast histogram (folded onto 2048 bins
+    over [min, max], as torch.ao's) and replaces the L2 range search by the lower/upper percentile.
     """
 
     def __init__(self, percentile: float = 99.99, **kwargs):
@@ -112,7 +115,8 @@ def build_qconfig(cfg: TorchQuantConfig, target: Target, bits: int | None = None
     activation = {
         "minmax": MinMaxObserver.with_args(**act_kwargs),
         "moving_average_minmax": MovingAverageMinMaxObserver.with_args(**act_kwargs),
-        "histogram": HistogramObserver.with_args(**act_kwargs),
+        "histogram": FastHistogramObserver.with_args(**act_kwargs),
+        "torchao_histogram": HistogramObserver.with_args(**act_kwargs),
         "percentile": PercentileObserver.with_args(percentile=cfg.percentile, **act_kwargs),
     }[cfg.observer]
     return QConfig(activation=activation, weight=weight_observer(cfg, target, bits))

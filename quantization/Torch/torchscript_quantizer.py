@@ -19,9 +19,11 @@ from quantization.Torch.qconfig import saturation_risk, use_reduce_range, valida
 from quantization.Torch.torchscript_export import write_torchscript
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact
+from utils.config import RunConfig
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
+from utils.stages import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,10 @@ class TorchScriptQuantizer(Quantizer):
     section = "torch"
     runtimes = ("torch",)
     mode: ClassVar[str]  # fx, eager, dynamic, qat: in the settings and the artifact name
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__(cfg)
+        self.timer = StageTimer(self.toolchain)  # stages of the latest quantize(), in its manifest
 
     def settings(self) -> dict[str, Any]:
         return {"mode": self.mode, **self.static_settings()}
@@ -89,11 +95,15 @@ class TorchScriptQuantizer(Quantizer):
             raise SuiteError(f"quantized engine {t.backend} is not built into this torch "
                              f"(have: {', '.join(torch.backends.quantized.supported_engines)})")
         torch.backends.quantized.engine = t.backend
+        self.timer = StageTimer(self.toolchain)
         start = time.perf_counter()
         quantized, ids = self._quantized_module(model, calibration)
         elapsed = time.perf_counter() - start
+        if not self.timer.seconds:  # a mode without finer stages
+            self.timer.seconds["quantize"] = round(elapsed, 3)
         final = self.output_dir() / f"{self.artifact_stem(model, self.tag())}.pt"
         return write_torchscript(quantized, self.example(model), final,
                                  name=f"{model.arch} {self.tag()}", toolchain=self.toolchain, precision="int8",
                                  settings=self.settings(), source_weights=model.weights_path,
-                                 calibration_ids=ids, extra={**self.model_facts(model), "quantize_seconds": round(elapsed, 2)})
+                                 calibration_ids=ids, extra={**self.model_facts(model), "quantize_seconds": round(elapsed, 2)},
+                                 timer=self.timer)

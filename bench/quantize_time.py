@@ -1,0 +1,167 @@
+"""Quantize time per toolchain and stage, NNCF beside it in the same run, peak RSS per toolchain.
+
+Models: ResNet-50 (random weights: speed only) and EfficientNet-Lite0 (real weights), both calibrated
+on real images of ../shared/assets/imagenet-val-1300 (a seeded sample). Each toolchain quantizes in
+its own spawned child process, so its peak RSS (VmHWM, utils.benchmark.peak_rss_bytes) is its own
+and a toolchain that patches libraries (ModelOpt) cannot affect the next. Stages come from the
+artifact manifest (``quantize_seconds_by_stage``, utils/stages.py); the ONNX libraries calibrate, compute statistics
+and insert Q/DQ inside one call, so theirs is one "quantize" stage. The FP32 ONNX export is timed
+once per model (the "export" stage of the ONNX rows is then the reuse check). NNCF: OpenVINO model
+read (conversion) and ``nncf.quantize`` (its defaults, fast bias correction on).
+
+Times depend on the machine and its load: the header says which CPU and how many threads.
+
+    pip install -r bench/requirements.txt     # nncf
+    .venv/bin/python bench/quantize_time.py [--images 300] [--archs efficientnet_lite0,resnet50]
+        [--toolchains torch_fx,modelopt,ort] [--out results/bench/quantize_time.md]
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import multiprocessing
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.common import ASSETS  # noqa: E402
+from utils.cli import csv_list  # noqa: E402
+from utils.config import RunConfig  # noqa: E402
+
+STAGES = ("export", "feed", "prepare", "calibrate", "statistics", "convert", "quantize", "save")
+# (row label, toolchain, config overrides)
+ROWS = {"torch_fx": ("FX histogram (fast)", "torch_fx", {"observer": "histogram"}),
+        "torch_fx_torchao": ("FX histogram (torch.ao)", "torch_fx", {"observer": "torchao_histogram"}),
+        "modelopt": ("ModelOpt int8 max", "modelopt", {"calibration_method": "max"}),
+        "ort": ("ORT MinMax", "ort", {"calibration_method": "minmax"}),
+        "ort_entropy": ("ORT Entropy", "ort", {"calibration_method": "entropy"}),
+        "ort_percentile": ("ORT Percentile", "ort", {"calibration_method": "percentile"})}
+
+
+def config_for(arch: str, images: int, models_dir: str) -> RunConfig:
+    cfg = RunConfig()
+    cfg.model.arch, cfg.models_dir = arch, models_dir
+    cfg.data.dataset, cfg.data.root, cfg.data.limit = "imagenet", str(ASSETS), 10  # evaluation is not run
+    cfg.calibration.size, cfg.calibration.seed = images, 0
+    if arch.startswith("efficientnet_lite"):
+        cfg.data.mean, cfg.data.std = [0.498] * 3, [0.502] * 3
+    return cfg
+
+
+def _peak_rss_mib() -> float:
+    from utils.benchmark import peak_rss_bytes
+
+    return peak_rss_bytes() / 2**20
+
+
+def _quantize_child(arch: str, images: int, models_dir: str, row: str) -> dict:
+    """One toolchain on one model, in a fresh process: wall seconds, stages, peak RSS."""
+    from quantization.workflow import make_quantizer, prepare
+    from utils.cli import quiet_known_warnings
+
+    quiet_known_warnings()
+    _, toolchain, overrides = ROWS[row]
+    cfg = config_for(arch, images, models_dir)
+    from quantization.base import quantizer_class
+
+    section = quantizer_class(toolchain).section  # the class names its own config section
+    for key, value in overrides.items():
+        setattr(getattr(cfg, section), key, value)
+    prepared = prepare(cfg)
+    base_rss = _peak_rss_mib()
+    quantizer = make_quantizer(toolchain, cfg)
+    export = 0.0
+    if section != "torch":  # the one FP32 export of the run (a cached file is reused by later rows)
+        start = time.perf_counter()
+        quantizer.export_fp32(prepared.model)
+        export = time.perf_counter() - start
+    start = time.perf_counter()
+    int8 = quantizer.quantize(prepared.model_for(quantizer), prepared.calibration)
+    wall = time.perf_counter() - start
+    return {"wall": wall, "fp32_export": export, "stages": int8.manifest.get("quantize_seconds_by_stage", {}),
+            "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": base_rss}
+
+
+def _nncf_child(arch: str, images: int, models_dir: str) -> dict:
+    import nncf
+    import openvino as ov
+
+    from quantization.workflow import make_quantizer, prepare
+
+    cfg = config_for(arch, images, models_dir)
+    prepared = prepare(cfg)
+    fp32 = make_quantizer("ort", cfg).export_fp32(prepared.model)
+    calibration = prepared.calibration.as_array()
+    base_rss = _peak_rss_mib()
+    start = time.perf_counter()
+    model = ov.Core().read_model(str(fp32.path))
+    convert = time.perf_counter() - start
+    dataset = nncf.Dataset([calibration[i:i + 1] for i in range(len(calibration))])
+    start = time.perf_counter()
+    nncf.quantize(model, dataset, subset_size=len(calibration))
+    wall = time.perf_counter() - start
+    return {"wall": wall, "fp32_export": 0.0, "stages": {"convert (read_model)": round(convert, 3),
+                                                         "quantize": round(wall, 3)},
+            "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": base_rss}
+
+
+def _in_child(fn, *args) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def table(results: list[tuple[str, str, dict]]) -> str:
+    stages = [s for s in STAGES if any(s in r["stages"] for _, _, r in results)]
+    stages += sorted({s for _, _, r in results for s in r["stages"]} - set(stages))
+    lines = ["| model | toolchain | quantize s | FP32 ONNX export s (once per run) | " + " | ".join(stages)
+             + " | peak RSS MiB |", "|---|---|---|---|" + "---|" * len(stages) + "---|"]
+    for arch, label, r in results:
+        cells = [f"{r['stages'][s]:.2f}" if s in r["stages"] else "-" for s in stages]
+        export = f"{r['fp32_export']:.2f}" if r["fp32_export"] else "-"
+        lines.append(f"| {arch} | {label} | {r['wall']:.1f} | {export} | " + " | ".join(cells)
+                     + f" | {r['peak_rss_mib']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--archs", type=csv_list(), default=["efficientnet_lite0", "resnet50"])
+    parser.add_argument("--toolchains", type=csv_list(), default=list(ROWS),
+                        help=f"rows to run (known: {', '.join(ROWS)})")
+    parser.add_argument("--no-nncf", action="store_true")
+    parser.add_argument("--models-dir", default="models/bench_quantize_time")
+    parser.add_argument("--out", default="results/bench/quantize_time.md")
+    args = parser.parse_args()
+    if not ASSETS.is_dir():
+        raise SystemExit(f"needs {ASSETS} (real calibration images)")
+    unknown = sorted(set(args.toolchains) - set(ROWS))
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown} (known: {', '.join(ROWS)})")
+    import torch
+
+    header = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+              f"{args.images} calibration images")
+    results = []
+    for arch in args.archs:
+        for row in args.toolchains:
+            r = _in_child(_quantize_child, arch, args.images, args.models_dir, row)
+            results.append((arch, ROWS[row][0], r))
+            print(f"{arch} {ROWS[row][0]}: {r['wall']:.1f} s {r['stages']} peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+        if not args.no_nncf:
+            r = _in_child(_nncf_child, arch, args.images, args.models_dir)
+            results.append((arch, "NNCF nncf.quantize", r))
+            print(f"{arch} NNCF: {r['wall']:.1f} s {r['stages']}", flush=True)
+    text = f"# Quantize time per stage\n\n{header}\n\n{table(results)}\n"
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
