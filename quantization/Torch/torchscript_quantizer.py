@@ -31,6 +31,8 @@ class TorchScriptQuantizer(Quantizer):
     section = "torch"
     runtimes = ("torch",)
     mode: ClassVar[str]  # fx, eager, dynamic, qat: in the settings and the artifact name
+    driver_only = ("a TorchScript archive records the Python call stack of its trace (code/*.debug_pkl), so a Ray "
+                   "worker's frames would change its bytes and size")
 
     def settings(self) -> dict[str, Any]:
         return {"mode": self.mode, **self.static_settings()}
