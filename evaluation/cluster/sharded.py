@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,9 +60,8 @@ def _remote() -> tuple[Any, Any]:
         from evaluation.pipelines.loop import ImageBatches, collect_logits, open_runner
 
         attempt = ray.get(attempts.begin.remote(key))
-        if drill and not os.path.exists(drill):  # the fault drill: a real process death, once
-            Path(drill).write_text(f"{key} attempt {attempt} pid {os.getpid()}\n")
-            os._exit(1)
+        if drill and _first_to_create(drill, f"{key} attempt {attempt} pid {os.getpid()}\n"):
+            os._exit(1)  # the fault drill: a real process death, of one attempt in the whole run
         runner = open_runner(artifact, runtime, threads)
         batches = ImageBatches(DataLoader(Subset(splits.evaluation, range(start, stop)), batch_size=batch_size,
                                           shuffle=False, num_workers=0))
@@ -71,6 +69,17 @@ def _remote() -> tuple[Any, Any]:
         return {"logits": logits, "labels": batches.labels, "node": node_facts(), "attempt": attempt}
 
     return shard_pass, AttemptLog
+
+
+def _first_to_create(path: str, text: str) -> bool:
+    """Create ``path`` unless it exists, atomically: of concurrent callers, exactly one gets True."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return True
 
 
 class ShardedAccuracy:
