@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace, cfg: RunConfig, names: list[str], recipe: dic
                     artifacts[str(artifact.path)] = artifact
             tuned = cfg.tuning.toolchains or [n for n in names if quantizer_class(n).has_layer_fallback()]
             if (cfg.tuning.sensitivity or cfg.tuning.max_drop is not None) and name in tuned:
-                tuning.append(_recover(name, cfg, prepared, artifacts))
+                tuning.append(_recover(name, cfg, prepared, artifacts, cluster is not None))
         except ToolchainUnavailable as exc:
             log.warning("toolchain %s skipped: %s", name, exc)
             skipped.append(Skipped(f"toolchain {name}", str(exc)))
@@ -171,16 +171,18 @@ def _build_on_cluster(plan: Plan, prepared) -> dict[tuple[str, int], object]:
     return {key: produced for key, (produced, _) in zip(keys, results, strict=True)}
 
 
-def _recover(name: str, cfg, prepared, artifacts: dict[str, Artifact]) -> dict:
-    """Sensitivity ranking and layer fallback for toolchain ``name``; the fallback artifact joins the run."""
+def _recover(name: str, cfg, prepared, artifacts: dict[str, Artifact], on_cluster: bool = False) -> dict:
+    """Sensitivity ranking and layer fallback for toolchain ``name``; the fallback artifact joins the run.
+    ``on_cluster``: the per-layer trials run as parallel Ray tasks (the fallback steps stay here)."""
     from evaluation.accuracy_recovery import recover
+    from evaluation.cluster.sensitivity import cluster_trial_map
     from quantization.workflow import make_quantizer
 
     quantizer = make_quantizer(name, cfg)
     fp32 = quantizer.export_fp32(prepared.model)
     result = recover(name, quantizer, prepared, fp32, sensitivity=cfg.tuning.sensitivity,
                      max_drop=cfg.tuning.max_drop, budget=cfg.tuning.max_float_layers,
-                     heldout_size=cfg.tuning.heldout_size)
+                     heldout_size=cfg.tuning.heldout_size, trial_map=cluster_trial_map if on_cluster else None)
     if result.artifact is not None:
         artifacts[str(result.artifact.path)] = result.artifact
     return result.to_dict()

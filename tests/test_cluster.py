@@ -136,3 +136,27 @@ def test_missing_ray_names_the_requirements_file(tmp_path):
     result = run_script("-c", code)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: --cluster needs package ray (pip install -r requirements/cluster.txt)"
+
+
+def test_sensitivity_ranking_on_the_cluster_equals_one_process(cluster, tmp_path):
+    from evaluation.accuracy_recovery import recover
+    from evaluation.cluster.sensitivity import cluster_trial_map
+    from quantization.workflow import make_quantizer, prepare
+    from tests.conftest import asset
+    from utils.config import RunConfig
+
+    root = asset("cifar10")
+    cfg = RunConfig()
+    cfg.model.arch, cfg.model.weights = "resnet20", str(root / "resnet20-12fca82f.th")
+    cfg.data.dataset, cfg.data.root, cfg.data.limit = "cifar10", str(root), 100
+    cfg.calibration.size = 32
+    cfg.torch.granularity, cfg.torch.observer = "per_tensor", "minmax"
+    cfg.models_dir = str(tmp_path)
+    prepared = prepare(cfg)
+    quantizer = make_quantizer("torch_fx", cfg)
+    fp32 = quantizer.export_fp32(prepared.model)
+    results = [recover("torch_fx", quantizer, prepared, fp32, sensitivity=True, max_drop=None, budget=0,
+                       heldout_size=100, trial_map=trial_map) for trial_map in (None, cluster_trial_map)]
+    single, sharded = (r.to_dict() for r in results)
+    assert len(single["ranking"]) == 20
+    assert sharded == single  # top-1 and SQNR of every trial, and so the ranking
