@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements/base.txt requirements/dev.txt requirements/extras.txt
+$(VENV)/.installed: requirements/base.txt requirements/dev.txt requirements/extras.txt requirements/cluster.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt

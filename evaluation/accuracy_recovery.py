@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,24 +88,47 @@ class RecoveryResult:
                 "artifact": self.artifact.name if self.artifact else None}
 
 
+def run_trial(quantizer: Quantizer, prepared: Prepared, runtime: str, data: HeldOut, reference: np.ndarray,
+              layers: list[str], models_dir: Path | None) -> tuple[Trial, Artifact]:
+    """One trial: quantize with ``layers`` kept in float, score it on the held-out slice. ``models_dir`` None:
+    the artifact is the fallback and lands in models/; a cluster worker passes a scratch folder of its own."""
+    quantizer = quantizer.with_float_layers(layers)
+    if models_dir is not None:
+        quantizer.models_dir = models_dir
+    artifact = quantizer.quantize(prepared.model_for(quantizer), prepared.calibration)
+    logits = heldout_logits(artifact, runtime, data)
+    top1 = float(np.mean(logits.argmax(1) == data.labels))
+    return Trial(list(layers), top1, sqnr_db(reference, logits)), artifact
+
+
+#: runs independent trials (one layer set each) and returns them in order: here, or on a cluster
+#: (evaluation/cluster/sensitivity.py); takes (quantizer, prepared, runtime, data, reference, layer sets)
+TrialMap = Callable[[Quantizer, Prepared, str, HeldOut, np.ndarray, list[list[str]]], list[Trial]]
+
+
 class _Evaluator:
-    def __init__(self, quantizer: Quantizer, prepared: Prepared, runtime: str, data: HeldOut, fp32: Artifact):
+    def __init__(self, quantizer: Quantizer, prepared: Prepared, runtime: str, data: HeldOut, fp32: Artifact,
+                 trial_map: TrialMap | None = None):
         self.quantizer, self.prepared, self.runtime, self.data = quantizer, prepared, runtime, data
         self.reference = heldout_logits(fp32, runtime, data)
         self.scratch = tempfile.TemporaryDirectory(prefix="mls-sensitivity-")
+        self.trial_map = trial_map
 
     def trial(self, layers: list[str], keep: bool = False) -> tuple[Trial, Artifact]:
-        quantizer = self.quantizer.with_float_layers(layers)
-        if not keep:  # trials go to a scratch folder; only the final fallback lands in models/
-            quantizer.models_dir = Path(self.scratch.name)
-        artifact = quantizer.quantize(self.prepared.model_for(quantizer), self.prepared.calibration)
-        logits = heldout_logits(artifact, self.runtime, self.data)
-        top1 = float(np.mean(logits.argmax(1) == self.data.labels))
-        return Trial(list(layers), top1, sqnr_db(self.reference, logits)), artifact
+        # trials go to a scratch folder; only the final fallback lands in models/
+        return run_trial(self.quantizer, self.prepared, self.runtime, self.data, self.reference, layers,
+                         None if keep else Path(self.scratch.name))
+
+    def each_layer(self, layers: list[str], desc: str) -> list[Trial]:
+        """One trial per layer kept in float alone: independent, so a cluster runs them in parallel."""
+        if self.trial_map is not None:
+            return self.trial_map(self.quantizer, self.prepared, self.runtime, self.data, self.reference,
+                                  [[layer] for layer in layers])
+        return [self.trial([layer])[0] for layer in tqdm(layers, desc=desc, unit="layer")]
 
 
 def recover(toolchain: str, quantizer: Quantizer, prepared: Prepared, fp32: Artifact, *, sensitivity: bool,
-            max_drop: float | None, budget: int, heldout_size: int) -> RecoveryResult:
+            max_drop: float | None, budget: int, heldout_size: int, trial_map: TrialMap | None = None) -> RecoveryResult:
     if not quantizer.has_layer_fallback() or not quantizer.runtimes:
         from quantization.base import TOOLCHAINS, quantizer_class
 
@@ -112,14 +136,13 @@ def recover(toolchain: str, quantizer: Quantizer, prepared: Prepared, fp32: Arti
         raise SuiteError(f"toolchain {toolchain} has no per-layer fallback (supported: {', '.join(supported)})")
     runtime = quantizer.runtimes[0]  # measured on the toolchain's recommended runtime
     data = heldout_slice(prepared.splits, prepared.calibration.ids, heldout_size)
-    ev = _Evaluator(quantizer, prepared, runtime, data, fp32)
+    ev = _Evaluator(quantizer, prepared, runtime, data, fp32, trial_map)
     fp32_top1 = float(np.mean(ev.reference.argmax(1) == data.labels))
     full, _ = ev.trial([])
     result = RecoveryResult(toolchain, runtime, data.source, fp32_top1, full)
     layers = quantizer.quantizable_layers(prepared.model)
     if sensitivity or max_drop is not None:
-        for layer in tqdm(layers, desc=f"sensitivity ({toolchain})", unit="layer"):
-            trial, _ = ev.trial([layer])
+        for layer, trial in zip(layers, ev.each_layer(layers, f"sensitivity ({toolchain})"), strict=True):
             result.ranking.append({"layer": layer, "top1_gain_pp": 100 * (trial.top1 - full.top1),
                                    "sqnr_gain_db": trial.sqnr_db - full.sqnr_db, "top1": trial.top1})
         result.ranking.sort(key=lambda r: (-r["sqnr_gain_db"], -r["top1_gain_pp"]))

@@ -52,6 +52,9 @@ class Quantizer(ABC):
     needs_training_data: ClassVar[bool] = False  # QAT: trains on the dataset's training split
     #: runtimes that run this toolchain's artifacts, the recommended one first (recorded in every manifest)
     runtimes: ClassVar[tuple[str, ...]] = ()
+    #: why ``--cluster`` builds this toolchain on the driver instead of in a Ray worker (None: in a worker, the
+    #: same bytes as one process)
+    driver_only: ClassVar[str | None] = None
     #: whether ``python -m resnet.run`` runs it when --toolchains is not given
     runs_by_default: ClassVar[bool] = False
     #: whether quantizable_layers/with_float_layers keep single layers in float (sensitivity, --max-drop)

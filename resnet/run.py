@@ -11,15 +11,17 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from evaluation.cluster.sharded import ShardedAccuracy
 from evaluation.pipelines.base import runner_class
-from evaluation.pipelines.loop import Skipped
+from evaluation.pipelines.loop import Skipped, local_accuracy
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
 from quantization.base import TOOLCHAINS, quantizer_class
 from quantization.sweep import sweep_configs
 from quantization.workflow import prepare, run_toolchain
 from utils import cli
 from utils.artifacts import Artifact, check_writable
-from utils.config import load_recipe, resolve_path, with_overrides
+from utils.cluster import Cluster, check_readable, connect
+from utils.config import RunConfig, load_recipe, resolve_path, with_overrides
 from utils.errors import SuiteError, ToolchainUnavailable
 
 log = logging.getLogger("resnet.run")
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_tensorrt_args(parser)
     cli.add_benchmark_args(parser)
     cli.add_output_args(parser)
+    cli.add_cluster_args(parser)
     return parser
 
 
@@ -81,36 +84,53 @@ def run_all(argv: Sequence[str] | None = None) -> int:
     recipe = load_recipe(args.recipe) if args.recipe else {}
     check_writable(resolve_path(cfg.models_dir), "--models-dir")
     check_writable(resolve_path(cfg.results_dir), "--results-dir")
+    if args.workers is not None and not args.cluster:
+        raise SuiteError("--workers needs --cluster (local, auto or ray://HOST:PORT)")
+    cluster = connect(args.cluster, 2 if args.workers is None else args.workers) if args.cluster else None
+    try:
+        return _run(args, cfg, names, recipe, cluster)
+    finally:
+        if cluster:
+            cluster.close()
+
+
+def _run(args: argparse.Namespace, cfg: RunConfig, names: list[str], recipe: dict, cluster: Cluster | None) -> int:
+    if cluster:
+        for path, what in ((cfg.data.root, "--data-root"), (cfg.data.calib_root, "--calib-root"),
+                           (cfg.model.weights, "--weights")):
+            check_readable(resolve_path(path) if path else None, what)
     prepared = prepare(cfg)
     artifacts: dict[str, Artifact] = {}
     skipped: list[Skipped] = []
     tuning: list[dict] = []
-    for name in names:
-        reason = quantizer_class(name).unavailable_reason()
-        if reason:
-            log.warning("toolchain %s skipped: %s", name, reason)
-            skipped.append(Skipped(f"toolchain {name}", reason))
+    plan = [(name, *_variants(name, cfg, recipe)) for name in names]
+    built = _build_on_cluster(plan, prepared) if cluster else {}
+    for name, variants, not_run in plan:
+        skipped.extend(not_run)  # in toolchain order, as the artifacts
+        if variants is None:
+            log.warning("toolchain %s skipped: %s", name, not_run[0].reason)
             continue
-        variants, unsupported = sweep_configs(name, cfg)
-        if name in recipe:
-            variants.append(with_overrides(cfg, recipe[name]))
-        skipped.extend(Skipped(f"sweep {label}", why) for label, why in unsupported)
         try:
-            for variant in variants:
-                for artifact in run_toolchain(name, variant, prepared):
+            for index, variant in enumerate(variants):
+                produced = built[(name, index)] if (name, index) in built else run_toolchain(name, variant, prepared)
+                if isinstance(produced, ToolchainUnavailable):
+                    raise produced
+                for artifact in produced:
                     artifacts[str(artifact.path)] = artifact
             tuned = cfg.tuning.toolchains or [n for n in names if quantizer_class(n).has_layer_fallback()]
             if (cfg.tuning.sensitivity or cfg.tuning.max_drop is not None) and name in tuned:
-                tuning.append(_recover(name, cfg, prepared, artifacts))
+                tuning.append(_recover(name, cfg, prepared, artifacts, cluster is not None))
         except ToolchainUnavailable as exc:
             log.warning("toolchain %s skipped: %s", name, exc)
             skipped.append(Skipped(f"toolchain {name}", str(exc)))
     if not artifacts:
         raise SuiteError("no toolchain could run on this machine: " + "; ".join(s.reason for s in skipped))
     out_dir = run_folder(cfg, None)
+    accuracy = ShardedAccuracy(cluster, prepared.splits, cfg.benchmark.threads) if cluster else local_accuracy
     report = evaluate_and_report("End-to-end INT8 comparison", list(artifacts.values()), prepared.splits, cfg,
                                  out_dir, skipped=skipped, context={"toolchains": ", ".join(names),
-                                                                   "recipe": args.recipe or "none"}, tuning=tuning)
+                                                                   "recipe": args.recipe or "none"}, tuning=tuning,
+                                 accuracy=accuracy)
     for row in report["rows"]:
         drop = "" if row["top1_drop_pp"] is None else f" (drop {row['top1_drop_pp']:+.2f} pp)"
         print(f"{row['artifact']:<60} {row['runtime']:<13} top-1 {100 * row['top1']:6.2f}%{drop}")
@@ -118,16 +138,51 @@ def run_all(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _recover(name: str, cfg, prepared, artifacts: dict[str, Artifact]) -> dict:
-    """Sensitivity ranking and layer fallback for toolchain ``name``; the fallback artifact joins the run."""
+Plan = list[tuple[str, list[RunConfig] | None, list[Skipped]]]
+
+
+def _variants(name: str, cfg: RunConfig, recipe: dict) -> tuple[list[RunConfig] | None, list[Skipped]]:
+    """The configs toolchain ``name`` runs (None: it cannot run here) and what it skips, with why."""
+    reason = quantizer_class(name).unavailable_reason()
+    if reason:
+        return None, [Skipped(f"toolchain {name}", reason)]
+    variants, unsupported = sweep_configs(name, cfg)
+    if name in recipe:
+        variants.append(with_overrides(cfg, recipe[name]))
+    return variants, [Skipped(f"sweep {label}", why) for label, why in unsupported]
+
+
+def _build_on_cluster(plan: Plan, prepared) -> dict[tuple[str, int], object]:
+    """Every (toolchain, variant) of the plan as one parallel task, except those of a toolchain whose class
+    says it must be built on the driver (``driver_only``: the run loop builds those as one process does).
+    The results are read in plan order, so the artifacts and the report's rows keep a single process's order."""
+    from quantization.parallel import quantize_on_cluster
+
+    for name, variants, _ in plan:
+        if variants and quantizer_class(name).driver_only:
+            log.info("toolchain %s is built on the driver: %s", name, quantizer_class(name).driver_only)
+    keys = [(name, index) for name, variants, _ in plan for index in range(len(variants or []))
+            if not quantizer_class(name).driver_only]
+    variants_of = {name: variants or [] for name, variants, _ in plan}
+    jobs = [(name, variants_of[name][index]) for name, index in keys]
+    results = quantize_on_cluster(jobs, prepared)
+    for (name, _), (_, node) in zip(keys, results, strict=True):
+        log.info("toolchain %s built on %s (%s)", name, node["hostname"], node["isa_class"])
+    return {key: produced for key, (produced, _) in zip(keys, results, strict=True)}
+
+
+def _recover(name: str, cfg, prepared, artifacts: dict[str, Artifact], on_cluster: bool = False) -> dict:
+    """Sensitivity ranking and layer fallback for toolchain ``name``; the fallback artifact joins the run.
+    ``on_cluster``: the per-layer trials run as parallel Ray tasks (the fallback steps stay here)."""
     from evaluation.accuracy_recovery import recover
+    from evaluation.cluster.sensitivity import cluster_trial_map
     from quantization.workflow import make_quantizer
 
     quantizer = make_quantizer(name, cfg)
     fp32 = quantizer.export_fp32(prepared.model)
     result = recover(name, quantizer, prepared, fp32, sensitivity=cfg.tuning.sensitivity,
                      max_drop=cfg.tuning.max_drop, budget=cfg.tuning.max_float_layers,
-                     heldout_size=cfg.tuning.heldout_size)
+                     heldout_size=cfg.tuning.heldout_size, trial_map=cluster_trial_map if on_cluster else None)
     if result.artifact is not None:
         artifacts[str(result.artifact.path)] = result.artifact
     return result.to_dict()

@@ -127,6 +127,18 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--run-name", "run_name", "report folder name (a timestamp)")
 
 
+def add_cluster_args(parser: argparse.ArgumentParser) -> None:
+    """Where the work runs, not what it computes: these flags never enter the RunConfig (the figures are the
+    same with and without them, docs/cluster.md)."""
+    g = parser.add_argument_group("cluster (Ray; pip install -r requirements/cluster.txt)")
+    g.add_argument("--cluster", default=None, metavar="ADDRESS",
+                   help="run the toolchains and the accuracy passes as Ray tasks: local (a Ray instance here), "
+                        "auto (the cluster of this node), ray://HOST:PORT (default: one process, no Ray)")
+    g.add_argument("--workers", default=None, type=int, metavar="N",
+                   help="--cluster local: CPUs of the local Ray instance, and the shards per accuracy pass "
+                        "(default: 2)")
+
+
 def add_transform_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("transforms (on the FP32 model, before any toolchain quantizes it)")
     option(g, "--cle", "transforms.cle", "cross-layer equalization of conv -> ReLU -> conv pairs (BN folded first; "

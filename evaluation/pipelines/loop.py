@@ -157,13 +157,26 @@ def _load_runners(runtime: str, artifacts: list[Artifact], threads: int | None) 
     return runners, memory
 
 
-def evaluate_runtime(runtime: str, artifacts: list[Artifact], splits: DataSplits, cfg: RunConfig) -> list[PairResult]:
-    """Accuracy (one pass over the evaluation set) and interleaved latency for one runtime."""
+#: an accuracy pass: (runtime, its runners, splits, batch size) -> logits per artifact path, labels in id order
+AccuracyPass = Callable[[str, list[Runner], DataSplits, int], tuple[dict[str, np.ndarray], np.ndarray]]
+
+
+def local_accuracy(runtime: str, runners: list[Runner], splits: DataSplits,
+                   batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The accuracy pass in this process: every runner on each evaluation batch (decoded once for all)."""
+    batches = evaluation_batches(splits, batch_size)
+    logits = collect_logits({str(r.artifact.path): r.predict for r in runners}, batches,
+                            desc=f"accuracy on {runtime}")
+    return logits, batches.labels
+
+
+def evaluate_runtime(runtime: str, artifacts: list[Artifact], splits: DataSplits, cfg: RunConfig,
+                     accuracy: AccuracyPass = local_accuracy) -> list[PairResult]:
+    """Accuracy (one pass over the evaluation set, here or sharded over a cluster: ``accuracy``) and
+    interleaved latency for one runtime, always in this process."""
     runners, memory = _load_runners(runtime, artifacts, cfg.benchmark.threads)
     key = lambda r: str(r.artifact.path)  # noqa: E731 - paths are unique, display names need not be
-    batches = evaluation_batches(splits, cfg.data.batch_size)
-    logits = collect_logits({key(r): r.predict for r in runners}, batches, desc=f"accuracy on {runtime}")
-    y = batches.labels
+    logits, y = accuracy(runtime, runners, splits, cfg.data.batch_size)
     latency: dict[str, dict[int, dict[str, Any]]] = {key(r): {} for r in runners}
     for batch_size in cfg.benchmark.batch_sizes:
         batch = sample_batch(splits, batch_size).numpy()
@@ -220,7 +233,8 @@ def compare_with_reference(results: list[PairResult]) -> None:
         result.comparison["agreement_with_reference"] = agreement(ref.predictions, result.predictions)
 
 
-def evaluate_artifacts(artifacts: list[Artifact], splits: DataSplits, cfg: RunConfig) -> tuple[list[PairResult], list[Skipped]]:
+def evaluate_artifacts(artifacts: list[Artifact], splits: DataSplits, cfg: RunConfig,
+                       accuracy: AccuracyPass = local_accuracy) -> tuple[list[PairResult], list[Skipped]]:
     """Every artifact on every requested runtime that can run it here, compared with FP32."""
     groups, skipped = plan_pairs(artifacts, cfg.runtimes)
     if not groups:
@@ -228,7 +242,7 @@ def evaluate_artifacts(artifacts: list[Artifact], splits: DataSplits, cfg: RunCo
     results: list[PairResult] = []
     for runtime, group in groups.items():
         log.info("evaluating %d artifacts on %s", len(group), runtime)
-        results.extend(evaluate_runtime(runtime, group, splits, cfg))
+        results.extend(evaluate_runtime(runtime, group, splits, cfg, accuracy))
     compare_with_fp32(results)
     compare_with_reference(results)
     return results, skipped

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.pipelines.base import runner_class
-from evaluation.pipelines.loop import PairResult, evaluate_artifacts
+from evaluation.pipelines.loop import AccuracyPass, PairResult, evaluate_artifacts, local_accuracy
 from evaluation.saturation_check import check_artifact
 from utils.artifacts import Artifact, staged_folder
 from utils.config import RunConfig, resolve_path
@@ -66,9 +66,13 @@ def int8_checks(results: list[PairResult]) -> tuple[list[dict[str, Any]], list[s
 
 def evaluate_and_report(title: str, artifacts: list[Artifact], splits: DataSplits, cfg: RunConfig,
                         out_dir: Path, skipped: list[Any] | None = None,
-                        context: dict[str, Any] | None = None, tuning: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Evaluate every (artifact, runtime) pair, write report.json/.md, metrics.csv and plots."""
-    results, runtime_skips = evaluate_artifacts(artifacts, splits, cfg)
+                        context: dict[str, Any] | None = None, tuning: list[dict[str, Any]] | None = None,
+                        accuracy: AccuracyPass = local_accuracy) -> dict[str, Any]:
+    """Evaluate every (artifact, runtime) pair, write report.json/.md, metrics.csv and plots.
+
+    ``accuracy`` is where the accuracy passes run (evaluation/cluster/sharded.py: over a Ray cluster); one with
+    a ``placement()`` adds the report's ``cluster`` section (which node ran which shard, retries)."""
+    results, runtime_skips = evaluate_artifacts(artifacts, splits, cfg, accuracy)
     hw = hardware_summary()
     facts = provenance(artifacts)  # what each artifact's manifest says it was made from, not this command line
     info = {
@@ -91,6 +95,8 @@ def evaluate_and_report(title: str, artifacts: list[Artifact], splits: DataSplit
     report["int8_checks"], saturation_warnings = int8_checks(results)
     report["warnings"].extend(saturation_warnings)
     report["tuning"] = tuning or []
+    if hasattr(accuracy, "placement"):
+        report["cluster"] = accuracy.placement()
     with staged_folder(out_dir) as staging:  # a run killed mid-plot leaves a .tmp-NAME.* folder, never out_dir
         write_report(staging, report)
         write_plots(report, staging, splits.class_names)

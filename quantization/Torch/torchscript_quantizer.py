@@ -33,6 +33,8 @@ class TorchScriptQuantizer(Quantizer):
     section = "torch"
     runtimes = ("torch",)
     mode: ClassVar[str]  # fx, eager, dynamic, qat: in the settings and the artifact name
+    driver_only = ("a TorchScript archive records the Python call stack of its trace (code/*.debug_pkl), so a Ray "
+                   "worker's frames would change its bytes and size")
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)

@@ -1,0 +1,1 @@
+"""Scale-out of the evaluation over a Ray cluster (``--cluster``); utils/cluster.py holds the connection."""
