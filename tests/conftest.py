@@ -35,6 +35,20 @@ def cifar_assets() -> Path:
     return asset("cifar10")
 
 
+def resnet20_per_tensor_minmax_cfg(models_dir: Path, calibration_size: int, limit: int | None = None):
+    """The pretrained CIFAR-10 ResNet-20 with FX per-tensor minmax: the sensitivity/fallback tests' setup
+    (per-tensor minmax makes some layers clearly sensitive)."""
+    from utils.config import RunConfig
+
+    root = asset("cifar10")
+    cfg = RunConfig()
+    cfg.model.arch, cfg.model.weights = "resnet20", str(root / "resnet20-12fca82f.th")
+    cfg.data.dataset, cfg.data.root, cfg.data.limit = "cifar10", str(root), limit
+    cfg.calibration.size = calibration_size
+    cfg.torch.granularity, cfg.torch.observer = "per_tensor", "minmax"
+    cfg.models_dir = str(models_dir)
+    return cfg
+
 @pytest.fixture
 def tmp_cfg(tmp_path):
     """A RunConfig writing models and results under tmp_path, light benchmark settings."""

@@ -142,16 +142,9 @@ def test_sensitivity_ranking_on_the_cluster_equals_one_process(cluster, tmp_path
     from evaluation.accuracy_recovery import recover
     from evaluation.cluster.sensitivity import cluster_trial_map
     from quantization.workflow import make_quantizer, prepare
-    from tests.conftest import asset
-    from utils.config import RunConfig
+    from tests.conftest import resnet20_per_tensor_minmax_cfg
 
-    root = asset("cifar10")
-    cfg = RunConfig()
-    cfg.model.arch, cfg.model.weights = "resnet20", str(root / "resnet20-12fca82f.th")
-    cfg.data.dataset, cfg.data.root, cfg.data.limit = "cifar10", str(root), 100
-    cfg.calibration.size = 32
-    cfg.torch.granularity, cfg.torch.observer = "per_tensor", "minmax"
-    cfg.models_dir = str(tmp_path)
+    cfg = resnet20_per_tensor_minmax_cfg(tmp_path, calibration_size=32, limit=100)
     prepared = prepare(cfg)
     quantizer = make_quantizer("torch_fx", cfg)
     fp32 = quantizer.export_fp32(prepared.model)

@@ -4,7 +4,7 @@ import pytest
 from evaluation.accuracy_recovery import heldout_slice, recover, sqnr_db
 from quantization.sweep import sweep_configs
 from quantization.workflow import make_quantizer, prepare
-from tests.conftest import asset
+from tests.conftest import resnet20_per_tensor_minmax_cfg
 from utils.config import RunConfig
 
 
@@ -42,13 +42,7 @@ def test_heldout_slice_never_uses_evaluation_or_calibration_images():
 
 
 def test_fallback_on_a_cifar_resnet_per_tensor_minmax(tmp_path):
-    root = asset("cifar10")
-    cfg = RunConfig()
-    cfg.model.arch, cfg.model.weights = "resnet20", str(root / "resnet20-12fca82f.th")
-    cfg.data.dataset, cfg.data.root = "cifar10", str(root)
-    cfg.calibration.size = 128
-    cfg.torch.granularity, cfg.torch.observer = "per_tensor", "minmax"
-    cfg.models_dir = str(tmp_path)
+    cfg = resnet20_per_tensor_minmax_cfg(tmp_path, calibration_size=128)
     prepared = prepare(cfg)
     quantizer = make_quantizer("torch_fx", cfg)
     fp32 = quantizer.export_fp32(prepared.model)
