@@ -189,15 +189,20 @@ def add_onnx_args(parser: argparse.ArgumentParser) -> None:
            "model's input name (none: the seeded calibration sample)")
 
 
+def _add_exclusion_args(g: argparse._ArgumentGroup, flag_prefix: str, section: str) -> None:
+    """The nodes an ONNX toolchain keeps in float: the same two flags for each, into its own section."""
+    option(g, f"--{flag_prefix}exclude-nodes", f"{section}.exclude_nodes", "regexes (re.match) of node names to "
+           "keep in float, comma-separated", type=csv_list())
+    option(g, f"--{flag_prefix}exclude-op-types", f"{section}.exclude_op_types", "op types to keep in float, "
+           "e.g. Gemm", type=csv_list())
+
+
 def add_modelopt_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("ModelOpt ONNX PTQ (also the TensorRT toolchain's Q/DQ step)")
     option(g, "--calibration-method", "modelopt.calibration_method", "ModelOpt int8 calibration")
     option(g, "--calibration-eps", "modelopt.calibration_eps", "ModelOpt calibration execution providers, "
            "e.g. cpu or trt,cuda:0,cpu (none: what this machine has)", type=csv_list())
-    option(g, "--exclude-nodes", "modelopt.exclude_nodes", "regexes (re.match) of node names to keep in "
-           "float, comma-separated", type=csv_list())
-    option(g, "--exclude-op-types", "modelopt.exclude_op_types", "op types to keep in float, e.g. Gemm",
-           type=csv_list())
+    _add_exclusion_args(g, "", "modelopt")
     option(g, "--high-precision-dtype", "modelopt.high_precision_dtype", "dtype of the non-quantized parts: "
            "fp32 for CPU runtimes (the TensorRT toolchain always uses fp16)")
     option(g, "--modelopt-weight-bits", "modelopt.weight_bits", "auto = 7 for a --target whose u8 x s8 kernels "
@@ -210,10 +215,7 @@ def add_ort_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--ort-granularity", "ort.granularity", "ORT weight scales")
     option(g, "--activation-type", "ort.activation_type", "ORT activation dtype (auto: uint8, what x86 integer "
            "kernels take)")
-    option(g, "--ort-exclude-nodes", "ort.exclude_nodes", "regexes (re.match) of node names to keep in float, "
-           "comma-separated", type=csv_list())
-    option(g, "--ort-exclude-op-types", "ort.exclude_op_types", "op types to keep in float, e.g. Gemm",
-           type=csv_list())
+    _add_exclusion_args(g, "ort-", "ort")
     option(g, "--ort-weight-bits", "ort.weight_bits", "auto = 7 for a --target whose u8 x s8 kernels add pairs "
            "in 16 bits (x86-avx2: quantize_static's reduce_range), else 8")
 
