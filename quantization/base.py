@@ -33,6 +33,14 @@ TOOLCHAINS: dict[str, str] = {
 
 TRANSFORM_TAGS = {"cle": "cle", "cle_relu6_to_relu": "cle6", "bias_correction": "bc"}
 
+#: images per calibration forward pass when ``--calib-batch-size`` is not given, for ranges that do not
+#: depend on the batching (running min/max, an exact histogram): small batches keep each layer's
+#: activations in cache (EfficientNet-Lite0, 2 cores, AVX2: FX calibrates 300 images in 26 s at 4
+#: vs 50 s at 32; ONNX Runtime's calibration graph runs 34-43 ms per image at 1-4 vs 100 ms at 30)
+RANGE_ONLY_BATCH = 4
+#: ... and for ranges that do: histograms sized from the first batch, moving averages
+HISTOGRAM_BATCH = 32
+
 
 def float_suffix(layers: list[str]) -> str:
     """A short, stable artifact-name suffix for a set of layers kept in float."""
@@ -81,6 +89,19 @@ class Quantizer(ABC):
     def options(self) -> Any:
         """This toolchain's own config section (``cfg.<section>``)."""
         return getattr(self.cfg, self.section)
+
+    def ranges_depend_on_batching(self) -> bool:
+        """Whether this toolchain's calibration result, as configured, changes with the batch size (a
+        histogram sized from the first batch, a moving average): the subclass knows its methods."""
+        return True
+
+    def calibration_batch_size(self) -> int:
+        """Images per calibration forward pass: ``--calib-batch-size`` where given; else the fast small
+        batch where the batching cannot change the ranges, and the larger one where it can."""
+        asked = self.cfg.calibration.batch_size
+        if asked is not None:
+            return asked
+        return HISTOGRAM_BATCH if self.ranges_depend_on_batching() else RANGE_ONLY_BATCH
 
     def set_training_data(self, dataset: Any, ids: list[str]) -> None:
         self.train_data = (dataset, ids)

@@ -68,14 +68,15 @@ def read_calibration_npz(path: Path) -> dict[str, np.ndarray]:
         raise SuiteError(f"{path}: not a readable .npz of arrays ({exc})") from exc
 
 
-def calibration_step(sample_size: int, asked: int) -> int:
+def calibration_step(sample_size: int, asked: int, histogram: bool = True) -> int:
     """Images per calibration forward pass: the largest divisor of the sample size up to the one asked.
 
     ORT's histogram calibrators (which ModelOpt's entropy runs on) stack the batches and fail on a
     short last one, and they size their histogram from the first batch's range, so both ONNX
-    toolchains step through the sample in the same equal batches (300 images, 32 asked: 30)."""
+    toolchains step through the sample in the same equal batches (300 images, 32 asked: 30). A small
+    step only matters for those (``histogram``): min/max ranges do not depend on it."""
     step = max(d for d in range(1, max(1, min(asked, sample_size)) + 1) if sample_size % d == 0)
-    if 2 * step < min(asked, sample_size):
+    if histogram and 2 * step < min(asked, sample_size):
         log.warning("%d calibration images step %d at a time (no divisor nearer to --calib-batch-size %d): "
                     "histogram calibration (entropy, percentile) then starts from a small batch's range; "
                     "pick a --calib-size with a divisor near the batch size", sample_size, step, asked)
@@ -208,6 +209,6 @@ class OnnxQuantizer(Quantizer):
         m = self.options
         return {"target": self.target.name, "weight_bits": self.weight_bits(),
                 "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed,
-                "calibration_batch_size": self.cfg.calibration.batch_size,
+                "calibration_batch_size": self.calibration_batch_size(),
                 "exclude_nodes": list(m.exclude_nodes), "exclude_op_types": list(m.exclude_op_types),
                 "opset": self.cfg.onnx.opset}

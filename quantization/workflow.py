@@ -30,7 +30,7 @@ class Prepared:
         """The model ``quantizer`` should quantize: the FP32 model after the configured transforms.
 
         Bias correction depends on the toolchain's weight grid, so the result is kept per grid."""
-        cfg, batch_size = quantizer.cfg.transforms, quantizer.cfg.calibration.batch_size
+        cfg, batch_size = quantizer.cfg.transforms, quantizer.calibration_batch_size()
         if not requested(cfg):
             return self.model
         key = (repr(cfg), quantizer.weight_scheme(), batch_size)

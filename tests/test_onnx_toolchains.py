@@ -274,3 +274,30 @@ def test_ort_layer_fallback_excludes_in_its_own_section(base_cfg, prepared):
     int8 = twin.quantize(prepared.model_for(twin), prepared.calibration)
     assert int8.path.parent.name == "ort" and int8.manifest["settings"]["nodes_excluded"] == [layer]
     assert layer not in _quantized_convs(onnx.load(str(int8.path)))
+
+
+@pytest.mark.parametrize("toolchain,method", [("ort", "minmax"), ("modelopt", "max")])
+def test_range_only_calibration_steps_in_small_batches_with_the_same_ranges(base_cfg, prepared, tmp_path,
+                                                                             toolchain, method):
+    """A running min/max cannot depend on the batching, so by default it steps in small, cache-friendly batches
+    (quantization.base.RANGE_ONLY_BATCH); the ranges must equal those of a 32-image step."""
+    from quantization.base import HISTOGRAM_BATCH, RANGE_ONLY_BATCH
+
+    small_cfg, big_cfg = copy.deepcopy(base_cfg), copy.deepcopy(base_cfg)
+    small_cfg.models_dir, big_cfg.models_dir = str(tmp_path / "small"), str(tmp_path / "big")
+    big_cfg.calibration.batch_size = 32
+    _, small, small_model = _quantize(small_cfg, prepared, toolchain, calibration_method=method)
+    _, big, big_model = _quantize(big_cfg, prepared, toolchain, calibration_method=method)
+    assert small.manifest["settings"]["calibration_batch_size"] == RANGE_ONLY_BATCH
+    assert big.manifest["settings"]["calibration_batch_size"] == 32
+    assert _activation_scales(small_model) == pytest.approx(_activation_scales(big_model), rel=1e-5)
+    histogram = "entropy"  # sized from the first batch: the default stays the larger step
+    assert quantizer_class(toolchain)(_with(base_cfg, toolchain, calibration_method=histogram)).calibration_batch_size() \
+        == HISTOGRAM_BATCH
+
+
+def _with(base_cfg, toolchain: str, **settings) -> RunConfig:
+    cfg = copy.deepcopy(base_cfg)
+    for key, value in settings.items():
+        setattr(getattr(cfg, quantizer_class(toolchain).section), key, value)
+    return cfg

@@ -127,3 +127,18 @@ def test_depthwise_convs_get_seven_bit_weights_on_fbgemm():
     # on an AVX2 target every weight is 7-bit, so no per-module entry is needed
     avx2 = qc.build_qconfig_mapping(cfg, AVX2, qc.depthwise_convs(model))
     assert "0" not in avx2.module_name_qconfigs and avx2.global_qconfig.weight().quant_max == 63
+
+
+@pytest.mark.parametrize("observer,batch", [("histogram", 4), ("minmax", 4), ("percentile", 4),
+                                             ("torchao_histogram", 32), ("moving_average_minmax", 32)])
+def test_default_calibration_batch_follows_whether_the_observer_depends_on_batching(observer, batch):
+    """torch.ao's histogram re-bins per batch and a moving average weights batches: they keep the larger step;
+    exact min/max and the fast histogram take the small, faster one. A user's --calib-batch-size always wins."""
+    from quantization.Torch.fx_quantizer import FxQuantizer
+    from utils.config import RunConfig
+
+    cfg = RunConfig()
+    cfg.torch.observer = observer
+    assert FxQuantizer(cfg).calibration_batch_size() == batch
+    cfg.calibration.batch_size = 7
+    assert FxQuantizer(cfg).calibration_batch_size() == 7

@@ -97,8 +97,10 @@ def add_calibration_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--calib-size", "calibration.size", "number of calibration images (seeded sample)", type=int)
     option(g, "--calib-seed", "calibration.seed", "seed of the calibration sample and split", type=int)
     option(g, "--calib-batch-size", "calibration.batch_size",
-           "images per calibration forward pass (ONNX toolchains: the largest divisor of --calib-size up to "
-           "this; ModelOpt's entropy searches thresholds from the first batch's range up)", type=int)
+           "images per calibration forward pass (default: 4 where the batching cannot change the ranges, "
+           "min/max and exact histograms; 32 for histograms sized from the first batch. ONNX toolchains: the "
+           "largest divisor of --calib-size up to this; ModelOpt's entropy searches thresholds from the first "
+           "batch's range up)", type=int)
 
 
 def add_target_args(parser: argparse.ArgumentParser) -> None:

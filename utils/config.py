@@ -44,7 +44,7 @@ class DataConfig:
 class CalibrationConfig:
     size: int = 256  # images drawn for calibration
     seed: int = 0
-    batch_size: int = 32
+    batch_size: int | None = None  # images per forward pass; None: the toolchain's (Quantizer.calibration_batch_size)
 
 
 @dataclass

@@ -438,8 +438,9 @@ def dataset_digests(dataset: Dataset) -> list[str]:
 class CalibrationSet:
     """The seeded calibration sample: the images plus the ids recorded in every manifest.
 
-    It holds no batch size: each toolchain steps through it in its own config's ``calibration.batch_size``
-    (a sweep variant may change it), the one place that number is read.
+    It holds no batch size: each toolchain steps through it in ``Quantizer.calibration_batch_size()``
+    (the config's ``calibration.batch_size``, or the toolchain's default for its method), the one place
+    that number is read.
 
     ``digests`` (content hashes, taken before decoding) and ``evaluation_overlap`` (how many of them are
     also evaluation images; 0 unless --allow-overlap let them through) go into each artifact's manifest,

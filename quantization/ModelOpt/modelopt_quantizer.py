@@ -53,7 +53,7 @@ def run_modelopt_quantize(**kwargs: Any) -> None:
         pool.submit(_quantize_in_child, kwargs).result()
 
 
-def calibration_shapes(feed: dict[str, np.ndarray], batch_size: int) -> str:
+def calibration_shapes(feed: dict[str, np.ndarray], batch_size: int, histogram: bool = True) -> str:
     """ModelOpt's ``calibration_shapes`` spec for one calibration step of ``batch_size`` images.
 
     Without it ModelOpt fills the dynamic batch axis with 1 and calibrates image by image. Its entropy
@@ -61,7 +61,7 @@ def calibration_shapes(feed: dict[str, np.ndarray], batch_size: int) -> str:
     searches thresholds between the first image's range and the sample's maximum, so the result hangs
     on which image came first. The step is the same as ORT's (:func:`calibration_step`)."""
     n = len(next(iter(feed.values())))
-    step = calibration_step(n, batch_size)
+    step = calibration_step(n, batch_size, histogram)
     return ",".join(f"{name}:{'x'.join(str(d) for d in (step, *array.shape[1:]))}" for name, array in feed.items())
 
 
@@ -84,6 +84,10 @@ class ModelOptQuantizer(OnnxQuantizer):
     def unavailable_reason(cls) -> str | None:
         return missing_reason("toolchain modelopt", {"onnx": "onnx", "onnxruntime": "onnxruntime-gpu",
                                                      "modelopt": "nvidia-modelopt[onnx]"})
+
+    def ranges_depend_on_batching(self) -> bool:
+        """max is a running max over every batch; entropy's histogram is sized from the first batch."""
+        return self.options.calibration_method != "max"
 
     def calibration_eps(self) -> list[str]:
         return list(self.options.calibration_eps or default_calibration_eps())
@@ -141,7 +145,7 @@ class ModelOptQuantizer(OnnxQuantizer):
             onnx_path=str(fp32),
             quantize_mode="int8",
             calibration_data=feed,
-            calibration_shapes=calibration_shapes(feed, self.cfg.calibration.batch_size),
+            calibration_shapes=calibration_shapes(feed, self.calibration_batch_size(), self.ranges_depend_on_batching()),
             calibration_method=m.calibration_method,
             calibration_eps=self.calibration_eps(),
             nodes_to_exclude=exclude or None,

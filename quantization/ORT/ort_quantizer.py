@@ -37,6 +37,10 @@ class OrtQuantizer(OnnxQuantizer):
     def method(self) -> str:
         return self.options.calibration_method  # minmax | entropy | percentile, checked when the config was built
 
+    def ranges_depend_on_batching(self) -> bool:
+        """MinMax merges each batch's ranges exactly; Entropy and Percentile size their histograms from the first."""
+        return self.method() != "minmax"
+
     def activation_type(self) -> str:
         choice = self.options.activation_type
         return "uint8" if choice == "auto" else choice  # ORT's x86 kernels are u8 x s8, with or without VNNI
@@ -79,7 +83,7 @@ class OrtQuantizer(OnnxQuantizer):
                 present = {n.op_type for n in onnx.load(str(prepped), load_external_data=False).graph.node}
                 op_types = sorted(present - set(m.exclude_op_types))
             quantize_static(
-                str(prepped), str(out), StridedFeedReader(feed, self.cfg.calibration.batch_size),
+                str(prepped), str(out), StridedFeedReader(feed, self.calibration_batch_size(), self.ranges_depend_on_batching()),
                 quant_format=QuantFormat.QDQ,
                 per_channel=m.granularity == "per_channel",
                 reduce_range=self.weight_bits() == 7,

@@ -23,9 +23,9 @@ class StridedFeedReader:
     """ORT's CalibrationDataReader protocol over the named calibration arrays, in equal batches
     (:func:`calibration_step`), with the ``__len__``/``set_range`` that strided calibration needs."""
 
-    def __init__(self, feed: dict[str, np.ndarray], batch_size: int):
+    def __init__(self, feed: dict[str, np.ndarray], batch_size: int, histogram: bool = True):
         n = len(next(iter(feed.values())))
-        step = calibration_step(n, batch_size)
+        step = calibration_step(n, batch_size, histogram)
         self._batches = [{k: v[start:start + step] for k, v in feed.items()} for start in range(0, n, step)]
         self.set_range(0, len(self._batches))
 

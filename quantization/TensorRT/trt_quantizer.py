@@ -125,7 +125,7 @@ class TensorRTQuantizer(Quantizer):
             from quantization.TensorRT.engine_builder import make_legacy_calibrator
 
             cache = self.output_dir() / f"{self.artifact_stem(model, 'calib')}_{t.calibrator}.cache"
-            size = self.cfg.calibration.batch_size
+            size = self.calibration_batch_size()
             calibrator = make_legacy_calibrator(t.calibrator, lambda: calibration.batches(size), size, cache)
             return self._write_engine(model, self.qdq.export_fp32(model).path, f"int8_legacy_{t.calibrator}",
                                       "int8", calibrator, calibration.ids)

@@ -25,5 +25,5 @@ class EagerQuantizer(TorchScriptQuantizer):
         twin.fuse_model()
         twin.qconfig = build_qconfig(self.cfg.torch, self.target)
         prepare(twin, inplace=True)
-        calibrate(twin, calibration, self.cfg.calibration.batch_size, "calibrating (eager)")
+        calibrate(twin, calibration, self.calibration_batch_size(), "calibrating (eager)")
         return convert(twin), calibration.ids

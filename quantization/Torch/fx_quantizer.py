@@ -137,7 +137,7 @@ class FxQuantizer(TorchScriptQuantizer):
         if tightened:
             log.info("FX: %d conv outputs followed by ReLU6/clamp take the clamped range", tightened)
         with self.timer.stage("calibrate"):
-            calibrate(prepared, calibration, self.cfg.calibration.batch_size, "calibrating (FX)")
+            calibrate(prepared, calibration, self.calibration_batch_size(), "calibrating (FX)")
         with self.timer.stage("statistics"):  # observers that keep their qparams: convert_fx reuses them
             for observer in prepared.modules():
                 if isinstance(observer, FastHistogramObserver):

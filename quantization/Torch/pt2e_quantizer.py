@@ -75,7 +75,8 @@ class PT2EQuantizer(Quantizer):
         return {"mode": "pt2e", "quantizer": "X86InductorQuantizer", "granularity": "per_channel",
                 "observer": "histogram (torchao x86 default)", "is_dynamic": False, "target": self.target.name,
                 "weight_bits": self.weight_bits(),
-                "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed}
+                "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed,
+                "calibration_batch_size": self.calibration_batch_size()}
 
     def _write(self, program: torch.export.ExportedProgram, model: LoadedModel, tag: str, precision: str,
                settings: dict[str, Any], calibration_ids: list[str] | None, extra: dict[str, Any]) -> Artifact:
@@ -104,7 +105,7 @@ class PT2EQuantizer(Quantizer):
             prepared = prepare_pt2e(graph, quantizer)
         except Exception as exc:
             raise SuiteError(f"PT2E prepare failed on {model.arch}: {str(exc).splitlines()[0][:200]}") from exc
-        calibrate(prepared, calibration, self.cfg.calibration.batch_size, "calibrating (PT2E)")
+        calibrate(prepared, calibration, self.calibration_batch_size(), "calibrating (PT2E)")
         converted = convert_pt2e(prepared)
         program = _export(converted, example)
         elapsed = time.perf_counter() - start

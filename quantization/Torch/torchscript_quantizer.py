@@ -51,6 +51,11 @@ class TorchScriptQuantizer(Quantizer):
     def _quantized_module(self, model: LoadedModel, calibration: CalibrationSet) -> tuple[torch.nn.Module, list[str] | None]:
         """The converted INT8 module and the ids of the images it saw (None: no data used)."""
 
+    def ranges_depend_on_batching(self) -> bool:
+        """min/max and the fast exact histogram (histogram, percentile) give the same ranges however the sample
+        is batched; torch.ao's histogram re-bins per batch and the moving average weights the batches."""
+        return self.cfg.torch.observer not in ("minmax", "histogram", "percentile")
+
     def static_settings(self) -> dict[str, Any]:
         """The qconfig settings every static mode shares (observer, granularity, bit widths)."""
         t = self.cfg.torch
@@ -58,7 +63,8 @@ class TorchScriptQuantizer(Quantizer):
                 "percentile": t.percentile if t.observer == "percentile" else None,
                 "reduce_range": use_reduce_range(t), "weight_bits": weight_bits(t, self.target),
                 "saturation_risk_on_target": saturation_risk(t, self.target), "float_layers": list(t.float_layers),
-                "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed}
+                "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed,
+                "calibration_batch_size": self.calibration_batch_size()}
 
     def static_tag(self, mode: str) -> str:
         t = self.cfg.torch
