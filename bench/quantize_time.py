@@ -35,6 +35,7 @@ STAGES = ("export", "feed", "prepare", "calibrate", "statistics", "convert", "qu
 # (row label, toolchain, config overrides)
 ROWS = {"torch_fx": ("FX histogram (fast)", "torch_fx", {"observer": "histogram"}),
         "torch_fx_torchao": ("FX histogram (torch.ao)", "torch_fx", {"observer": "torchao_histogram"}),
+        "torch_pt2e": ("PT2E X86InductorQuantizer", "torch_pt2e", {}),
         "modelopt": ("ModelOpt int8 max", "modelopt", {"calibration_method": "max"}),
         "ort": ("ORT MinMax", "ort", {"calibration_method": "minmax"}),
         "ort_entropy": ("ORT Entropy", "ort", {"calibration_method": "entropy"}),

@@ -71,6 +71,24 @@ def test_sharded_report_equals_the_single_process_one(runs):
     assert {s["pid"] for p in placement["pairs"] for s in p["shards"]} != {placement["latency_measured_on"]["pid"]}
 
 
+def test_sharded_cifar_resnet20_report_equals_the_single_process_one(cluster, tmp_path):
+    """The same on real weights and images: the pretrained CIFAR-10 ResNet-20 (shared assets), 2 workers;
+    every figure, each row's predictions digest (image by image) and the ONNX artifacts' sha256."""
+    from tests.conftest import asset
+
+    root = asset("cifar10")
+    real = ["--arch", "resnet20", "--weights", str(root / "resnet20-12fca82f.th"), "--dataset", "cifar10",
+            "--data-root", str(root)]
+    single = _run(tmp_path, "single", *real)
+    sharded = _run(tmp_path, "sharded", *real, "--cluster", "local", "--workers", "2")
+    assert _computed(sharded) == _computed(single)
+    assert min(r["top1"] for r in single["rows"]) > 0.8  # the real model, not an untrained one
+    assert all(len(r["predictions_sha256"]) == 64 for r in single["rows"])
+    manifests = [_manifests(tmp_path / run / "models") for run in ("single", "sharded")]
+    onnx = [name for name in manifests[0] if name.endswith(".onnx.manifest.json")]
+    assert onnx and all(manifests[1][n]["sha256"] == manifests[0][n]["sha256"] for n in onnx)
+
+
 def _manifests(folder: Path) -> dict[str, dict]:
     return {p.name: json.loads(p.read_text()) for p in folder.rglob("*.manifest.json")}
 

@@ -126,3 +126,23 @@ def test_range_search_is_torchao_step_for_step(seed):
     mine = observer._non_linear_param_search()
     reference = HistogramObserver._non_linear_param_search(observer)  # torch.ao's, on the same histogram
     assert torch.equal(mine[0], reference[0]) and torch.equal(mine[1], reference[1])
+
+
+def test_pt2e_observer_is_a_torchao_observer_with_the_same_ranges():
+    """PT2E takes only torchao's observer classes: the PT2E twin must be one, and give the FX observer's ranges
+    (and torchao's own, seeing all values at once) on the same batches."""
+    pytest.importorskip("torchao", reason="torchao is not installed (the PT2E toolchain needs it)")
+    from torchao.quantization.pt2e import ObserverBase
+    from torchao.quantization.pt2e.observer import HistogramObserver as TorchaoHistogramObserver
+
+    from quantization.Torch.histogram_observer import pt2e_fast_histogram_observer
+
+    pt2e = pt2e_fast_histogram_observer()
+    assert issubclass(pt2e, ObserverBase) and pt2e is pt2e_fast_histogram_observer()
+    values = _heavy_tailed(4)
+    batches = values[torch.randperm(len(values), generator=torch.Generator().manual_seed(4))].split(25_000)
+    kwargs = {"dtype": torch.uint8, "quant_min": 0, "quant_max": 255, "eps": 2**-12}
+    fast = _qparams(pt2e(**kwargs), batches)
+    assert fast == _qparams(FastHistogramObserver(dtype=torch.quint8, eps=2**-12), batches)
+    exact_scale, exact_zp = _qparams(TorchaoHistogramObserver(**kwargs), [values])
+    assert fast[0] == pytest.approx(exact_scale, rel=0.01) and abs(fast[1] - exact_zp) <= 1

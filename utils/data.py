@@ -534,8 +534,10 @@ def check_disjoint_content(calibration: CalibrationSet, splits: DataSplits, allo
                                overlap_allowed=allow_overlap)
 
 
-def evaluation_loader(splits: DataSplits, batch_size: int) -> DataLoader:
-    return DataLoader(splits.evaluation, batch_size=batch_size, shuffle=False, num_workers=0)
+def evaluation_loader(splits: DataSplits, batch_size: int, positions: Sequence[int] | None = None) -> DataLoader:
+    """The evaluation images in order, all of them or those at ``positions`` (a cluster shard's id range)."""
+    dataset = splits.evaluation if positions is None else SubsetDataset(splits.evaluation, positions)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
 
 
 def sample_batch(splits: DataSplits, batch_size: int) -> torch.Tensor:

@@ -18,6 +18,14 @@ def agreement(pred_a: np.ndarray, pred_b: np.ndarray) -> float:
     return float(np.mean(pred_a == pred_b))
 
 
+def predictions_digest(preds: np.ndarray) -> str:
+    """sha256 of the predicted classes in evaluation-id order (int64, little-endian): two runs predicted
+    every image alike exactly when their digests are equal (one machine against a cluster, two machines)."""
+    import hashlib
+
+    return hashlib.sha256(np.asarray(preds, dtype="<i8").tobytes()).hexdigest()
+
+
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows: true class, columns: predicted class."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.artifacts import write_json_atomic, write_text_atomic
+from utils.metrics import predictions_digest
 
 SLOWER_WARNING = "INT8 is slower than FP32 on"
 
@@ -43,6 +44,7 @@ def result_row(result: Any) -> dict[str, Any]:
         "reference_top1": comp.get("reference_top1"),
         "kernel_error_pp": comp.get("kernel_error_pp"),
         "agreement_with_reference": comp.get("agreement_with_reference"),
+        "predictions_sha256": predictions_digest(result.predictions),
         "size_bytes": artifact.size_bytes(),
         "compression_ratio": comp.get("compression_ratio"),
         "peak_rss_bytes": result.peak_rss_bytes,

@@ -55,16 +55,14 @@ def _remote() -> tuple[Any, Any]:
     @ray.remote(max_retries=SHARD_MAX_RETRIES, retry_exceptions=False)
     def shard_pass(artifact: Any, runtime: str, threads: int | None, splits: DataSplits, start: int, stop: int,
                    batch_size: int, attempts: Any, key: str, drill: str | None) -> dict[str, Any]:
-        from torch.utils.data import DataLoader, Subset
-
         from evaluation.pipelines.loop import ImageBatches, collect_logits, open_runner
+        from utils.data import evaluation_loader
 
         attempt = ray.get(attempts.begin.remote(key))
         if drill and _first_to_create(drill, f"{key} attempt {attempt} pid {os.getpid()}\n"):
             os._exit(1)  # the fault drill: a real process death, of one attempt in the whole run
         runner = open_runner(artifact, runtime, threads)
-        batches = ImageBatches(DataLoader(Subset(splits.evaluation, range(start, stop)), batch_size=batch_size,
-                                          shuffle=False, num_workers=0))
+        batches = ImageBatches(evaluation_loader(splits, batch_size, range(start, stop)))
         logits = collect_logits({key: runner.predict}, batches)[key]
         return {"logits": logits, "labels": batches.labels, "node": node_facts(), "attempt": attempt}
 

@@ -9,9 +9,14 @@ exactly (no re-binning error), and the count is a multiply, a cast and a ``binco
 of ``histc``'s cost). At ``calculate_qparams`` the fine histogram is folded onto torch.ao's own
 2048 bins over the observed [min, max] and torch.ao's ``_non_linear_param_search`` runs unchanged,
 so the range is torch.ao's up to the width of one fine bin.
+
+The same search serves PT2E: torchao keeps its own copy of the observer classes (its convert only
+accepts torchao observers), so :func:`pt2e_fast_histogram_observer` puts this one over torchao's
+``HistogramObserver``; both copies share the search and error functions this relies on.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -31,8 +36,9 @@ def _scratch() -> tuple[torch.Tensor, torch.Tensor]:
     return _SCRATCH[0], _SCRATCH[1]
 
 
-class FastHistogramObserver(HistogramObserver):
-    """torch.ao's HistogramObserver range search over an exact, order-independent histogram.
+class _FastHistogram:
+    """torch.ao's HistogramObserver range search over an exact, order-independent histogram (a mixin over
+    torch.ao's or torchao's ``HistogramObserver``).
 
     The qparams are kept until the next observed batch: FX calls ``calculate_qparams`` once per node
     that shares this observer (a conv and the ReLU6 after it), and the search is the slow part of it."""
@@ -169,3 +175,17 @@ class FastHistogramObserver(HistogramObserver):
         self._qparams = (self._batches, qparams)
         return qparams
 
+
+class FastHistogramObserver(_FastHistogram, HistogramObserver):
+    """The fast histogram observer for torch.ao FX and eager mode."""
+
+
+@functools.cache
+def pt2e_fast_histogram_observer() -> type:
+    """The same observer over torchao's ``HistogramObserver``, for PT2E (imported on first use: torchao is
+    only needed by the PT2E toolchain)."""
+    from torchao.quantization.pt2e.observer import HistogramObserver as TorchaoHistogramObserver
+
+    return type("Pt2eFastHistogramObserver", (_FastHistogram, TorchaoHistogramObserver),
+                {"__doc__": "The fast histogram observer for PT2E (torchao's observer classes).",
+                 "__module__": __name__})

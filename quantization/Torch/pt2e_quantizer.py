@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
 from utils.packages import missing_reason
+from utils.stages import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +59,33 @@ class PT2EQuantizer(Quantizer):
         return WeightScheme(per_channel=True, qmin=-128, qmax=127, divisor=127.5)
 
     def quantization_config(self) -> Any:
-        """torchao's x86 default config, with the weight range of :meth:`weight_bits`."""
+        """torchao's x86 default config with two changes: the weight range of :meth:`weight_bits`, and the
+        activations observed by the fast exact histogram (torchao's L2 range search over a histogram that
+        is not re-binned per batch: EfficientNet-Lite0, 300 images, AVX2: calibration 36 s with torchao's)."""
         import dataclasses
 
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             get_default_x86_inductor_quantization_config,
         )
 
+        from quantization.Torch.histogram_observer import pt2e_fast_histogram_observer
+
         config = get_default_x86_inductor_quantization_config()
+        activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=(
+            pt2e_fast_histogram_observer().with_args(eps=2**-12)))  # torchao's x86 default eps
+        config = dataclasses.replace(config, input_activation=activation, output_activation=activation)
         if self.weight_bits() == 8:
             return config
         return dataclasses.replace(config, weight=dataclasses.replace(config.weight, quant_min=-64, quant_max=63))
 
+    def ranges_depend_on_batching(self) -> bool:
+        """The fast histogram and the weights' min/max do not depend on how the sample is batched."""
+        return False
+
     def settings(self) -> dict[str, Any]:
         return {"mode": "pt2e", "quantizer": "X86InductorQuantizer", "granularity": "per_channel",
-                "observer": "histogram (torchao x86 default)", "is_dynamic": False, "target": self.target.name,
-                "weight_bits": self.weight_bits(),
+                "observer": "histogram (fast exact histogram, torchao's L2 search)", "is_dynamic": False,
+                "target": self.target.name, "weight_bits": self.weight_bits(),
                 "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed,
                 "calibration_batch_size": self.calibration_batch_size()}
 
@@ -97,18 +108,20 @@ class PT2EQuantizer(Quantizer):
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
-        start = time.perf_counter()
+        timer = StageTimer(self.toolchain)
         example = torch.randn(2, *model.input_shape)
-        graph = _export(copy.deepcopy(model.module).eval(), example).module()
-        quantizer = X86InductorQuantizer().set_global(self.quantization_config())
-        try:
-            prepared = prepare_pt2e(graph, quantizer)
-        except Exception as exc:
-            raise SuiteError(f"PT2E prepare failed on {model.arch}: {str(exc).splitlines()[0][:200]}") from exc
-        calibrate(prepared, calibration, self.calibration_batch_size(), "calibrating (PT2E)")
-        converted = convert_pt2e(prepared)
-        program = _export(converted, example)
-        elapsed = time.perf_counter() - start
+        with timer.stage("export"):
+            graph = _export(copy.deepcopy(model.module).eval(), example).module()
+        with timer.stage("prepare"):
+            quantizer = X86InductorQuantizer().set_global(self.quantization_config())
+            try:
+                prepared = prepare_pt2e(graph, quantizer)
+            except Exception as exc:
+                raise SuiteError(f"PT2E prepare failed on {model.arch}: {str(exc).splitlines()[0][:200]}") from exc
+        with timer.stage("calibrate"):
+            calibrate(prepared, calibration, self.calibration_batch_size(), "calibrating (PT2E)")
+        with timer.stage("convert"):
+            program = _export(convert_pt2e(prepared), example)
         tag = "pt2e_x86inductor" + ("_w7" if self.weight_bits() == 7 else "")
         return self._write(program, model, tag, "int8", self.settings(), calibration.ids,
-                           {"quantize_seconds": round(elapsed, 2)})
+                           {"quantize_seconds": timer.total(), "quantize_seconds_by_stage": dict(timer.seconds)})
