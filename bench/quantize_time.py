@@ -145,8 +145,11 @@ def main() -> None:
         raise SystemExit(f"unknown rows {unknown} (known: {', '.join(ROWS)})")
     import torch
 
-    header = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-              f"{args.images} calibration images")
+    from utils.hardware import cpu_model_name
+    from utils.targets import resolve_target
+
+    header = (f"{cpu_model_name() or platform.machine()}, CPU class {resolve_target('auto').name}, "
+              f"{torch.get_num_threads()} torch threads, {args.images} calibration images")
     results = []
     for arch in args.archs:
         for row in args.toolchains:
