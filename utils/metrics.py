@@ -1,6 +1,7 @@
 """Accuracy metrics computed once from logits, identical for every (artifact, runtime) pair."""
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -21,8 +22,6 @@ def agreement(pred_a: np.ndarray, pred_b: np.ndarray) -> float:
 def predictions_digest(preds: np.ndarray) -> str:
     """sha256 of the predicted classes in evaluation-id order (int64, little-endian): two runs predicted
     every image alike exactly when their digests are equal (one machine against a cluster, two machines)."""
-    import hashlib
-
     return hashlib.sha256(np.asarray(preds, dtype="<i8").tobytes()).hexdigest()
 
 

@@ -61,6 +61,7 @@ class QatQuantizer(TorchScriptQuantizer):
         t = self.cfg.torch
         static = self.static_settings()
         static["observer"] = "moving_average_minmax (fake-quant)"
+        del static["calibration_batch_size"]  # QAT fine-tunes in qat_batch_size; it runs no calibration pass
         return {"mode": f"qat_{t.qat_engine}", **static, "qat_steps": t.qat_steps, "qat_lr": t.qat_lr,
                 "qat_batch_size": t.qat_batch_size, "qat_freeze_bn_after": t.qat_freeze_bn_after,
                 "qat_freeze_observers_after": t.qat_freeze_observers_after}

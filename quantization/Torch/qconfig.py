@@ -29,6 +29,9 @@ BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
 # histogram: torch.ao's L2 range search on a fast exact histogram (histogram_observer.py, the default);
 # torchao_histogram: torch.ao's own HistogramObserver, kept to compare against
 OBSERVERS = ("minmax", "moving_average_minmax", "histogram", "torchao_histogram", "percentile")
+# observers whose ranges do not depend on how the calibration sample is batched (running min/max, the fast
+# exact histogram); torch.ao's histogram re-bins per batch and the moving average weights the batches
+BATCH_INDEPENDENT_OBSERVERS = ("minmax", "histogram", "percentile")
 GRANULARITIES = ("per_channel", "per_tensor")
 
 warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*deprecated.*")

@@ -15,7 +15,14 @@ from typing import Any, ClassVar
 import torch
 
 from quantization.base import Quantizer, float_suffix
-from quantization.Torch.qconfig import saturation_risk, use_reduce_range, validate, weight_bits, weight_range
+from quantization.Torch.qconfig import (
+    BATCH_INDEPENDENT_OBSERVERS,
+    saturation_risk,
+    use_reduce_range,
+    validate,
+    weight_bits,
+    weight_range,
+)
 from quantization.Torch.torchscript_export import write_torchscript
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact
@@ -52,9 +59,7 @@ class TorchScriptQuantizer(Quantizer):
         """The converted INT8 module and the ids of the images it saw (None: no data used)."""
 
     def ranges_depend_on_batching(self) -> bool:
-        """min/max and the fast exact histogram (histogram, percentile) give the same ranges however the sample
-        is batched; torch.ao's histogram re-bins per batch and the moving average weights the batches."""
-        return self.cfg.torch.observer not in ("minmax", "histogram", "percentile")
+        return self.cfg.torch.observer not in BATCH_INDEPENDENT_OBSERVERS
 
     def static_settings(self) -> dict[str, Any]:
         """The qconfig settings every static mode shares (observer, granularity, bit widths)."""
