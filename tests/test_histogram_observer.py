@@ -65,6 +65,23 @@ def test_ignores_infinities_and_empty_batches():
     assert 0 < scale < 1
 
 
+@pytest.mark.parametrize("bounds", [(0.0, 6.0), (-1.0 / 3.0, 2.7)])
+def test_clamped_observation_records_what_the_clamped_copy_would(bounds):
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(30_000, generator=generator) * scale for scale in (0.5, 4.0, 20.0)]
+    batches.append(torch.tensor([float("inf"), -float("inf"), 3.0]))  # infinities clamp onto the bounds
+    batches.append(torch.full((5,), bounds[1]))  # values exactly at a bound: the edge of the index clamp
+    copied, clamped = FastHistogramObserver(dtype=torch.quint8), FastHistogramObserver(dtype=torch.quint8)
+    with torch.inference_mode():
+        for batch in batches:
+            copied(batch.clamp(*bounds))
+            clamped.observe_clamped(batch, *bounds)
+    assert torch.equal(copied.fine_histogram, clamped.fine_histogram)
+    assert float(copied.fine_range) == float(clamped.fine_range)
+    assert (float(copied.min_val), float(copied.max_val)) == (float(clamped.min_val), float(clamped.max_val))
+    assert copied.calculate_qparams() == clamped.calculate_qparams()
+
+
 def _activation_scales(module: torch.nn.Module) -> dict[str, float]:
     """Output scales of the converted quantized modules and the input quantize nodes."""
     scales = {}

@@ -79,7 +79,10 @@ def observe_clamped_ranges(prepared: fx.GraphModule) -> int:
             if self._seen_clamped:
                 self._seen_clamped = False
                 return x
-            _base.forward(self, x.clamp(_low, _high))
+            if hasattr(_base, "observe_clamped"):  # the fast histogram clamps inside its count, no copy
+                _base.observe_clamped(self, x, _low, _high)
+            else:
+                _base.forward(self, x.clamp(_low, _high))
             self._seen_clamped = _shared
             return x
 
