@@ -8,6 +8,7 @@ import onnx.numpy_helper as nh
 import pytest
 
 from quantization.base import quantizer_class
+from quantization.onnx_quantizer import calibration_step
 from quantization.workflow import prepare, run_toolchain
 from tests.conftest import run_script
 from utils.config import RunConfig
@@ -127,17 +128,14 @@ def test_ort_granularity_activation_type_and_method(base_cfg, prepared):
 
 
 def test_ort_histogram_calibrators_take_a_sample_that_is_not_a_multiple_of_the_batch(base_cfg):
-    from quantization.ORT.ort_strided_calibration import StridedFeedReader
+    from quantization.ORT.ort_calibration import feed_batches
 
     cfg = copy.deepcopy(base_cfg)
     cfg.calibration.size = 50  # batch 32: ORT's entropy calibrator once failed on the short last batch
     _, art, _ = _quantize(cfg, prepare(cfg), "ort", calibration_method="entropy")
     assert art.manifest["calibration_sample_count"] == 50
-    reader = StridedFeedReader({"input": np.zeros((50, 1), np.float32)}, 32)
-    sizes = []
-    while (batch := reader.get_next()) is not None:
-        sizes.append(len(batch["input"]))
-    assert sizes == [25, 25]
+    step = calibration_step(50, 32)
+    assert [len(b["input"]) for b in feed_batches({"input": np.zeros((50, 1), np.float32)}, step)] == [25, 25]
 
 
 def test_onnx_int8_accuracy_on_the_demo(base_cfg, prepared):

@@ -19,9 +19,11 @@ from quantization.onnx_quantizer import OnnxQuantizer, calibration_step
 from quantization.onnx_weights import SEVEN_BIT_LIMIT, fold_weight_quantizers
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import write_bytes
+from utils.child_process import run_in_spawned_child
 from utils.errors import SuiteError
 from utils.hardware import has_cuda_gpu
 from utils.packages import has_module, missing_reason
+from utils.stages import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +42,14 @@ def _quantize_in_child(kwargs: dict[str, Any]) -> None:
 
 
 def run_modelopt_quantize(**kwargs: Any) -> None:
-    """Call ModelOpt's ``quantize`` in a fresh process.
+    """Call ModelOpt's ``quantize`` in a fresh process (utils.child_process: with huge-page malloc,
+    which its arena-less calibration session needs to run at the arena's speed).
 
     ModelOpt patches onnxruntime.quantization's calibrators and quantizers while it runs and leaves
     them patched, which breaks a later ``quantize_static`` in the same process (measured: "Quantization
     parameters are not specified for param input"). A spawned child keeps this process clean.
     """
-    import concurrent.futures
-    import multiprocessing
-
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        pool.submit(_quantize_in_child, kwargs).result()
+    run_in_spawned_child(_quantize_in_child, kwargs)
 
 
 def calibration_shapes(feed: dict[str, np.ndarray], batch_size: int, histogram: bool = True) -> str:
@@ -119,7 +118,13 @@ class ModelOptQuantizer(OnnxQuantizer):
         suffix = "" if dtype == "fp32" else f"_{dtype}"
         return f"modelopt_int8_{self.options.calibration_method}{suffix}{self.bits_tag()}"
 
-    def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
+    def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path,
+                       timer: StageTimer) -> None:
+        """One stage, "quantize": ModelOpt calibrates and inserts Q/DQ inside one library call."""
+        with timer.stage("quantize"):
+            self._quantize_in_private_copy(fp32, feed, exclude, out)
+
+    def _quantize_in_private_copy(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
         reason = self.unavailable_reason()
         if reason:
             raise SuiteError(reason)

@@ -6,15 +6,17 @@ weights (ORT's CPU EP fuses u8 x s8 QDQ into integer kernels; s8 activations ran
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from quantization.onnx_quantizer import OnnxQuantizer
-from quantization.ORT.ort_strided_calibration import StridedFeedReader, strided_options
+from quantization.onnx_quantizer import OnnxQuantizer, calibration_step
+from quantization.ORT.ort_calibration import calibrated_ranges, default_op_types, load_for_quantization, write_qdq
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.packages import missing_reason
+from utils.stages import StageTimer
 
 #: ort.calibration_method -> onnxruntime's CalibrationMethod (the config's choices are these keys)
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -63,36 +65,31 @@ class OrtQuantizer(OnnxQuantizer):
         act = "u8" if self.activation_type() == "uint8" else "s8"
         return f"ort_qdq_{self.method()}_{self.options.granularity}_{act}s8{self.bits_tag()}"
 
-    def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
+    def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path,
+                       timer: StageTimer) -> None:
+        """quantize_static's steps with ORT's own pieces (quantization/ORT/ort_calibration.py): pre-process,
+        calibrate (ranges shared by every variant of the run on the same model and images), write Q/DQ."""
+        import onnx
+        from onnxruntime.quantization import QuantType
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         m = self.options
-        prepped = out.with_name(out.stem + ".pre.onnx")
-        try:
-            quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
-            op_types = None
+        with tempfile.TemporaryDirectory(prefix="ort.quantize.") as scratch:
+            prepped = Path(scratch) / "prepped.onnx"
+            weight_type = QuantType.QInt8
+            with timer.stage("prepare"):
+                quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
+                model, calibrate_from = load_for_quantization(prepped, weight_type, Path(scratch))
+            op_types = default_op_types()
             if m.exclude_op_types:
-                import onnx
-
                 present = {n.op_type for n in onnx.load(str(prepped), load_external_data=False).graph.node}
                 op_types = sorted(present - set(m.exclude_op_types))
-            quantize_static(
-                str(prepped), str(out), StridedFeedReader(feed, self.calibration_batch_size(), self.ranges_depend_on_batching()),
-                quant_format=QuantFormat.QDQ,
-                per_channel=m.granularity == "per_channel",
-                reduce_range=self.weight_bits() == 7,
-                activation_type=QuantType.QUInt8 if self.activation_type() == "uint8" else QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=getattr(CalibrationMethod, METHODS[self.method()]),
-                nodes_to_exclude=exclude or None,
-                op_types_to_quantize=op_types,
-                extra_options=strided_options(),
-            )
-        finally:
-            prepped.unlink(missing_ok=True)
+            step = calibration_step(len(next(iter(feed.values()))), self.calibration_batch_size(),
+                                    self.ranges_depend_on_batching())
+            with timer.stage("calibrate"):
+                ranges = calibrated_ranges(calibrate_from, feed, step, METHODS[self.method()], op_types)
+            with timer.stage("quantize"):
+                write_qdq(model, ranges, out, per_channel=m.granularity == "per_channel",
+                          reduce_range=self.weight_bits() == 7,
+                          activation_type=QuantType.QUInt8 if self.activation_type() == "uint8" else QuantType.QInt8,
+                          weight_type=weight_type, nodes_to_exclude=exclude, op_types=op_types)

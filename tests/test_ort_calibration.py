@@ -1,0 +1,180 @@
+"""ORT's quantize_static in two halves (quantization/ORT/ort_calibration.py): the same file, ranges once per run.
+
+- Given ORT's own ranges, ``write_qdq`` writes what ``quantize_static`` writes (every node, every
+  initializer equal), for each calibration method.
+- The optimised calibration session moves the ranges by float rounding only (MinMax, Percentile)
+  or by at most one of ORT's histogram bins (Entropy's threshold search on 128 bins).
+- The ranges are computed once per model and images; batch by batch, in a fraction of the memory.
+"""
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+STEP = 16
+
+
+def _tiny_onnx(path: Path, channels: int = 32, size: int = 48) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, channels, 3, padding=1), torch.nn.BatchNorm2d(channels),
+                                torch.nn.ReLU(), torch.nn.Conv2d(channels, channels, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(channels, 10)).eval()
+    torch.onnx.export(model, (torch.randn(1, 3, size, size),), str(path), input_names=["input"], output_names=["logits"],
+                      opset_version=17, dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+
+
+def _feed(n: int, size: int = 48, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"input": rng.standard_normal((n, 3, size, size)).astype(np.float32)}
+
+
+class _StridedReader:
+    """quantize_static's strided protocol (``__len__``/``set_range``) over batches of STEP images."""
+
+    def __init__(self, feed: dict[str, np.ndarray]):
+        from quantization.ORT.ort_calibration import feed_batches
+
+        self._batches = list(feed_batches(feed, STEP))
+        self.set_range(0, len(self._batches))
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._iter = iter(self._batches[start_index:end_index])
+
+    def get_next(self):
+        return next(self._iter, None)
+
+
+def _orts_own_ranges(model_path: Path, feed, method: str, tmp: Path):
+    """ORT's calibrator as quantize_static runs it (its own session, graph optimisations off), batch by batch."""
+    from onnxruntime.quantization import CalibrationMethod
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    from quantization.ORT.ort_calibration import _OneBatch, default_op_types, feed_batches
+
+    calibrator = create_calibrator(model_path, default_op_types(), augmented_model_path=str(tmp / "aug.onnx"),
+                                   calibrate_method=getattr(CalibrationMethod, method))
+    for batch in feed_batches(feed, STEP):
+        calibrator.collect_data(_OneBatch(batch))
+    return calibrator.compute_data()
+
+
+def _tensors(path: Path) -> tuple[list, dict[str, np.ndarray]]:
+    model = onnx.load(str(path))
+    nodes = [(n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
+    return nodes, {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+@pytest.mark.parametrize("method", ["MinMax", "Entropy", "Percentile"])
+def test_write_qdq_with_orts_ranges_writes_what_quantize_static_writes(method, tmp_path):
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from quantization.ORT.ort_calibration import default_op_types, load_for_quantization, write_qdq
+
+    fp32, feed = tmp_path / "fp32.onnx", _feed(64)
+    _tiny_onnx(fp32)
+    quantize_static(str(fp32), str(tmp_path / "static.onnx"), _StridedReader(feed), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    calibrate_method=getattr(CalibrationMethod, method), extra_options={"CalibStridedMinMax": 1})
+    model, calibrate_from = load_for_quantization(fp32, QuantType.QInt8, tmp_path)
+    ranges = _orts_own_ranges(calibrate_from, feed, method, tmp_path)
+    write_qdq(model, ranges, tmp_path / "split.onnx", per_channel=True, reduce_range=False,
+              activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=[],
+              op_types=default_op_types())
+    static_nodes, static_inits = _tensors(tmp_path / "static.onnx")
+    split_nodes, split_inits = _tensors(tmp_path / "split.onnx")
+    assert split_nodes == static_nodes and any(op == "QuantizeLinear" for op, *_ in split_nodes)
+    assert split_inits.keys() == static_inits.keys()
+    for name, value in static_inits.items():
+        assert np.array_equal(split_inits[name], value), name
+
+
+def _bounds(ranges) -> dict[str, tuple[float, float]]:
+    return {name: tuple(float(np.asarray(v).reshape(-1)[0]) for v in ranges[name].range_value) for name in ranges}
+
+
+@pytest.mark.parametrize("method,bins", [("MinMax", None), ("Percentile", 2048), ("Entropy", 128)])
+def test_optimised_session_moves_ranges_by_rounding_only(method, bins, tmp_path):
+    from quantization.ORT.ort_calibration import calibrated_ranges, default_op_types
+
+    fp32, feed = tmp_path / "fp32.onnx", _feed(64)
+    _tiny_onnx(fp32)
+    own = _bounds(_orts_own_ranges(fp32, feed, method, tmp_path))
+    fast = _bounds(calibrated_ranges(fp32, feed, STEP, method, default_op_types()))
+    assert fast.keys() == own.keys() and len(own) >= 5
+    for name, (low, high) in own.items():
+        # MinMax: float rounding of fused kernels; histograms: a value crossing a bin edge moves the
+        # chosen bin by one (of ``bins`` over the tensor's range)
+        width = max(high - low, 1e-6)
+        tolerance = 1e-5 * width if bins is None else 1.01 * width / bins
+        assert fast[name][0] == pytest.approx(low, abs=tolerance), name
+        assert fast[name][1] == pytest.approx(high, abs=tolerance), name
+
+
+def test_ranges_are_computed_once_per_model_and_images(tmp_path, monkeypatch):
+    import onnxruntime.quantization.calibrate as calibrate
+    from onnxruntime.quantization.calibrate import TensorData
+
+    from quantization.ORT.ort_calibration import calibrated_ranges, default_op_types
+
+    fp32 = tmp_path / "fp32.onnx"
+    _tiny_onnx(fp32)
+    first = calibrated_ranges(fp32, _feed(32), STEP, "MinMax", default_op_types())
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("calibrated again")
+
+    monkeypatch.setattr(calibrate, "create_calibrator", no_calibration)
+    again = calibrated_ranges(fp32, _feed(32), STEP, "MinMax", default_op_types())
+    assert _bounds(again) == _bounds(first)
+    name = next(iter(again))
+    again[name] = TensorData(lowest=np.float32(-1e9), highest=np.float32(1e9))  # the quantizer edits ranges: copies
+    assert _bounds(calibrated_ranges(fp32, _feed(32), STEP, "MinMax", default_op_types()))[name] == _bounds(first)[name]
+    for other in ({"feed": _feed(32, seed=1)}, {"method": "Percentile"}, {"step": 8}):
+        args = {"feed": _feed(32), "step": STEP, "method": "MinMax", **other}
+        with pytest.raises(AssertionError, match="calibrated again"):
+            calibrated_ranges(fp32, args["feed"], args["step"], args["method"], default_op_types())
+
+
+def _peak_rss_child(fp32: str, out: str, split: bool, n: int, queue) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    from quantization.ORT.ort_calibration import calibrated_ranges, default_op_types
+    from utils.benchmark import peak_rss_bytes
+
+    feed = _feed(n, size=64)
+    before = peak_rss_bytes()
+    if split:
+        calibrated_ranges(Path(fp32), feed, STEP, "Percentile", default_op_types())
+    else:  # quantize_static left alone: every output of every image, then the histograms
+        quantize_static(fp32, out, _StridedReader(feed), quant_format=QuantFormat.QDQ,
+                        calibrate_method=CalibrationMethod.Percentile)
+    queue.put(peak_rss_bytes() - before)
+
+
+def test_histogram_calibration_holds_one_batch_of_outputs(tmp_path):
+    """Peak RSS growth of Percentile calibration on 128 images (~0.6 MB of outputs per image): quantize_static
+    alone holds them all (and a stacked copy); batch by batch holds one batch of 16."""
+    fp32 = tmp_path / "fp32.onnx"
+    _tiny_onnx(fp32, channels=48, size=64)
+    context = multiprocessing.get_context("spawn")
+    growth = {}
+    for split in (False, True):
+        queue = context.Queue()
+        child = context.Process(target=_peak_rss_child, args=(str(fp32), str(tmp_path / f"{split}.onnx"), split, 128,
+                                                              queue))
+        child.start()
+        growth[split] = queue.get(timeout=600)
+        child.join()
+    print({k: f"{v / 2**20:.0f} MiB" for k, v in growth.items()})
+    assert growth[True] < 0.5 * growth[False]
