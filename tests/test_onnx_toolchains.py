@@ -299,3 +299,21 @@ def _with(base_cfg, toolchain: str, **settings) -> RunConfig:
     for key, value in settings.items():
         setattr(getattr(cfg, quantizer_class(toolchain).section), key, value)
     return cfg
+
+
+def test_ort_variants_of_a_run_share_one_calibration(base_cfg, prepared, caplog, monkeypatch):
+    """Granularity and activation type do not change the activation ranges: the second variant on the same
+    FP32 model and images reuses the first one's calibration (quantization/ORT/ort_calibration.py)."""
+    import logging
+
+    import quantization.ORT.ort_calibration as ort_calibration
+
+    monkeypatch.setattr(ort_calibration, "_RANGES", {})  # earlier tests calibrated the same model and images
+    cfg = copy.deepcopy(base_cfg)
+    caplog.set_level(logging.INFO, logger="quantization.ORT.ort_calibration")
+    _, first, _ = _quantize(cfg, prepared, "ort", granularity="per_tensor")
+    assert "reused" not in caplog.text
+    _, second, _ = _quantize(cfg, prepared, "ort", granularity="per_channel", activation_type="int8")
+    assert "MinMax ranges of" in caplog.text and "reused" in caplog.text
+    assert first.path != second.path and set(second.manifest["quantize_seconds_by_stage"]) >= {
+        "prepare", "calibrate", "quantize", "save"}
