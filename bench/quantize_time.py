@@ -4,8 +4,10 @@ Models: ResNet-50 (random weights: speed only) and EfficientNet-Lite0 (real weig
 on real images of ../shared/assets/imagenet-val-1300 (a seeded sample). Each toolchain quantizes in
 its own spawned child process, so its peak RSS (VmHWM, utils.benchmark.peak_rss_bytes) is its own
 and a toolchain that patches libraries (ModelOpt) cannot affect the next. Stages come from the
-artifact manifest (``quantize_seconds_by_stage``, utils/stages.py); the ONNX libraries calibrate, compute statistics
-and insert Q/DQ inside one call, so theirs is one "quantize" stage. The FP32 ONNX export is timed
+artifact manifest (``quantize_seconds_by_stage``, utils/stages.py); ModelOpt calibrates and inserts Q/DQ
+inside one library call, so its is one "quantize" stage (ORT's: prepare, calibrate, quantize). The
+rows run in plain children, as the CLI would run them: ModelOpt's own child (utils/child_process.py)
+is the one with huge-page malloc. The FP32 ONNX export is timed
 once per model (the "export" stage of the ONNX rows is then the reuse check). NNCF: OpenVINO model
 read (conversion) and ``nncf.quantize`` (its defaults, fast bias correction on).
 

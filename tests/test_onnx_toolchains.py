@@ -109,6 +109,18 @@ def test_modelopt_node_and_op_exclusions_reach_the_artifact(base_cfg, prepared, 
     assert _quantized_convs(no_conv) == set()
 
 
+def test_ort_op_type_exclusion_reaches_the_artifact(base_cfg, prepared):
+    """ORT with Conv excluded keeps every conv weight float (other ops' Q/DQ may still feed a conv input)."""
+    def int8_weight_convs(model) -> set[str]:
+        prod = _producers(model)
+        return {n.name for n in model.graph.node if n.op_type == "Conv"
+                and prod.get(n.input[1]) is not None and prod[n.input[1]].op_type == "DequantizeLinear"}
+
+    _, _, full = _quantize(base_cfg, prepared, "ort")
+    _, _, no_conv = _quantize(base_cfg, prepared, "ort", exclude_op_types=["Conv"])
+    assert int8_weight_convs(full) and int8_weight_convs(no_conv) == set()
+
+
 def test_ort_granularity_activation_type_and_method(base_cfg, prepared):
     _, art, pc = _quantize(base_cfg, prepared, "ort", calibration_method="minmax", granularity="per_channel")
     _, _, pt = _quantize(base_cfg, prepared, "ort", calibration_method="minmax", granularity="per_tensor")

@@ -69,7 +69,6 @@ class OrtQuantizer(OnnxQuantizer):
                        timer: StageTimer) -> None:
         """quantize_static's steps with ORT's own pieces (quantization/ORT/ort_calibration.py): pre-process,
         calibrate (ranges shared by every variant of the run on the same model and images), write Q/DQ."""
-        import onnx
         from onnxruntime.quantization import QuantType
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -82,8 +81,7 @@ class OrtQuantizer(OnnxQuantizer):
                 model, calibrate_from = load_for_quantization(prepped, weight_type, Path(scratch))
             op_types = default_op_types()
             if m.exclude_op_types:
-                present = {n.op_type for n in onnx.load(str(prepped), load_external_data=False).graph.node}
-                op_types = sorted(present - set(m.exclude_op_types))
+                op_types = sorted({n.op_type for n in model.graph.node} - set(m.exclude_op_types))
             step = calibration_step(len(next(iter(feed.values()))), self.calibration_batch_size(),
                                     self.ranges_depend_on_batching())
             with timer.stage("calibrate"):

@@ -75,12 +75,16 @@ def observe_clamped_ranges(prepared: fx.GraphModule) -> int:
         shared = (any(user.op == "call_module" and user.target == node.target for user in clamp.users)
                   and not isinstance(observer, MovingAverageMinMaxObserver))
 
-        def forward(self, x: torch.Tensor, _base=base, _low=low, _high=high, _shared=shared) -> torch.Tensor:
+        # the fast histogram clamps inside its count (no copy of the activation); the others see the copy
+        observe_clamped = getattr(base, "observe_clamped", None)
+
+        def forward(self, x: torch.Tensor, _base=base, _low=low, _high=high, _shared=shared,
+                    _observe_clamped=observe_clamped) -> torch.Tensor:
             if self._seen_clamped:
                 self._seen_clamped = False
                 return x
-            if hasattr(_base, "observe_clamped"):  # the fast histogram clamps inside its count, no copy
-                _base.observe_clamped(self, x, _low, _high)
+            if _observe_clamped is not None:
+                _observe_clamped(self, x, _low, _high)
             else:
                 _base.forward(self, x.clamp(_low, _high))
             self._seen_clamped = _shared
