@@ -109,7 +109,8 @@ def add_target_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("deployment target")
     option(g, "--target", "target", "the machine class the INT8 artifacts are built for: auto (this machine's "
            "CPU), x86-amx (AMX-INT8: Sapphire Rapids and later), x86-vnni (AVX-512 VNNI / AVX-VNNI), "
-           "x86-avx2 (AVX2 + FMA, no VNNI: 16-bit pair sums, so 7-bit weights), arm64, tensorrt (GPU: 8-bit, never the CPU fix)", choices=list(TARGET_CHOICES))
+           "x86-avx2 (AVX2 + FMA, no VNNI: 16-bit pair sums, so 7-bit weights), arm64, tensorrt (GPU: 8-bit, never the "
+           "CPU fix)", choices=list(TARGET_CHOICES))
 
 
 def add_benchmark_args(parser: argparse.ArgumentParser) -> None:

@@ -40,9 +40,10 @@ def open_runner(artifact: Artifact, runtime: str, threads: int | None = None, pr
     return cls(artifact, threads, precision)
 
 
-def open_runners(pairs: Mapping[K, tuple[Artifact, str]], threads: int | None = None) -> dict[K, Runner]:
-    """A runner per named (artifact, runtime) pair."""
-    return {key: open_runner(artifact, runtime, threads) for key, (artifact, runtime) in pairs.items()}
+def open_runners(pairs: Mapping[K, tuple[Artifact, str] | tuple[Artifact, str, str]],
+                 threads: int | None = None) -> dict[K, Runner]:
+    """A runner per named (artifact, runtime) or (artifact, runtime, precision) row."""
+    return {key: open_runner(pair[0], pair[1], threads, *pair[2:]) for key, pair in pairs.items()}
 
 
 def collect_logits(calls: Mapping[K, Callable[[B], np.ndarray]], batches: Iterable[B], *,
@@ -159,7 +160,7 @@ def plan_pairs(artifacts: list[Artifact], runtimes: list[str] | None,
     groups: dict[str, list[Row]] = {}
     skipped: list[Skipped] = []
     bf16_here = native_bf16_reason()
-    if "bf16" in wanted and bf16_here:
+    if bf16_here and (precisions is None or "bf16" in wanted):  # the default asks for every native precision
         skipped.append(Skipped("bf16 rows", bf16_here))
     if "int8" not in wanted and any(a.precision == "int8" for a in artifacts):
         skipped.append(Skipped("int8 rows", "not among --eval-precisions"))
