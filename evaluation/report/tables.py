@@ -21,6 +21,7 @@ from utils.metrics import predictions_digest
 
 #: a latency whose p99 is more than this many times its p50 gets a warning
 TAIL_RATIO = 3.0
+TAIL = f"p99 > {TAIL_RATIO:g}x p50"
 
 
 def result_row(result: Any) -> dict[str, Any]:
@@ -107,10 +108,11 @@ def warnings_for(rows: list[dict[str, Any]], max_drop_pp: float) -> list[str]:
     and latencies whose tail is far from their median (p99 > 3x p50: another process, a page-in, a recompile)."""
     notes = []
     for row in rows:
-        for batch, lat in row["latency"].items():
-            if lat.get("p99_ms") and lat["p99_ms"] > TAIL_RATIO * lat["p50_ms"]:
-                notes.append(f"{row_label(row)}: p99 {lat['p99_ms']:.2f} ms is {lat['p99_ms'] / lat['p50_ms']:.1f}x "
-                             f"its p50 at batch {batch}: a noisy measurement (rerun with more --rounds, nothing else running)")
+        tails = [f"{lat['p99_ms'] / lat['p50_ms']:.1f}x at batch {batch}" for batch, lat in row["latency"].items()
+                 if lat.get("p99_ms") and lat["p99_ms"] > TAIL_RATIO * lat["p50_ms"]]
+        if tails:
+            notes.append(f"{row_label(row)}: p99 is {', '.join(tails)} its p50 ({TAIL}): a noisy measurement; rerun "
+                         "with more --rounds and nothing else running")
         if row["precision"] == "fp32" or row.get("is_reference"):
             continue  # a reference runtime's latency is float math plus Q/DQ, never an INT8 speed
         for batch, speedup in row["speedup"].items():
