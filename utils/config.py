@@ -284,6 +284,9 @@ def validate_config(cfg: RunConfig) -> RunConfig:
                 if str(item) not in choices:
                     raise SuiteError(f"config key '{dotted}' must be one of {', '.join(choices)} (got {item!r})")
     walk(cfg, "")
+    if cfg.benchmark.eval_precisions is not None and "fp32" not in cfg.benchmark.eval_precisions:
+        raise SuiteError("--eval-precisions must include fp32: fp32 is the baseline every drop and speedup is measured "
+                         f"against (got {','.join(map(str, cfg.benchmark.eval_precisions))})")
     return cfg
 
 
