@@ -121,7 +121,7 @@ def add_benchmark_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--threads", "benchmark.threads", "intra-op threads for every runtime (all cores)", type=int)
     option(g, "--eval-precisions", "benchmark.eval_precisions", "compute precisions to measure: fp32 (true FP32, "
            "always measured), bf16 (where the CPU has AMX-BF16/AVX512-BF16), int8 (every one this CPU runs natively)",
-           type=csv_list(), choices=None, metavar="fp32,bf16,int8")
+           type=csv_list(), metavar="fp32,bf16,int8")
     option(g, "--runtimes", "runtimes", "runtimes to evaluate on: torch, torch_compile, onnxruntime, "
            "openvino, tensorrt (every installed one that can run the artifact)", type=csv_list())
 

@@ -175,7 +175,7 @@ class BenchmarkConfig:
     threads: int | None = None  # intra-op threads (default: all cores)
     # compute precisions to measure: fp32 (true FP32, always: the baseline of every drop), bf16 (FP32 artifacts run
     # in BF16 where the CPU has AMX-BF16/AVX512-BF16), int8 (the INT8 artifacts); None = every one this CPU runs natively
-    eval_precisions: list[str] | None = field(default=None, metadata={"choices": ("fp32", "bf16", "int8")})
+    eval_precisions: list[str] | None = field(default=None, metadata={"item_choices": ("fp32", "bf16", "int8")})
 
 
 @dataclass
@@ -280,9 +280,12 @@ def validate_config(cfg: RunConfig) -> RunConfig:
                     bound = "non-negative" if low is not None else "positive"
                     raise SuiteError(f"config key '{dotted}' must be {bound} (got {value!r})")
             choices = f.metadata.get("choices")
-            for item in (value if isinstance(value, list) else [value]) if choices and value is not None else []:
-                if str(item) not in choices:
-                    raise SuiteError(f"config key '{dotted}' must be one of {', '.join(choices)} (got {item!r})")
+            if choices and value is not None and str(value) not in choices:
+                raise SuiteError(f"config key '{dotted}' must be one of {', '.join(choices)} (got {value!r})")
+            items = f.metadata.get("item_choices")  # a list field whose every item is one of these
+            for item in value if items and value is not None else []:
+                if str(item) not in items:
+                    raise SuiteError(f"config key '{dotted}' must be one of {', '.join(items)} (got {item!r})")
     walk(cfg, "")
     if cfg.benchmark.eval_precisions is not None and "fp32" not in cfg.benchmark.eval_precisions:
         raise SuiteError("--eval-precisions must include fp32: fp32 is the baseline every drop and speedup is measured "
