@@ -9,18 +9,34 @@ faults in 2 MiB at a time (83 faults and 54 ms per image; ModelOpt's whole quant
 39.3 -> 23.9 s). glibc reads ``GLIBC_TUNABLES`` only when a process starts, hence the child. Where
 transparent huge pages are off (``/sys/kernel/mm/transparent_hugepage/enabled`` = never) or glibc is
 older than 2.35 the setting is ignored and nothing changes but the speed.
+
+The child is never left behind: whatever ends the wait for it (an exception, Ctrl-C, SIGTERM through
+utils.signals) terminates it (SIGTERM, which it turns into an exception so its own clean-up runs), then kills
+it if it has not exited within :data:`TERMINATE_GRACE_S`, and joins it before the caller goes on.
 """
 from __future__ import annotations
 
-import concurrent.futures
+import logging
 import multiprocessing
 import os
+import signal
 import threading
+import traceback
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from typing import Any
 
+from utils.errors import SuiteError
+
+log = logging.getLogger(__name__)
+
 HUGE_PAGE_MALLOC = "glibc.malloc.hugetlb=1"
+TERMINATE_GRACE_S = 10.0
 _ENVIRON_LOCK = threading.Lock()
+
+
+class ChildTraceback(Exception):
+    """The child's own traceback, chained as the cause of the exception it raised (shown with ``-v``)."""
 
 
 def child_tunables(current: str | None) -> str:
@@ -32,21 +48,74 @@ def child_tunables(current: str | None) -> str:
     return f"{current}:{HUGE_PAGE_MALLOC}"
 
 
+def _child_main(send: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    from utils.signals import install_in_child
+
+    install_in_child()
+    try:
+        outcome: tuple[bool, Any, str] = (True, fn(*args), "")
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+        outcome = (False, exc, traceback.format_exc())
+    try:
+        send.send(outcome)
+    except Exception as exc:  # an unpicklable result or exception: say what it was
+        send.send((False, RuntimeError(f"{type(outcome[1]).__name__} from the child could not be sent back: {exc}"),
+                   outcome[2]))
+    finally:
+        send.close()
+
+
+def stop_child(process: multiprocessing.process.BaseProcess, grace_s: float = TERMINATE_GRACE_S) -> None:
+    """Terminate ``process`` (SIGTERM: its clean-up runs), kill it if it is still alive after ``grace_s``, and
+    join it: no orphan is left running."""
+    if process.is_alive():
+        process.terminate()
+        process.join(grace_s)
+    if process.is_alive():
+        log.warning("child process %d did not stop within %.0f s of SIGTERM: killing it", process.pid, grace_s)
+        process.kill()
+    process.join()
+
+
 def run_in_spawned_child(fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)`` in a fresh spawned process with huge-page malloc; its result, or its exception.
 
-    The child takes this process's environment when it starts (on submit), so the variable is set
-    around the submit and put back after; the lock keeps two threads from interleaving that."""
+    The child takes this process's environment when it starts, so the variable is set around the start and
+    put back after; the lock keeps two threads from interleaving that. Anything that interrupts the wait
+    (Ctrl-C, SIGTERM, an exception) stops and joins the child before it propagates."""
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_child_main, args=(send, fn, args))  # not daemonic: it may start its own
+    finished = False
+    try:
         with _ENVIRON_LOCK:
             before = os.environ.get("GLIBC_TUNABLES")
             os.environ["GLIBC_TUNABLES"] = child_tunables(before)
             try:
-                future = pool.submit(fn, *args)
+                process.start()
             finally:
                 if before is None:
                     os.environ.pop("GLIBC_TUNABLES", None)
                 else:
                     os.environ["GLIBC_TUNABLES"] = before
-        return future.result()
+        send.close()  # the child holds the only write end: its death is an EOF here
+        try:
+            ok, value, child_traceback = receive.recv()
+            finished = True
+        except EOFError:
+            process.join()
+            code = process.exitcode
+            how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
+                   else f"exited with code {code}")
+            raise SuiteError(f"the child process running {getattr(fn, '__name__', fn)} {how} before it finished "
+                             "(out of memory? try a smaller --calib-size)") from None
+    finally:
+        send.close()
+        receive.close()
+        if process.pid is not None:
+            if finished:  # it has sent its outcome and is exiting: give it the time to
+                process.join(TERMINATE_GRACE_S)
+            stop_child(process)
+    if ok:
+        return value
+    raise value from ChildTraceback(child_traceback)

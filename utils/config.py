@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from utils.errors import SuiteError
+from utils.names import check_output_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -280,6 +281,8 @@ def validate_config(cfg: RunConfig) -> RunConfig:
             if choices and value is not None and str(value) not in choices:
                 raise SuiteError(f"config key '{dotted}' must be one of {', '.join(choices)} (got {value!r})")
     walk(cfg, "")
+    if cfg.run_name is not None:  # a name inside the results folder, never a path (issue #30)
+        check_output_name(cfg.run_name, "--run-name")
     return cfg
 
 
@@ -325,7 +328,7 @@ RECIPES_DIR = REPO_ROOT / "configs" / "recipes"
 
 def load_recipe(name: str) -> dict[str, dict[str, Any]]:
     """A named per-toolchain recipe (configs/recipes/<name>.yaml): toolchain -> config overrides."""
-    path = RECIPES_DIR / f"{name.replace('-', '_')}.yaml"
+    path = RECIPES_DIR / f"{check_output_name(name, '--recipe').replace('-', '_')}.yaml"
     if not path.is_file():
         known = sorted(p.stem.replace("_", "-") for p in RECIPES_DIR.glob("*.yaml"))
         raise SuiteError(f"unknown recipe '{name}' (known: {', '.join(known)})")
