@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import traceback
@@ -48,21 +49,33 @@ def child_tunables(current: str | None) -> str:
     return f"{current}:{HUGE_PAGE_MALLOC}"
 
 
-def _child_main(send: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-    from utils.signals import install_in_child
+def _child_main(conn: Connection) -> None:
+    """Receive the work over ``conn`` (not as Process arguments: a large pickle written at start-up is what
+    a parent stopped during ``start()`` truncates), run it, send the outcome back. A child its parent stops
+    (SIGTERM: :class:`utils.signals.Terminated`) or leaves exits quietly: the parent says why."""
+    from utils.signals import Terminated, install_in_child
 
     install_in_child()
     try:
-        outcome: tuple[bool, Any, str] = (True, fn(*args), "")
-    except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
-        outcome = (False, exc, traceback.format_exc())
-    try:
-        send.send(outcome)
-    except Exception as exc:  # an unpicklable result or exception: say what it was
-        send.send((False, RuntimeError(f"{type(outcome[1]).__name__} from the child could not be sent back: {exc}"),
-                   outcome[2]))
+        try:
+            fn, args = conn.recv()
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return  # the parent went away while it handed over the work
+        try:
+            outcome: tuple[bool, Any, str] = (True, fn(*args), "")
+        except BaseException as exc:  # noqa: BLE001 - handed to the parent, which raises it
+            outcome = (False, exc, traceback.format_exc())
+        try:
+            conn.send(outcome)
+        except (BrokenPipeError, EOFError):
+            return  # the parent is gone: nobody to tell
+        except Exception as exc:  # an unpicklable result or exception: say what it was
+            conn.send((False, RuntimeError(f"{type(outcome[1]).__name__} from the child could not be sent back: "
+                                           f"{exc}"), outcome[2]))
+    except Terminated:
+        return  # stopped by the parent; every finally of the work has run
     finally:
-        send.close()
+        conn.close()
 
 
 def stop_child(process: multiprocessing.process.BaseProcess, grace_s: float = TERMINATE_GRACE_S) -> None:
@@ -84,8 +97,8 @@ def run_in_spawned_child(fn: Callable[..., Any], *args: Any) -> Any:
     put back after; the lock keeps two threads from interleaving that. Anything that interrupts the wait
     (Ctrl-C, SIGTERM, an exception) stops and joins the child before it propagates."""
     context = multiprocessing.get_context("spawn")
-    receive, send = context.Pipe(duplex=False)
-    process = context.Process(target=_child_main, args=(send, fn, args))  # not daemonic: it may start its own
+    ours, theirs = context.Pipe()
+    process = context.Process(target=_child_main, args=(theirs,))  # not daemonic: it may start its own
     finished = False
     try:
         with _ENVIRON_LOCK:
@@ -98,11 +111,12 @@ def run_in_spawned_child(fn: Callable[..., Any], *args: Any) -> Any:
                     os.environ.pop("GLIBC_TUNABLES", None)
                 else:
                     os.environ["GLIBC_TUNABLES"] = before
-        send.close()  # the child holds the only write end: its death is an EOF here
+        theirs.close()  # the child holds the only other end: its death is an EOF here
         try:
-            ok, value, child_traceback = receive.recv()
+            ours.send((fn, args))
+            ok, value, child_traceback = ours.recv()
             finished = True
-        except EOFError:
+        except (EOFError, BrokenPipeError):
             process.join()
             code = process.exitcode
             how = (f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0
@@ -110,8 +124,8 @@ def run_in_spawned_child(fn: Callable[..., Any], *args: Any) -> Any:
             raise SuiteError(f"the child process running {getattr(fn, '__name__', fn)} {how} before it finished "
                              "(out of memory? try a smaller --calib-size)") from None
     finally:
-        send.close()
-        receive.close()
+        theirs.close()
+        ours.close()
         if process.pid is not None:
             if finished:  # it has sent its outcome and is exiting: give it the time to
                 process.join(TERMINATE_GRACE_S)

@@ -257,7 +257,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     """Run ``main``; any exception becomes one line on stderr (utils.boundary): exit code 2 for bad input, 1 for
     an internal error, 128+N for Ctrl-C, SIGTERM, SIGHUP (utils.signals). ``-v`` adds the traceback."""
     from utils.boundary import describe
-    from utils.signals import termination_as_interrupt
+    from utils.signals import Terminated, received, termination_as_interrupt
 
     quiet_known_warnings()
     for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name in a message must not fail the message
@@ -267,10 +267,11 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         with termination_as_interrupt():
             return int(main(argv) or 0)
     except (Exception, KeyboardInterrupt) as exc:
-        code, line = describe(exc)
+        signum = received()
+        code, line = describe(Terminated(signum) if signum is not None else exc)
         if logging.getLogger().isEnabledFor(logging.DEBUG):  # -v: the cause too, for a bug report
             import traceback
 
             traceback.print_exception(exc, file=sys.stderr)
-        print(line if isinstance(exc, KeyboardInterrupt) else f"error: {line}", file=sys.stderr)
+        print(line if code > 128 else f"error: {line}", file=sys.stderr)
         return code

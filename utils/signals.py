@@ -32,8 +32,19 @@ def exit_code(interrupt: BaseException) -> int:
     return 128 + int(getattr(interrupt, "signum", signal.SIGINT))
 
 
+_received: list[int] = []
+
+
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
     raise Terminated(signum)
+
+
+def received() -> int | None:
+    """The first termination signal this process got inside :func:`termination_as_interrupt`, if any: a library
+    that turns the KeyboardInterrupt into an exception of its own (an import cut short, then an AttributeError
+    from a half-imported module) must not turn a stopped run into an error."""
+    return _received[0] if _received else None
 
 
 @contextlib.contextmanager
@@ -45,6 +56,7 @@ def termination_as_interrupt() -> Iterator[None]:
         yield
         return
     previous = {}
+    _received.clear()
     for signum in TERMINATION_SIGNALS:
         if signal.getsignal(signum) is signal.SIG_IGN:
             continue
