@@ -17,7 +17,7 @@ import numpy as np
 
 from quantization.base import Quantizer, float_suffix
 from quantization.onnx_export import check_onnx_file, export_onnx, onnx_input_names
-from utils.artifacts import Artifact, build_manifest, load_artifact, write_artifact
+from utils.artifacts import Artifact, build_manifest, load_artifact, sha256_file, write_artifact
 from utils.config import RunConfig
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
@@ -122,10 +122,10 @@ class OnnxQuantizer(Quantizer):
             check_onnx_file(self.onnx_path)
             try:
                 self._fp32 = load_artifact(self.onnx_path)
-            except SuiteError:  # a user's own ONNX without our manifest
+            except SuiteError:  # a user's own ONNX without our manifest: its source is the file itself
                 self._fp32 = Artifact(self.onnx_path, "onnx", "onnx", "fp32",
                                 {"name": self.onnx_path.stem, "settings": {"mode": "fp32"},
-                                 **self.model_facts(model)})
+                                 **self.model_facts(model), **self.source_facts(model)})
             return self._fp32
         self._fp32 = self._export(model)
         return self._fp32
@@ -135,6 +135,17 @@ class OnnxQuantizer(Quantizer):
         return export_onnx(model.module, model.input_shape, final, name=f"{model.arch} FP32 ONNX",
                            opset=self.cfg.onnx.opset, source_weights=model.weights_path,
                            extra=self.model_facts(model))
+
+    def source_facts(self, model: LoadedModel) -> dict[str, Any]:
+        """Every source file by its own sha256: a given ``--onnx`` is the source of the weights (not ``--weights``,
+        which it may not have been made from), and ``--calibration-data`` is recorded beside it."""
+        facts: dict[str, Any] = {}
+        if self.onnx_path is not None:
+            facts.update(source_weights=str(self.onnx_path), source_weights_sha256=sha256_file(self.onnx_path))
+        if self.calibration_data is not None:
+            facts.update(calibration_data=str(self.calibration_data),
+                         calibration_data_sha256=sha256_file(self.calibration_data))
+        return facts
 
     def source_onnx(self, model: LoadedModel) -> Artifact:
         """The FP32 ONNX to quantize: the reference itself, or the transformed model's own export."""
@@ -192,7 +203,8 @@ class OnnxQuantizer(Quantizer):
         manifest = build_manifest(name=f"{model.arch} {tag}", toolchain=self.toolchain, kind="onnx_qdq",
                                   precision="int8", settings=settings, source_weights=model.weights_path,
                                   calibration_ids=ids,
-                                  extra={**self.model_facts(model), "fp32_onnx": str(fp32.path)})
+                                  extra={**self.model_facts(model), "fp32_onnx": str(fp32.path),
+                                         **self.source_facts(model)})
         return write_artifact(final, write, manifest, toolchain=self.toolchain, kind="onnx_qdq", precision="int8")
 
     def weight_bits(self) -> int:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from utils.errors import SuiteError
+from utils.manifest_schema import read_manifest, validate_manifest, verify_sha256
 
 log = logging.getLogger(__name__)
 
@@ -335,14 +336,7 @@ def load_artifact(path: Path) -> Artifact:
     mpath = manifest_path_for(path)
     if not mpath.is_file():
         raise SuiteError(f"artifact {path} has no manifest ({mpath.name}); re-run its quantization script")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SuiteError(f"manifest {mpath} is not valid JSON: {exc}") from exc
-    if manifest.get("kind") not in ARTIFACT_KINDS:
-        raise SuiteError(f"manifest {mpath} names an unknown artifact kind {manifest.get('kind')!r}")
-    if manifest.get("sha256") and sha256_file(path) != manifest["sha256"]:
-        raise SuiteError(f"{path} does not match its manifest's sha256 (changed, corrupt, or half of another "
-                         "run's pair); re-run its quantization script")
+    manifest = validate_manifest(read_manifest(mpath), mpath, ARTIFACT_KINDS)  # the sha256 is required
+    verify_sha256(path, manifest, sha256_file(path))
     return Artifact(path=path, kind=manifest["kind"], toolchain=manifest["toolchain"],
                     precision=manifest["precision"], manifest=manifest)
