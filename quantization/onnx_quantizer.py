@@ -9,18 +9,21 @@ import copy
 import logging
 import re
 import time
+import zipfile
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from quantization.base import Quantizer, float_suffix
-from quantization.onnx_export import check_onnx_file, export_onnx, onnx_input_names
+from quantization.onnx_export import INPUT_NAME, check_onnx_file, export_onnx, onnx_input_names
 from utils.artifacts import Artifact, build_manifest, load_artifact, sha256_file, write_artifact
 from utils.config import RunConfig
-from utils.data import CalibrationSet
+from utils.data import CalibrationSet, DataSplits, TensorDataset, check_disjoint_content
 from utils.errors import SuiteError
+from utils.input_checks import check_calibration_arrays
 from utils.models import LoadedModel
 from utils.stages import StageTimer
 
@@ -59,13 +62,34 @@ def resolve_exclusions(path: Path, patterns: list[str], op_types: list[str], sec
 
 
 def read_calibration_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays as stored (never cast: uint8 pixels are refused by the door check, not silently floated)."""
     if not path.is_file():
         raise SuiteError(f"calibration data not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k].astype(np.float32) for k in data.files}
-    except (OSError, ValueError) as exc:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise SuiteError(f"{path}: not a readable .npz of arrays ({exc})") from exc
+
+
+def check_calibration_data(path: Path, onnx_path: Path | None, model: LoadedModel, splits: DataSplits,
+                           allow_overlap: bool) -> None:
+    """``--calibration-data`` at the door, before the FP32 export: keyed by the inputs of the ONNX it calibrates
+    (``--onnx``, else the suite's export), float32, finite, the model's input shape, values in the dataset's
+    normalised pixel range (utils.input_checks), and no evaluation image in it (the content-digest check of the
+    seeded sample, on the arrays' bytes; ``--allow-overlap`` lets it through)."""
+    feed = read_calibration_npz(path)
+    if onnx_path is not None:
+        check_onnx_file(onnx_path)
+    names = onnx_input_names(onnx_path) if onnx_path is not None else [INPUT_NAME]
+    if sorted(feed) != sorted(names):
+        raise SuiteError(f"calibration data inputs {sorted(feed)} do not match the model's inputs {names} ({path.name})")
+    check_calibration_arrays(path, feed, model.input_shape, splits.preprocess)
+    for name, array in feed.items():
+        images = torch.from_numpy(np.ascontiguousarray(array))
+        sample = CalibrationSet(TensorDataset(images, torch.zeros(len(images), dtype=torch.int64)),
+                                [f"{path.name}['{name}'][{i}]" for i in range(len(images))])
+        check_disjoint_content(sample, splits, allow_overlap)
 
 
 def calibration_step(sample_size: int, asked: int, histogram: bool = True) -> int:

@@ -19,6 +19,7 @@ from utils.artifacts import staged_folder, write_json_atomic
 from utils.config import DataConfig
 from utils.data import file_digests, list_image_folder
 from utils.errors import SuiteError
+from utils.input_checks import to_color
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder.mkdir(exist_ok=True)
             try:
                 with Image.open(files[i]) as image:
-                    picture = geometric(image.convert("RGB"))
-            except OSError as exc:
+                    picture = geometric(to_color(image, "RGB"))
+            except (OSError, Image.DecompressionBombError) as exc:
                 raise SuiteError(f"cannot read image {files[i]}: {exc}") from exc
             picture.save(folder / (files[i].stem + ".png"), format="PNG")  # a full disk: staged_folder's one line
         write_json_atomic(staging / "calibration_manifest.json", {
