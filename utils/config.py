@@ -6,15 +6,15 @@ point and a flag always means the same thing. Precedence: dataclass defaults < Y
 from __future__ import annotations
 
 import copy
+import math
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from utils.errors import SuiteError
 from utils.names import check_output_name
+from utils.strict_yaml import load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -274,6 +274,10 @@ def validate_config(cfg: RunConfig) -> RunConfig:
                 raise SuiteError(f"config key '{dotted}' must be {f.type} (got {value!r})")
             low = 0 if dotted in NON_NEGATIVE else None
             for number in _numbers(value):
+                if not math.isfinite(number):  # NaN passes every comparison below
+                    raise SuiteError(f"config key '{dotted}' must be a finite number (got {value!r})")
+                if dotted.endswith("seed") and number >= 2**32:  # numpy and torch seeds: 32 bits, checked late
+                    raise SuiteError(f"config key '{dotted}' must be below 2**32 (got {value!r})")
                 if (low is None and number <= 0) or (low is not None and number < low):
                     bound = "non-negative" if low is not None else "positive"
                     raise SuiteError(f"config key '{dotted}' must be {bound} (got {value!r})")
@@ -303,10 +307,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         path = Path(path)
         if not path.is_file():
             raise SuiteError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise SuiteError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        data = load_yaml(path) or {}  # a duplicate key, non-UTF-8 bytes: one line
         if not isinstance(data, dict):
             raise SuiteError(f"config file {path} must hold a mapping at top level")
         _merge(cfg, data, "")
@@ -332,7 +333,7 @@ def load_recipe(name: str) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         known = sorted(p.stem.replace("_", "-") for p in RECIPES_DIR.glob("*.yaml"))
         raise SuiteError(f"unknown recipe '{name}' (known: {', '.join(known)})")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = load_yaml(path, "recipe") or {}
     toolchains = data.get("toolchains")
     if not isinstance(toolchains, dict) or not all(isinstance(v, dict) for v in toolchains.values()):
         raise SuiteError(f"recipe {path} must map 'toolchains' to per-toolchain config mappings")
