@@ -196,3 +196,27 @@ def test_yaml_nan_inf_duplicate_keys_huge_seeds_and_latin1_are_one_line(tmp_path
     path.write_bytes(b"model:\n  arch: caf\xe9\n")
     with pytest.raises(SuiteError, match="is not UTF-8 text"):
         load_config(path)
+
+
+@pytest.mark.parametrize("overrides, message", [({"torch.percentile": 150.0}, "'torch.percentile' must be at most 100"),
+                                                ({"ort.exclude_nodes": ["conv(("]}, "'conv\\(\\(' is not a regex"),
+                                                ({"modelopt.exclude_nodes": ["["]}, "is not a regex")])
+def test_values_refused_only_after_the_fp32_export_are_refused_with_the_config(overrides, message):
+    from utils.config import load_config
+
+    with pytest.raises(SuiteError, match=message):
+        load_config(None, overrides)
+
+
+@pytest.mark.parametrize("damage, message", [("nan", "conv1.weight holds NaN or infinite values"),
+                                             ("negative variance", "bn1.running_var holds a negative BatchNorm variance")])
+def test_weights_that_cannot_make_a_model_are_refused_when_loaded(tmp_path, damage, message):
+    from utils.models import build_architecture, load_weights
+
+    state = build_architecture("resnet20", 10).state_dict()
+    if damage == "nan":
+        state["conv1.weight"][0, 0, 0, 0] = float("nan")
+    else:
+        state["bn1.running_var"][3] = -1.0
+    with pytest.raises(SuiteError, match=message):
+        load_weights(build_architecture("resnet20", 10), state, "resnet20", tmp_path / "w.pth")

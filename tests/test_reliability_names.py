@@ -88,3 +88,15 @@ def test_long_derived_names_fit_a_file_name_and_stay_distinct():
     long_a, long_b = "w" * 300 + "a", "w" * 300 + "b"
     assert fit_name("short") == "short"
     assert len(fit_name(long_a)) <= 120 and fit_name(long_a) != fit_name(long_b)
+
+
+def test_a_name_too_long_for_the_manifests_temporary_is_one_line_and_leaves_nothing(tmp_path):
+    """The artifact's temporary fits NAME_MAX, the manifest's (14 bytes longer) does not: the first one used to
+    stay behind as a 0-byte .tmp-* file, and ENAMETOOLONG was a traceback."""
+    from utils.artifacts import write_artifact
+
+    final = tmp_path / ("m" * 232 + ".pt")
+    with pytest.raises(SuiteError, match="cannot write .*file name too long"):
+        write_artifact(final, lambda tmp: tmp.write_bytes(b"x"), {"name": "m", "kind": "torchscript", "toolchain": "t",
+                       "precision": "int8"}, toolchain="t", kind="torchscript", precision="int8")
+    assert [p.name for p in tmp_path.iterdir()] == [f".{final.name}.lock"]

@@ -108,3 +108,20 @@ def test_sigterm_while_torch_fx_calibrates(tmp_path):
     time.sleep(0.5)
     _terminate_and_check(process, models, scratch)
     assert not list(models.rglob("*_fx_*.pt"))  # the name's empty .lock file only
+
+
+def test_a_sigkilled_parent_takes_the_modelopt_child_with_it(tmp_path, modelopt_installed):
+    """SIGKILL leaves the parent no clean-up, but its child dies with it (Linux PR_SET_PDEATHSIG) instead of
+    calibrating on for minutes as an orphan; the resource tracker follows. Only the parent's private copy
+    (``mls-modelopt-*``) stays, as docs/reliability.md says."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux only")
+    process, models, scratch = _start("quantization/ModelOpt/ModelOpt_PTQ.py", tmp_path, "--calib-size", "1000")
+    reached = MODELOPT_POINTS["child calibrating"]
+    _wait_until(process, lambda: reached(scratch) and _modelopt_child(process), "the ModelOpt child calibrates")
+    children = _descendants(process.pid)
+    process.kill()
+    process.communicate(timeout=60)
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == [], [(p.pid, p.cmdline()) for p in alive]
+    assert [p.name for p in scratch.iterdir() if not p.name.startswith("mls-modelopt-")] == []

@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -49,7 +50,22 @@ def child_tunables(current: str | None) -> str:
     return f"{current}:{HUGE_PAGE_MALLOC}"
 
 
-def _child_main(conn: Connection) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: this child gets SIGTERM when its parent dies, even of a SIGKILL that leaves it no clean-up
+    (``prctl(PR_SET_PDEATHSIG)``); a parent already gone by now ends the child at once."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child_main(conn: Connection, parent: int) -> None:
     """Receive the work over ``conn`` (not as Process arguments: a large pickle written at start-up is what
     a parent stopped during ``start()`` truncates), run it, send the outcome back. A child its parent stops
     (SIGTERM: :class:`utils.signals.Terminated`) or leaves exits quietly: the parent says why."""
@@ -57,6 +73,7 @@ def _child_main(conn: Connection) -> None:
 
     install_in_child()
     try:
+        _die_with_parent(parent)
         try:
             fn, args = conn.recv()
         except (EOFError, OSError, pickle.UnpicklingError):
@@ -98,7 +115,7 @@ def run_in_spawned_child(fn: Callable[..., Any], *args: Any) -> Any:
     (Ctrl-C, SIGTERM, an exception) stops and joins the child before it propagates."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
-    process = context.Process(target=_child_main, args=(theirs,))  # not daemonic: it may start its own
+    process = context.Process(target=_child_main, args=(theirs, os.getpid()))  # not daemonic: it may start its own
     finished = False
     try:
         with _ENVIRON_LOCK:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,6 +218,8 @@ def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
             setattr(obj, key, value)
 
 
+#: numeric fields with an upper bound as well
+AT_MOST = {"torch.percentile": 100.0}
 #: numeric fields that may be 0 (every other int/float field must be positive)
 NON_NEGATIVE = frozenset({
     "calibration.seed", "training.seed", "benchmark.warmup", "training.momentum", "training.weight_decay",
@@ -278,9 +281,17 @@ def validate_config(cfg: RunConfig) -> RunConfig:
                     raise SuiteError(f"config key '{dotted}' must be a finite number (got {value!r})")
                 if dotted.endswith("seed") and number >= 2**32:  # numpy and torch seeds: 32 bits, checked late
                     raise SuiteError(f"config key '{dotted}' must be below 2**32 (got {value!r})")
+                if dotted in AT_MOST and number > AT_MOST[dotted]:
+                    raise SuiteError(f"config key '{dotted}' must be at most {AT_MOST[dotted]:g} (got {value!r})")
                 if (low is None and number <= 0) or (low is not None and number < low):
                     bound = "non-negative" if low is not None else "positive"
                     raise SuiteError(f"config key '{dotted}' must be {bound} (got {value!r})")
+            if f.name == "exclude_nodes":  # regexes: a bad one failed only after the FP32 export
+                for pattern in value:
+                    try:
+                        re.compile(pattern)
+                    except re.error as exc:
+                        raise SuiteError(f"config key '{dotted}': {pattern!r} is not a regex ({exc})") from exc
             choices = f.metadata.get("choices")
             if choices and value is not None and str(value) not in choices:
                 raise SuiteError(f"config key '{dotted}' must be one of {', '.join(choices)} (got {value!r})")

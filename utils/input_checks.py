@@ -115,3 +115,18 @@ def to_color(image: Any, color: str) -> Any:
     elif image.mode == "F":
         raise SuiteError(f"{getattr(image, 'filename', 'image')}: 32-bit float images are not supported")
     return image.convert(color)
+
+
+def check_weights(state: dict[str, Any], path: Path) -> None:
+    """Weights the suite can calibrate: every floating tensor finite, every BatchNorm variance non-negative (a NaN
+    weight or a negative variance ended in a torch error or a NaN model only after the FP32 reference was
+    written)."""
+    import torch
+
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            continue
+        if not torch.isfinite(tensor).all():
+            raise SuiteError(f"weights {Path(path).name}: {key} holds NaN or infinite values")
+        if key.endswith("running_var") and (tensor < 0).any():
+            raise SuiteError(f"weights {Path(path).name}: {key} holds a negative BatchNorm variance")
