@@ -220,3 +220,38 @@ def test_weights_that_cannot_make_a_model_are_refused_when_loaded(tmp_path, dama
         state["bn1.running_var"][3] = -1.0
     with pytest.raises(SuiteError, match=message):
         load_weights(build_architecture("resnet20", 10), state, "resnet20", tmp_path / "w.pth")
+
+
+# ------------------------------------------------------------------------------ flags that were ignored
+def test_flags_the_dataset_ignored_are_refused(tmp_path):
+    from utils.config import CalibrationConfig, DataConfig
+    from utils.data import load_splits
+
+    root = _cifar(tmp_path / "c", np.zeros((20, 32, 32, 3), np.uint8) + np.arange(20, dtype=np.uint8)[:, None, None, None],
+                  np.arange(20) % 10)
+    with pytest.raises(SuiteError, match="--image-size and --resize apply to --dataset imagenet and demo only"):
+        load_splits(DataConfig(dataset="cifar10", root=str(root), image_size=64), CalibrationConfig(size=4))
+    with pytest.raises(SuiteError, match="--calib-root applies to --dataset imagenet only"):
+        load_splits(DataConfig(dataset="demo", calib_root=str(root)), CalibrationConfig(size=4))
+
+
+@pytest.mark.parametrize("case, message", [("size 0", "--image-size and --resize must be positive"),
+                                           ("inside", "is inside --input-dir"),
+                                           ("same stem", "share the name 'x0'")])
+def test_calib_images_refuses_what_it_would_get_wrong(tmp_path, case, message):
+    from PIL import Image
+
+    from resnet.calib_images import main
+
+    source = tmp_path / "src"
+    (source / "a").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (20, 20), (60 * i, 0, 0)).save(source / "a" / f"x{i}.png")
+    if case == "same stem":
+        Image.new("RGB", (20, 20), (0, 0, 90)).save(source / "a" / "x0.jpg")
+    out = source / "calib" if case == "inside" else tmp_path / "calib"
+    args = ["--input-dir", str(source), "--output-dir", str(out), "--num-images", "3" if case != "same stem" else "4",
+            "--image-size", "0" if case == "size 0" else "16"]
+    with pytest.raises(SuiteError, match=message):
+        main(args)
+    assert not out.exists()

@@ -180,6 +180,8 @@ def load_demo(cfg: DataConfig) -> DataSplits:
         from sklearn.datasets import load_digits
     except ImportError as exc:
         raise missing_package("the demo dataset", "scikit-learn") from exc
+    if cfg.calib_root:  # was ignored without a word
+        raise SuiteError("--calib-root applies to --dataset imagenet only (the demo calibrates on its training split)")
     digits = load_digits()
     size = cfg.image_size or 32
     images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
@@ -259,6 +261,9 @@ def load_cifar10(cfg: DataConfig) -> DataSplits:
     if cfg.calib_root:
         raise SuiteError("--calib-root applies to --dataset imagenet only (CIFAR-10 calibrates on its training "
                          "split)")
+    if cfg.image_size not in (None, 32) or cfg.resize is not None:  # were ignored without a word
+        raise SuiteError("--image-size and --resize apply to --dataset imagenet and demo only (CIFAR-10 images are "
+                         "32 x 32 as stored)")
     reader = _read_cifar_batches if (root / "test_batch").exists() else _read_cifar_npz
     x_train, y_train, x_test, y_test, names = reader(root)
     # at the door: one integer label in range per image, pixels uint8 or floats in [0, 1] (scaled once)
