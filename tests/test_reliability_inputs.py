@@ -135,8 +135,7 @@ def test_wrongly_encoded_cifar_arrays_are_refused_before_any_work(tmp_path, x, y
 def test_a_16_bit_png_is_scaled_not_clipped_to_white(tmp_path):
     from PIL import Image
 
-    from utils.data import FileImageDataset, stretch_preprocess
-    from utils.data import file_tensor
+    from utils.data import FileImageDataset, file_tensor, stretch_preprocess
 
     values = (np.arange(32 * 32).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
     Image.fromarray(values).save(tmp_path / "deep.png")

@@ -6,9 +6,9 @@ point and a flag always means the same thing. Precedence: dataclass defaults < Y
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
