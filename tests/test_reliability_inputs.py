@@ -79,6 +79,7 @@ def test_good_calibration_arrays_and_allowed_overlap_pass(tmp_path, demo_cfg):
         prepare(demo_cfg)
 
 
+@pytest.mark.slow
 def test_a_nan_in_calibration_data_is_one_line_exit_2_through_the_cli(tmp_path, demo_cfg):
     """The issue's case: one NaN used to collapse 20 of 22 activation scales and exit 0."""
     data = tmp_path / "nan.npz"

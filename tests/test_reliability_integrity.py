@@ -96,6 +96,7 @@ def test_the_cached_demo_weights_are_verified_on_load(tmp_path):
         demo_weights(tmp_path)
 
 
+@pytest.mark.slow
 def test_an_onnx_of_another_model_is_recorded_by_its_own_sha256(tmp_path, tmp_cfg):
     """``--onnx`` of a model without our manifest, beside ``--weights`` of another: the INT8 manifest's source is
     the ONNX file and its sha256, and a ``--calibration-data`` file is recorded by its own too."""

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.slow  # real ModelOpt and FX runs (the `slow` lane: pytest.ini's markers)
 COMMON = ("--arch", "resnet20", "--num-classes", "10")  # random init: no demo model to train first
 
 
