@@ -72,6 +72,23 @@ def read_calibration_npz(path: Path) -> dict[str, np.ndarray]:
         raise SuiteError(f"{path}: not a readable .npz of arrays ({exc})") from exc
 
 
+def check_onnx_input(onnx_path: Path, input_shape: tuple[int, ...]) -> None:
+    """A given ``--onnx`` takes the dataset's images (C x H x W of its fixed axes): a mismatch was an ONNX Runtime
+    InvalidArgument traceback in the middle of calibration."""
+    import onnx
+
+    check_onnx_file(onnx_path)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    for graph_input in (i for i in model.graph.input if i.name not in initializers):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+        fixed = dims[1:]
+        if len(fixed) != len(input_shape) or any(d is not None and d != s for d, s in zip(fixed, input_shape)):
+            shown = " x ".join("?" if d is None else str(d) for d in fixed)
+            raise SuiteError(f"--onnx {onnx_path.name} takes {graph_input.name} of N x {shown}, but the dataset's "
+                             f"images are {' x '.join(str(s) for s in input_shape)} (check --dataset, --image-size)")
+
+
 def check_calibration_data(path: Path, onnx_path: Path | None, model: LoadedModel, splits: DataSplits,
                            allow_overlap: bool) -> None:
     """``--calibration-data`` at the door, before the FP32 export: keyed by the inputs of the ONNX it calibrates

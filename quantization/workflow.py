@@ -52,11 +52,14 @@ def prepare(cfg: RunConfig) -> Prepared:
                          f"'{splits.name}' has {splits.num_classes} (set --num-classes)")
     calibration = check_disjoint_content(calibration_set(splits, cfg.calibration), splits, cfg.data.allow_overlap)
     model = replace(model, calibration=calibration.facts())  # into every calibrated artifact's manifest
-    if cfg.onnx.calibration_data:  # the ONNX toolchains' own calibration arrays, checked before any work
-        from quantization.onnx_quantizer import check_calibration_data
+    onnx_path = Path(cfg.onnx.onnx_path) if cfg.onnx.onnx_path else None
+    if onnx_path is not None or cfg.onnx.calibration_data:  # the ONNX toolchains' own inputs, before any work
+        from quantization.onnx_quantizer import check_calibration_data, check_onnx_input
 
-        onnx_path = Path(cfg.onnx.onnx_path) if cfg.onnx.onnx_path else None
-        check_calibration_data(Path(cfg.onnx.calibration_data), onnx_path, model, splits, cfg.data.allow_overlap)
+        if onnx_path is not None:
+            check_onnx_input(onnx_path, model.input_shape)
+        if cfg.onnx.calibration_data:
+            check_calibration_data(Path(cfg.onnx.calibration_data), onnx_path, model, splits, cfg.data.allow_overlap)
     return Prepared(splits, model, calibration.decoded())
 
 

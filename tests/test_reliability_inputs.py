@@ -255,3 +255,20 @@ def test_calib_images_refuses_what_it_would_get_wrong(tmp_path, case, message):
     with pytest.raises(SuiteError, match=message):
         main(args)
     assert not out.exists()
+
+
+def test_an_onnx_for_other_images_is_refused_before_any_work(tmp_path, demo_cfg):
+    """--onnx of a model taking 3 x 16 x 16 images with the demo's 3 x 32 x 32 ones: was an ONNX Runtime
+    InvalidArgument traceback in the middle of calibration."""
+    import torch
+
+    from quantization.workflow import prepare
+
+    path = tmp_path / "small.onnx"
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 14 * 14, 10)).eval()
+    torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), str(path), input_names=["input"], dynamo=False)
+    demo_cfg.onnx.onnx_path = str(path)
+    with pytest.raises(SuiteError, match=r"--onnx small\.onnx takes input of N x 3 x 16 x 16, but the dataset's "
+                                         r"images are 3 x 32 x 32"):
+        prepare(demo_cfg)
+    assert not Path(demo_cfg.models_dir).exists()
