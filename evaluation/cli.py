@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from evaluation.pipelines.loop import check_disjoint
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
+from evaluation.report.summary import print_summary
 from quantization.cli import add_quantize_args
 from quantization.workflow import make_quantizer, prepare, run_toolchain
 from utils import cli
@@ -79,7 +80,5 @@ def evaluation_main(argv: Sequence[str] | None, *, prog: str, description: str, 
     else:
         artifacts = list(run_toolchain(toolchain, cfg, prepared))
     report = evaluate_and_report(f"{prog}: FP32 vs INT8", artifacts, prepared.splits, cfg, out_dir)
-    for row in report["rows"]:
-        log.info("%-55s %-12s top-1 %.2f%%", row["artifact"], row["runtime"], 100 * row["top1"])
-    print(f"report: {out_dir / 'report.md'}")
+    print_summary(report, out_dir)
     return 0

@@ -83,7 +83,7 @@ def check_onnx_input(onnx_path: Path, input_shape: tuple[int, ...]) -> None:
     for graph_input in (i for i in model.graph.input if i.name not in initializers):
         dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
         fixed = dims[1:]
-        if len(fixed) != len(input_shape) or any(d is not None and d != s for d, s in zip(fixed, input_shape)):
+        if len(fixed) != len(input_shape) or any(d is not None and d != s for d, s in zip(fixed, input_shape, strict=True)):
             shown = " x ".join("?" if d is None else str(d) for d in fixed)
             raise SuiteError(f"--onnx {onnx_path.name} takes {graph_input.name} of N x {shown}, but the dataset's "
                              f"images are {' x '.join(str(s) for s in input_shape)} (check --dataset, --image-size)")

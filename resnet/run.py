@@ -16,6 +16,7 @@ from evaluation.cluster.sharded import ShardedAccuracy
 from evaluation.pipelines.base import runner_class
 from evaluation.pipelines.loop import Skipped, local_accuracy
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
+from evaluation.report.summary import print_summary
 from quantization.base import TOOLCHAINS, quantizer_class
 from quantization.sweep import sweep_configs
 from quantization.workflow import prepare, run_toolchain
@@ -133,10 +134,7 @@ def _run(args: argparse.Namespace, cfg: RunConfig, names: list[str], recipe: dic
                                  out_dir, skipped=skipped, context={"toolchains": ", ".join(names),
                                                                    "recipe": args.recipe or "none"}, tuning=tuning,
                                  accuracy=accuracy)
-    for row in report["rows"]:
-        drop = "" if row["top1_drop_pp"] is None else f" (drop {row['top1_drop_pp']:+.2f} pp)"
-        print(f"{row['artifact']:<60} {row['runtime']:<13} top-1 {100 * row['top1']:6.2f}%{drop}")
-    print(f"report: {out_dir / 'report.md'}")
+    print_summary(report, out_dir)
     return 0
 
 

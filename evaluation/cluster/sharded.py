@@ -53,15 +53,15 @@ def _remote() -> tuple[Any, Any]:
             return dict(self.attempts)
 
     @ray.remote(max_retries=SHARD_MAX_RETRIES, retry_exceptions=False)
-    def shard_pass(artifact: Any, runtime: str, threads: int | None, splits: DataSplits, start: int, stop: int,
-                   batch_size: int, attempts: Any, key: str, drill: str | None) -> dict[str, Any]:
+    def shard_pass(artifact: Any, runtime: str, precision: str, threads: int | None, splits: DataSplits, start: int,
+                   stop: int, batch_size: int, attempts: Any, key: str, drill: str | None) -> dict[str, Any]:
         from evaluation.pipelines.loop import ImageBatches, collect_logits, open_runner
         from utils.data import evaluation_loader
 
         attempt = ray.get(attempts.begin.remote(key))
         if drill and _first_to_create(drill, f"{key} attempt {attempt} pid {os.getpid()}\n"):
             os._exit(1)  # the fault drill: a real process death, of one attempt in the whole run
-        runner = open_runner(artifact, runtime, threads)
+        runner = open_runner(artifact, runtime, threads, precision)
         batches = ImageBatches(evaluation_loader(splits, batch_size, range(start, stop)))
         logits = collect_logits({key: runner.predict}, batches)[key]
         return {"logits": logits, "labels": batches.labels, "node": node_facts(), "attempt": attempt}
@@ -99,17 +99,16 @@ class ShardedAccuracy:
         attempts = attempt_log.remote()
         drill = os.environ.get(FAULT_DRILL_ENV) or None
         ranges = shard_ranges(len(splits.evaluation), batch_size, self.cluster.workers)
-        refs = {str(r.artifact.path): [shard_pass.remote(r.artifact, runtime, self.threads, self._splits_ref, a, b,
-                                                         batch_size, attempts, f"{r.artifact.path}|{a}", drill)
-                                       for a, b in ranges] for r in runners}
+        refs = {r.key: [shard_pass.remote(r.artifact, runtime, r.precision, self.threads, self._splits_ref, a, b,
+                                          batch_size, attempts, f"{r.key}|{a}", drill)
+                        for a, b in ranges] for r in runners}
         log.info("accuracy on %s: %d pairs x %d shards on the cluster", runtime, len(runners), len(ranges))
         logits: dict[str, np.ndarray] = {}
         labels: np.ndarray | None = None
         counts: dict[str, int] | None = None
         for runner in runners:
-            path = str(runner.artifact.path)
-            parts = gather(refs[path], f"accuracy of {runner.artifact.name} on {runtime}")  # shard (id) order
-            logits[path] = np.concatenate([p["logits"] for p in parts])
+            parts = gather(refs[runner.key], f"accuracy of {runner.artifact.name} on {runtime}")  # shard (id) order
+            logits[runner.key] = np.concatenate([p["logits"] for p in parts])
             shard_labels = np.concatenate([p["labels"] for p in parts])
             if labels is None:
                 labels = shard_labels
@@ -125,9 +124,9 @@ class ShardedAccuracy:
                 counts: dict[str, int]) -> None:
         ids = self.splits.evaluation_ids
         shards = [{"images": b - a, "first_id": ids[a], "last_id": ids[b - 1], **part["node"],
-                   "attempts": counts.get(f"{runner.artifact.path}|{a}", part["attempt"])}
+                   "attempts": counts.get(f"{runner.key}|{a}", part["attempt"])}
                   for (a, b), part in zip(ranges, parts, strict=True)]
-        pair = f"{runner.artifact.name} @ {runtime}"
+        pair = runner.label
         self.pairs.append({"pair": pair, "isa_class": one_isa_class(shards, f"accuracy of {pair}"),
                            "retries": sum(s["attempts"] - 1 for s in shards), "shards": shards})
 

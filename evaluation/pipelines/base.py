@@ -27,18 +27,43 @@ RUNTIMES: dict[str, str] = {
 }
 
 
+#: the compute precisions a report row can have: true FP32, BF16 (an FP32 artifact run in BF16), FP16 (TensorRT's
+#: FP16 engines), INT8 artifacts
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+
+
+def pair_label(artifact: Artifact, runtime: str, precision: str) -> str:
+    """How a row is named everywhere (report, cluster placement): a precision other than the artifact's is shown."""
+    return f"{artifact.name} @ {runtime}" + ("" if precision == artifact.precision else f" [{precision}]")
+
+
 class Runner(ABC):
+    """One artifact on one runtime in one compute precision.
+
+    ``precision`` is what the row is meant to compute in: an FP32 artifact runs in ``fp32`` (true FP32: the runtime
+    is told not to use BF16/TF32 on its own) or, where the runtime lists it in ``float_precisions``, ``bf16``; an INT8
+    artifact runs in ``int8``. ``ran_in`` is what the runtime says it actually computed in, read back where it can
+    be, and is what the report records."""
+
     runtime: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
+    #: why this runtime has no BF16 path for FP32 artifacts; None where it has one (taken where the CPU has BF16)
+    no_bf16: ClassVar[str | None] = "this runner has no BF16 path"
     #: True for a runtime that computes the artifact's exact quantized math (no integer kernels); the
     #: report measures every other CPU runtime's kernel error against it
     reference: ClassVar[bool] = False
     #: True where the runtime's INT8 kernels run on this machine's CPU (their pair sums follow its ISA)
     cpu_kernels: ClassVar[bool] = True
 
-    def __init__(self, artifact: Artifact, threads: int | None = None):
+    def __init__(self, artifact: Artifact, threads: int | None = None, precision: str | None = None):
         self.artifact = artifact
         self.threads = threads
+        self.precision = precision or artifact.precision
+        if self.precision not in self.precisions_for(artifact):
+            from utils.errors import SuiteError
+
+            raise SuiteError(f"runtime {self.runtime} cannot run {artifact.name} in {self.precision} "
+                             f"(it runs it in {', '.join(self.precisions_for(artifact))})")
 
     @classmethod
     @abstractmethod
@@ -49,10 +74,39 @@ class Runner(ABC):
     def supports(cls, artifact: Artifact) -> bool:
         return artifact.kind in cls.kinds
 
+    @classmethod
+    def bf16_unavailable_reason(cls) -> str | None:
+        """None where this runtime runs FP32 artifacts in BF16 natively here, else one line saying why not."""
+        from utils.hardware import native_bf16_reason
+
+        return cls.no_bf16 or native_bf16_reason()
+
+    @classmethod
+    def precisions_for(cls, artifact: Artifact) -> tuple[str, ...]:
+        """The precisions this runtime runs ``artifact`` in: an FP32 one in true FP32 and, where it has a native
+        path here, BF16; any other in its own precision."""
+        if artifact.precision != "fp32":
+            return (artifact.precision,)
+        return ("fp32", "bf16") if cls.bf16_unavailable_reason() is None else ("fp32",)
+
     @property
     def device(self) -> str:
         """What actually executes (execution provider, device name), recorded in the report."""
         return "cpu"
+
+    @property
+    def ran_in(self) -> str:
+        """The precision the runtime computed in, as it reports it; runners that can read it back override this."""
+        return self.precision
+
+    @property
+    def label(self) -> str:
+        return pair_label(self.artifact, self.runtime, self.precision)
+
+    @property
+    def key(self) -> str:
+        """Unique per (artifact, precision) within one runtime: the loop's and the shards' dictionary key."""
+        return str(self.artifact.path) if self.precision == self.artifact.precision else f"{self.artifact.path}|{self.precision}"
 
     @abstractmethod
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -79,7 +133,3 @@ def runner_class(runtime: str) -> type[Runner]:
     module_name, class_name = RUNTIMES[runtime].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
-
-def available_runtimes() -> dict[str, str | None]:
-    """Every registered runtime with None (runs here) or the reason it does not."""
-    return {name: runner_class(name).unavailable_reason() for name in RUNTIMES}

@@ -52,9 +52,11 @@ class OnnxRuntimeRunner(Runner):
     runtime = "onnxruntime"
     kinds = ("onnx", "onnx_qdq")
     optimize: bool = True
+    no_bf16 = ("ONNX Runtime's CPU execution provider has no BF16 convolution kernels (a BF16 graph would run as "
+               "casts around FP32 kernels): no BF16 row")
 
-    def __init__(self, artifact: Artifact, threads: int | None = None):
-        super().__init__(artifact, threads)
+    def __init__(self, artifact: Artifact, threads: int | None = None, precision: str | None = None):
+        super().__init__(artifact, threads, precision)
         providers = None if self.optimize else ["CPUExecutionProvider"]
         self.session = make_session(str(artifact.path), threads, providers, optimize=self.optimize)
         self.input_name = self.session.get_inputs()[0].name
@@ -82,6 +84,7 @@ class OnnxRuntimeReferenceRunner(OnnxRuntimeRunner):
 
     runtime = "onnxruntime_reference"
     optimize = False
+    no_bf16 = "the reference runtime computes the exact math of a file, never a deployment precision"
     reference = True
     cpu_kernels = False
 

@@ -18,9 +18,10 @@ class TensorRTRunner(Runner):
     runtime = "tensorrt"
     kinds = ("trt_plan",)
     cpu_kernels = False
+    no_bf16 = "TensorRT's reduced-precision float row is its FP16 engine (--precisions), not BF16"
 
-    def __init__(self, artifact: Artifact, threads: int | None = None):
-        super().__init__(artifact, threads)
+    def __init__(self, artifact: Artifact, threads: int | None = None, precision: str | None = None):
+        super().__init__(artifact, threads, precision)
         import tensorrt as trt
         import torch
 

@@ -1,6 +1,12 @@
-"""PyTorch runtimes: TorchScript (eager kernels, FBGEMM/oneDNN for INT8) and torch.compile (Inductor)."""
+"""PyTorch runtimes: TorchScript (eager kernels, FBGEMM/oneDNN for INT8) and torch.compile (Inductor).
+
+True FP32: float32 matmuls at "highest" and oneDNN's FP32 precision at "ieee", so no kernel may compute an FP32 row
+in BF16 or TF32 on its own. BF16 rows run the FP32 artifact under CPU autocast (bfloat16): oneDNN's AMX-BF16 or
+AVX512-BF16 kernels for convolutions and matmuls, FP32 where autocast keeps it (softmax, reductions).
+"""
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -11,6 +17,21 @@ from utils.artifacts import Artifact
 from utils.errors import SuiteError
 
 log = logging.getLogger(__name__)
+
+
+def true_fp32() -> str:
+    """Forbid implicit reduced precision for FP32 math in this process; returns what torch now reports."""
+    torch.set_float32_matmul_precision("highest")
+    if hasattr(torch.backends.mkldnn, "fp32_precision"):
+        torch.backends.mkldnn.fp32_precision = "ieee"
+    return f"fp32 (matmul precision {torch.get_float32_matmul_precision()})"
+
+
+def compute_context(precision: str) -> contextlib.AbstractContextManager:
+    """Autocast to BF16 for a BF16 row; nothing for FP32 and INT8 rows."""
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def load_exported_program(path: str) -> torch.export.ExportedProgram:
@@ -27,9 +48,11 @@ def load_exported_program(path: str) -> torch.export.ExportedProgram:
 class TorchRunner(Runner):
     runtime = "torch"
     kinds = ("torchscript",)
+    no_bf16 = None
 
-    def __init__(self, artifact: Artifact, threads: int | None = None):
-        super().__init__(artifact, threads)
+    def __init__(self, artifact: Artifact, threads: int | None = None, precision: str | None = None):
+        super().__init__(artifact, threads, precision)
+        self._fp32 = true_fp32()
         if threads:
             torch.set_num_threads(threads)
         backend = artifact.manifest.get("settings", {}).get("backend")
@@ -49,10 +72,14 @@ class TorchRunner(Runner):
     def device(self) -> str:
         return f"cpu ({self._backend} engine)" if self._backend else "cpu"
 
+    @property
+    def ran_in(self) -> str:
+        return {"fp32": self._fp32, "bf16": "bf16 (CPU autocast)"}.get(self.precision, self.precision)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
         if self._backend:
             torch.backends.quantized.engine = self._backend
-        with torch.inference_mode():
+        with torch.inference_mode(), compute_context(self.precision):
             return self.module(torch.from_numpy(batch)).float().numpy()
 
 
@@ -61,9 +88,11 @@ class TorchCompileRunner(Runner):
 
     runtime = "torch_compile"
     kinds = ("exported_program",)
+    no_bf16 = None
 
-    def __init__(self, artifact: Artifact, threads: int | None = None):
-        super().__init__(artifact, threads)
+    def __init__(self, artifact: Artifact, threads: int | None = None, precision: str | None = None):
+        super().__init__(artifact, threads, precision)
+        self._fp32 = true_fp32()
         if threads:
             torch.set_num_threads(threads)
         import torch._inductor.config as inductor_config
@@ -84,6 +113,10 @@ class TorchCompileRunner(Runner):
     def device(self) -> str:
         return "cpu (inductor)"
 
+    @property
+    def ran_in(self) -> str:
+        return {"fp32": self._fp32, "bf16": "bf16 (CPU autocast, compiled)"}.get(self.precision, self.precision)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.inference_mode(), compute_context(self.precision):
             return self.module(torch.from_numpy(batch)).float().numpy()

@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.pipelines.base import runner_class
-from evaluation.pipelines.loop import AccuracyPass, PairResult, evaluate_artifacts, local_accuracy
+from evaluation.pipelines.loop import AccuracyPass, PairResult, default_precisions, evaluate_artifacts, local_accuracy
+from evaluation.report import build_report, provenance, write_plots, write_report
 from evaluation.saturation_check import check_artifact
 from utils.artifacts import Artifact, staged_folder
 from utils.config import RunConfig, resolve_path
 from utils.data import DataSplits
 from utils.hardware import hardware_summary
 from utils.names import check_replaceable
-from utils.plots import write_plots
-from utils.report import build_report, provenance, write_report
 from utils.targets import TARGETS, resolve_target
 
 log = logging.getLogger(__name__)
@@ -91,12 +90,16 @@ def evaluate_and_report(title: str, artifacts: list[Artifact], splits: DataSplit
                + ", ".join(k for k, v in hw["isa"].items() if v) + f"; int8 dot product (VNNI/AMX): {hw['int8_dot_product']}"
                + f"; target class of this CPU: {resolve_target('auto').name} (every figure here was measured on it)",
         "target": f"{facts.get('target', '-')} (what the INT8 artifacts were built for, from their manifests)",
+        "precisions": ", ".join(cfg.benchmark.eval_precisions or default_precisions())
+                      + (" (--eval-precisions)" if cfg.benchmark.eval_precisions else
+                         " (every precision this CPU runs natively; fp32 is true FP32 on every runtime)"),
         "gpu": hw["cuda"].get("name", "none"),
         "latency method": f"{cfg.benchmark.warmup} warm-up calls, {cfg.benchmark.rounds} interleaved rounds, "
-                          "p50 is the median; speedup = FP32 p50 / INT8 p50 on the same runtime",
+                          "p50 is the median; vs FP32 = true-FP32 p50 / row p50 on the same runtime",
         **(context or {}),
     }
-    report = build_report(title, results, list(skipped or []) + runtime_skips, info, cfg.benchmark.batch_sizes)
+    report = build_report(title, results, list(skipped or []) + runtime_skips, info, cfg.benchmark.batch_sizes,
+                          cfg.tuning.max_drop)
     report["int8_checks"], saturation_warnings = int8_checks(results)
     report["warnings"].extend(saturation_warnings)
     report["tuning"] = tuning or []

@@ -1,20 +1,27 @@
-"""Reports: one row per (artifact, runtime) pair, written as JSON, Markdown and CSV.
+"""The report: one row per (artifact, runtime, precision), the recommendation first, written as JSON, Markdown, CSV.
 
-The report is built from the measured results only; every figure in ``report.md`` and
-``metrics.csv`` is the number in ``report.json``, so tests can check one against the other.
+The report is built once, from the measured results only; report.md and metrics.csv are rendered from one column
+table (:func:`columns`), so every figure in them is the number in ``report.json`` and tests can check one against
+the other.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluation.pipelines.base import pair_label
+from evaluation.report.recommend import recommend, sentences
 from utils.artifacts import write_json_atomic, write_text_atomic
 from utils.metrics import predictions_digest
 
-SLOWER_WARNING = "INT8 is slower than FP32 on"
+#: a latency whose p99 is more than this many times its p50 gets a warning
+TAIL_RATIO = 3.0
+TAIL = f"p99 > {TAIL_RATIO:g}x p50"
 
 
 def result_row(result: Any) -> dict[str, Any]:
@@ -24,7 +31,9 @@ def result_row(result: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
         "artifact": artifact.name,
         "toolchain": artifact.toolchain,
-        "precision": artifact.precision,
+        "precision": result.precision,
+        "artifact_precision": artifact.precision,
+        "ran_in": result.ran_in,
         "runtime": result.runtime,
         "device": result.device,
         "is_reference": result.reference,
@@ -40,6 +49,7 @@ def result_row(result: Any) -> dict[str, Any]:
         "recall_macro": metrics["recall_macro"],
         "f1_macro": metrics["f1_macro"],
         "top1_drop_pp": comp.get("top1_drop_pp"),
+        "top1_drop_ci95_pp": comp.get("top1_drop_ci95_pp"),
         "agreement": comp.get("agreement"),
         "reference_top1": comp.get("reference_top1"),
         "kernel_error_pp": comp.get("kernel_error_pp"),
@@ -94,27 +104,34 @@ def provenance(artifacts: list[Any]) -> dict[str, str]:
 
 
 def warnings_for(rows: list[dict[str, Any]], max_drop_pp: float) -> list[str]:
-    """Plain-language warnings: INT8 slower than FP32, or losing too much accuracy, on a runtime."""
+    """Plain-language warnings: a reduced precision slower than true FP32 or losing too much accuracy on a runtime,
+    and latencies whose tail is far from their median (p99 > 3x p50: another process, a page-in, a recompile)."""
     notes = []
     for row in rows:
-        if row["precision"] != "int8" or row.get("is_reference"):
+        tails = [f"{lat['p99_ms'] / lat['p50_ms']:.1f}x at batch {batch}" for batch, lat in row["latency"].items()
+                 if lat.get("p99_ms") and lat["p99_ms"] > TAIL_RATIO * lat["p50_ms"]]
+        if tails:
+            notes.append(f"{row_label(row)}: p99 is {', '.join(tails)} its p50 ({TAIL}): a noisy measurement; rerun "
+                         "with more --rounds and nothing else running")
+        if row["precision"] == "fp32" or row.get("is_reference"):
             continue  # a reference runtime's latency is float math plus Q/DQ, never an INT8 speed
         for batch, speedup in row["speedup"].items():
             if speedup < 1.0:
-                better = [r for r in rows if r["artifact"] == row["artifact"] and r["runtime"] != row["runtime"]
-                          and not r.get("is_reference") and r["speedup"].get(batch, 0) > 1.0]
+                better = [r for r in rows if r["artifact"] == row["artifact"] and r["precision"] == row["precision"]
+                          and r["runtime"] != row["runtime"] and not r.get("is_reference")
+                          and r["speedup"].get(batch, 0) > 1.0]
                 hint = f"; it runs faster than FP32 on {better[0]['runtime']}" if better else ""
-                notes.append(f"{row['artifact']}: {SLOWER_WARNING} {row['runtime']} at batch {batch} "
-                             f"({speedup:.2f}x){hint}")
+                notes.append(f"{row_label(row)}: {row['precision'].upper()} is slower than true FP32 on "
+                             f"{row['runtime']} at batch {batch} ({speedup:.2f}x){hint}")
         if row["top1_drop_pp"] is not None and row["top1_drop_pp"] > max_drop_pp:
-            notes.append(f"{row['artifact']}: loses {row['top1_drop_pp']:.2f} pp top-1 on {row['runtime']} "
-                         f"(more than {max_drop_pp:g} pp)")
+            notes.append(f"{row_label(row)}: loses {row['top1_drop_pp']:.2f} pp top-1 vs true FP32 "
+                         f"(more than the {max_drop_pp:g} pp budget)")
     return notes
 
 
-def fastest_int8(rows: list[dict[str, Any]], batch: str) -> dict[str, Any] | None:
-    int8 = [r for r in rows if r["precision"] == "int8" and batch in r["latency"] and not r.get("is_reference")]
-    return min(int8, key=lambda r: r["latency"][batch]["p50_ms"], default=None)
+def row_label(row: dict[str, Any]) -> str:
+    suffix = "" if row["precision"] == row["artifact_precision"] else f" [{row['precision']}]"
+    return f"{row['artifact']} @ {row['runtime']}{suffix}"
 
 
 def _fmt(value: Any, spec: str = ".2f", scale: float = 1.0, empty: str = "-") -> str:
@@ -123,34 +140,93 @@ def _fmt(value: Any, spec: str = ".2f", scale: float = 1.0, empty: str = "-") ->
     return format(value * scale, spec)
 
 
+def _ci(value: list[float] | None) -> str:
+    return f"[{value[0]:+.2f}, {value[1]:+.2f}]" if value else "-"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the results table: the same value goes to report.md (formatted) and metrics.csv (raw).
+    A new metric is its computation (in the row) plus one line in :func:`columns`."""
+
+    csv: str | None  # the metrics.csv header (None: Markdown only)
+    header: str | None  # the report.md header (None: CSV only)
+    value: Callable[[dict[str, Any]], Any]
+    text: Callable[[Any], str] = lambda v: "-" if v is None else str(v)
+
+
+def _key(name: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda r: r.get(name)
+
+
+def _lat(batch: str, name: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda r: r["latency"].get(batch, {}).get(name)
+
+
+def _num(spec: str = ".2f", scale: float = 1.0) -> Callable[[Any], str]:
+    return lambda v: _fmt(v, spec, scale)
+
+
+def columns(batches: list[str]) -> list[Column]:
+    cols = [
+        Column("artifact", "artifact", _key("artifact")),
+        Column("toolchain", None, _key("toolchain")),
+        Column("runtime", "runtime", _key("runtime")),
+        Column("precision", "prec", _key("precision")),
+        Column("ran_in", "ran in", _key("ran_in")),
+        Column("device", None, _key("device")),
+        Column("mode", "mode", _key("mode")),
+        Column("calibration", "calib", _key("calibration")),
+        Column("granularity", "gran.", _key("granularity")),
+        Column("transforms", "transforms", _key("transforms")),
+        Column("target", None, _key("target")),
+        Column("samples", None, _key("samples")),
+        Column("top1", "top-1 %", _key("top1"), _num(scale=100)),
+        Column("top5", "top-5 %", _key("top5"), _num(scale=100)),
+        Column("precision_macro", None, _key("precision_macro")),
+        Column("recall_macro", None, _key("recall_macro")),
+        Column("f1_macro", None, _key("f1_macro")),
+        Column("top1_drop_pp", "drop pp", _key("top1_drop_pp"), _num()),
+        Column(None, "drop 95 % CI", _key("top1_drop_ci95_pp"), _ci),
+        Column("top1_drop_ci95_low_pp", None, lambda r: (r["top1_drop_ci95_pp"] or [None, None])[0]),
+        Column("top1_drop_ci95_high_pp", None, lambda r: (r["top1_drop_ci95_pp"] or [None, None])[1]),
+        Column("agreement", "agree %", _key("agreement"), _num(scale=100)),
+        Column("reference_top1", None, _key("reference_top1")),
+        Column("kernel_error_pp", None, _key("kernel_error_pp")),
+        Column("agreement_with_reference", None, _key("agreement_with_reference")),
+    ]
+    for b in batches:
+        cols += [Column(f"p50_ms_b{b}", f"p50 b{b} ms", _lat(b, "p50_ms"), _num()),
+                 Column(f"p90_ms_b{b}", f"p90 b{b} ms", _lat(b, "p90_ms"), _num()),
+                 Column(f"p99_ms_b{b}", f"p99 b{b} ms", _lat(b, "p99_ms"), _num()),
+                 Column(f"mean_ms_b{b}", None, _lat(b, "mean_ms")),
+                 Column(f"std_ms_b{b}", None, _lat(b, "std_ms")),
+                 Column(f"throughput_ips_b{b}", f"img/s b{b}", _lat(b, "throughput_ips"), _num(".1f")),
+                 Column(f"speedup_b{b}", f"vs FP32 b{b}", lambda r, b=b: r["speedup"].get(b), _num())]
+    cols += [Column("size_bytes", "size MB", _key("size_bytes"), _num(scale=1e-6)),
+             Column("compression_ratio", "compr.", _key("compression_ratio"), _num()),
+             Column("peak_rss_bytes", "load RSS MB", _key("peak_rss_bytes"), _num(".1f", 2**-20)),
+             Column("quantize_seconds", "quant. s", _key("quantize_seconds"), _num(".1f"))]
+    return cols
+
+
 def markdown(report: dict[str, Any]) -> str:
     rows, batches = report["rows"], [str(b) for b in report["batch_sizes"]]
     out = io.StringIO()
     out.write(f"# {report['title']}\n\n")
+    out.write(recommendation_markdown(report["recommendation"]))
+    out.write("\n## Context\n\n")
     for key, value in report["context"].items():
         out.write(f"- **{key}**: {value}\n")
-    out.write("\n## Results per (artifact, runtime)\n\n")
-    head = ["artifact", "runtime", "prec", "mode", "calib", "gran.", "transforms", "top-1 %", "top-5 %", "drop pp", "agree %"]
-    for b in batches:
-        head += [f"p50 b{b} ms", f"p99 b{b} ms", f"img/s b{b}", f"speedup b{b}"]
-    head += ["size MB", "compr.", "peak RSS MB", "quant. s"]
-    out.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
+    shown = [c for c in columns(batches) if c.header]
+    out.write("\n## Results per (artifact, runtime, precision)\n\n"
+              "fp32 is true FP32 (the runtime told not to compute in BF16/TF32; `ran in` is what it reports). Drops, "
+              "agreement and `vs FP32` (FP32 p50 / row p50) are against true FP32 on the same runtime; "
+              f"drop intervals: {report['recommendation']['interval_method']}. `load RSS` is the resident-memory growth "
+              "of loading the row in this process (first-load effects included), not a model's footprint.\n\n")
+    out.write("| " + " | ".join(c.header for c in shown) + " |\n|" + "---|" * len(shown) + "\n")
     for r in rows:
-        cells = [r["artifact"], r["runtime"], r["precision"], r["mode"] or "-", r["calibration"] or "-",
-                 r["granularity"] or "-", r.get("transforms") or "-", _fmt(r["top1"], scale=100), _fmt(r["top5"], scale=100),
-                 _fmt(r["top1_drop_pp"]), _fmt(r["agreement"], scale=100)]
-        for b in batches:
-            lat = r["latency"].get(b, {})
-            cells += [_fmt(lat.get("p50_ms")), _fmt(lat.get("p99_ms")), _fmt(lat.get("throughput_ips"), ".1f"),
-                      _fmt(r["speedup"].get(b))]
-        cells += [_fmt(r["size_bytes"], scale=1e-6), _fmt(r["compression_ratio"]),
-                  _fmt(r["peak_rss_bytes"], ".1f", scale=2**-20), _fmt(r["quantize_seconds"], ".1f")]
-        out.write("| " + " | ".join(cells) + " |\n")
-    for b in batches:
-        best = report["fastest_int8"].get(b)
-        if best:
-            out.write(f"\nFastest INT8 at batch {b}: **{best['artifact']}** on **{best['runtime']}** "
-                      f"({best['p50_ms']:.2f} ms p50, {_fmt(best['speedup'])}x vs FP32 on the same runtime).\n")
+        out.write("| " + " | ".join(c.text(c.value(r)) for c in shown) + " |\n")
     out.write(kernel_checks_markdown(report.get("int8_checks", [])))
     for tuning in report.get("tuning", []):
         out.write(tuning_markdown(tuning))
@@ -158,6 +234,18 @@ def markdown(report: dict[str, Any]) -> str:
         out.write("\n## Warnings\n\n" + "".join(f"- {w}\n" for w in report["warnings"]))
     if report["skipped"]:
         out.write("\n## Skipped\n\n" + "".join(f"- {s['what']}: {s['reason']}\n" for s in report["skipped"]))
+    return out.getvalue()
+
+
+def recommendation_markdown(rec: dict[str, Any]) -> str:
+    out = io.StringIO()
+    out.write("## Recommendation\n\n")
+    for line in sentences(rec):
+        out.write(f"- {line}\n")
+    out.write(f"\nRule: {rec['rule']}; budget {rec['budget_pp']:g} pp (--max-drop). Drop intervals: "
+              f"{rec['interval_method']}, on {rec['evaluation_images']} evaluation images.\n")
+    for note in rec["warnings"]:
+        out.write(f"\n**Warning:** {note}.\n")
     return out.getvalue()
 
 
@@ -207,48 +295,31 @@ def tuning_markdown(t: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-CSV_FIELDS = ["artifact", "toolchain", "precision", "runtime", "device", "mode", "calibration", "granularity", "transforms",
-              "target", "samples", "top1", "top5", "precision_macro", "recall_macro", "f1_macro", "top1_drop_pp",
-              "agreement", "reference_top1", "kernel_error_pp", "agreement_with_reference", "size_bytes",
-              "compression_ratio", "peak_rss_bytes", "quantize_seconds"]
-
-
 def csv_text(report: dict[str, Any]) -> str:
     out = io.StringIO()
-    batches = [str(b) for b in report["batch_sizes"]]
-    fields = CSV_FIELDS + [f"{k}_b{b}" for b in batches for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms",
-                                                                  "std_ms", "throughput_ips", "speedup")]
-    writer = csv.DictWriter(out, fieldnames=fields)
-    writer.writeheader()
+    cols = [c for c in columns([str(b) for b in report["batch_sizes"]]) if c.csv]
+    writer = csv.writer(out)
+    writer.writerow([c.csv for c in cols])
     for r in report["rows"]:
-        line = {k: r[k] for k in CSV_FIELDS}
-        for b in batches:
-            lat = r["latency"].get(b, {})
-            for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "throughput_ips"):
-                line[f"{k}_b{b}"] = lat.get(k)
-            line[f"speedup_b{b}"] = r["speedup"].get(b)
-        writer.writerow(line)
+        writer.writerow(["" if (v := c.value(r)) is None else v for c in cols])
     return out.getvalue()
 
 
 def build_report(title: str, results: list[Any], skipped: list[Any], context: dict[str, Any],
-                 batch_sizes: list[int], max_drop_pp: float = 1.0) -> dict[str, Any]:
+                 batch_sizes: list[int], max_drop_pp: float | None = None) -> dict[str, Any]:
+    """The one report of a run, built once from the loop's results (rows) and context (manifests' provenance)."""
     rows = [result_row(r) for r in results]
-    fastest = {}
-    for b in (str(b) for b in batch_sizes):
-        best = fastest_int8(rows, b)
-        if best:
-            fastest[b] = {"artifact": best["artifact"], "runtime": best["runtime"],
-                          "p50_ms": best["latency"][b]["p50_ms"], "speedup": best["speedup"].get(b)}
+    images = max((r["samples"] for r in rows), default=0)
+    rec = recommend(rows, batch_sizes, max_drop_pp, images)
     return {
         "title": title,
+        "recommendation": rec,
         "context": context,
         "batch_sizes": batch_sizes,
         "rows": rows,
-        "fastest_int8": fastest,
-        "warnings": warnings_for(rows, max_drop_pp),
+        "warnings": rec["warnings"] + warnings_for(rows, rec["budget_pp"]),
         "skipped": [{"what": s.what, "reason": s.reason} for s in skipped],
-        "confusion_matrices": {f"{r.artifact.name} @ {r.runtime}": r.metrics["confusion_matrix"].tolist()
+        "confusion_matrices": {pair_label(r.artifact, r.runtime, r.precision): r.metrics["confusion_matrix"].tolist()
                                for r in results},
     }
 
