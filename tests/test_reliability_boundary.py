@@ -140,3 +140,16 @@ def test_a_file_name_that_is_not_utf8_cannot_break_the_error_line(tmp_path, caps
 
     assert run_cli(main) == 2
     assert capsys.readouterr().err.strip().splitlines() == ["error: cannot read image caf\\udce9.jpg"]
+
+
+def test_a_signal_a_library_turned_into_another_exception_still_ends_the_run_as_stopped(capsys):
+    """Seen in a real FX run: SIGTERM landed in an import inside torch, which surfaced as an AttributeError and
+    then as the suite's own "FX cannot trace" line with exit code 2. The signal decides the outcome."""
+    def main(argv):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except KeyboardInterrupt as exc:
+            raise AttributeError("module 'sympy' has no attribute 'logic'") from exc
+
+    assert run_cli(main) == 143
+    assert capsys.readouterr().err.strip().splitlines() == ["terminated by SIGTERM"]
