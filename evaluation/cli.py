@@ -67,6 +67,7 @@ def evaluation_main(argv: Sequence[str] | None, *, prog: str, description: str, 
     cfg = cli.config_from_args(args)
     check_writable(resolve_path(cfg.models_dir), "--models-dir")
     check_writable(resolve_path(cfg.results_dir), "--results-dir")
+    out_dir = run_folder(cfg, folder)  # a folder the suite did not write is refused before any work
     prepared = prepare(cfg)
     toolchain = toolchain_for(cfg)
     if args.artifact:
@@ -78,7 +79,6 @@ def evaluation_main(argv: Sequence[str] | None, *, prog: str, description: str, 
         artifacts = [make_quantizer(toolchain, cfg).export_fp32(prepared.model), *int8]
     else:
         artifacts = list(run_toolchain(toolchain, cfg, prepared))
-    out_dir = run_folder(cfg, folder)
     report = evaluate_and_report(f"{prog}: FP32 vs INT8", artifacts, prepared.splits, cfg, out_dir)
     print_summary(report, out_dir)
     return 0

@@ -17,6 +17,7 @@ from utils.artifacts import Artifact
 from utils.config import RunConfig, resolve_path
 from utils.data import CalibrationSet
 from utils.models import LoadedModel
+from utils.names import fit_name
 from utils.targets import Target, resolve_target
 
 # toolchain name -> "module:Class"
@@ -184,7 +185,7 @@ class Quantizer(ABC):
     def artifact_stem(self, model: LoadedModel, tag: str) -> str:
         weights = model.weights_path.stem if model.weights_path else "random"
         passes = "".join(f"_{TRANSFORM_TAGS[t]}" for t in model.transforms)
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model.arch}-{weights}_{tag}{passes}")
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model.arch}-{fit_name(weights, 80)}_{tag}{passes}")
 
 
 def quantizer_class(name: str) -> type[Quantizer]:

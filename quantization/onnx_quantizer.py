@@ -9,18 +9,21 @@ import copy
 import logging
 import re
 import time
+import zipfile
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from quantization.base import Quantizer, float_suffix
-from quantization.onnx_export import check_onnx_file, export_onnx, onnx_input_names
-from utils.artifacts import Artifact, build_manifest, load_artifact, write_artifact
+from quantization.onnx_export import INPUT_NAME, check_onnx_file, export_onnx, onnx_input_names
+from utils.artifacts import Artifact, build_manifest, load_artifact, sha256_file, write_artifact
 from utils.config import RunConfig
-from utils.data import CalibrationSet
+from utils.data import CalibrationSet, DataSplits, TensorDataset, check_disjoint_content
 from utils.errors import SuiteError
+from utils.input_checks import check_calibration_arrays
 from utils.models import LoadedModel
 from utils.stages import StageTimer
 
@@ -59,13 +62,51 @@ def resolve_exclusions(path: Path, patterns: list[str], op_types: list[str], sec
 
 
 def read_calibration_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays as stored (never cast: uint8 pixels are refused by the door check, not silently floated)."""
     if not path.is_file():
         raise SuiteError(f"calibration data not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k].astype(np.float32) for k in data.files}
-    except (OSError, ValueError) as exc:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise SuiteError(f"{path}: not a readable .npz of arrays ({exc})") from exc
+
+
+def check_onnx_input(onnx_path: Path, input_shape: tuple[int, ...]) -> None:
+    """A given ``--onnx`` takes the dataset's images (C x H x W of its fixed axes): a mismatch was an ONNX Runtime
+    InvalidArgument traceback in the middle of calibration."""
+    import onnx
+
+    check_onnx_file(onnx_path)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    for graph_input in (i for i in model.graph.input if i.name not in initializers):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_input.type.tensor_type.shape.dim]
+        fixed = dims[1:]
+        if len(fixed) != len(input_shape) or any(d is not None and d != s for d, s in zip(fixed, input_shape, strict=True)):
+            shown = " x ".join("?" if d is None else str(d) for d in fixed)
+            raise SuiteError(f"--onnx {onnx_path.name} takes {graph_input.name} of N x {shown}, but the dataset's "
+                             f"images are {' x '.join(str(s) for s in input_shape)} (check --dataset, --image-size)")
+
+
+def check_calibration_data(path: Path, onnx_path: Path | None, model: LoadedModel, splits: DataSplits,
+                           allow_overlap: bool) -> None:
+    """``--calibration-data`` at the door, before the FP32 export: keyed by the inputs of the ONNX it calibrates
+    (``--onnx``, else the suite's export), float32, finite, the model's input shape, values in the dataset's
+    normalised pixel range (utils.input_checks), and no evaluation image in it (the content-digest check of the
+    seeded sample, on the arrays' bytes; ``--allow-overlap`` lets it through)."""
+    feed = read_calibration_npz(path)
+    if onnx_path is not None:
+        check_onnx_file(onnx_path)
+    names = onnx_input_names(onnx_path) if onnx_path is not None else [INPUT_NAME]
+    if sorted(feed) != sorted(names):
+        raise SuiteError(f"calibration data inputs {sorted(feed)} do not match the model's inputs {names} ({path.name})")
+    check_calibration_arrays(path, feed, model.input_shape, splits.preprocess)
+    for name, array in feed.items():
+        images = torch.from_numpy(np.ascontiguousarray(array))
+        sample = CalibrationSet(TensorDataset(images, torch.zeros(len(images), dtype=torch.int64)),
+                                [f"{path.name}['{name}'][{i}]" for i in range(len(images))])
+        check_disjoint_content(sample, splits, allow_overlap)
 
 
 def calibration_step(sample_size: int, asked: int, histogram: bool = True) -> int:
@@ -122,10 +163,10 @@ class OnnxQuantizer(Quantizer):
             check_onnx_file(self.onnx_path)
             try:
                 self._fp32 = load_artifact(self.onnx_path)
-            except SuiteError:  # a user's own ONNX without our manifest
+            except SuiteError:  # a user's own ONNX without our manifest: its source is the file itself
                 self._fp32 = Artifact(self.onnx_path, "onnx", "onnx", "fp32",
                                 {"name": self.onnx_path.stem, "settings": {"mode": "fp32"},
-                                 **self.model_facts(model)})
+                                 **self.model_facts(model), **self.source_facts(model)})
             return self._fp32
         self._fp32 = self._export(model)
         return self._fp32
@@ -135,6 +176,17 @@ class OnnxQuantizer(Quantizer):
         return export_onnx(model.module, model.input_shape, final, name=f"{model.arch} FP32 ONNX",
                            opset=self.cfg.onnx.opset, source_weights=model.weights_path,
                            extra=self.model_facts(model))
+
+    def source_facts(self, model: LoadedModel) -> dict[str, Any]:
+        """Every source file by its own sha256: a given ``--onnx`` is the source of the weights (not ``--weights``,
+        which it may not have been made from), and ``--calibration-data`` is recorded beside it."""
+        facts: dict[str, Any] = {}
+        if self.onnx_path is not None:
+            facts.update(source_weights=str(self.onnx_path), source_weights_sha256=sha256_file(self.onnx_path))
+        if self.calibration_data is not None:
+            facts.update(calibration_data=str(self.calibration_data),
+                         calibration_data_sha256=sha256_file(self.calibration_data))
+        return facts
 
     def source_onnx(self, model: LoadedModel) -> Artifact:
         """The FP32 ONNX to quantize: the reference itself, or the transformed model's own export."""
@@ -192,7 +244,8 @@ class OnnxQuantizer(Quantizer):
         manifest = build_manifest(name=f"{model.arch} {tag}", toolchain=self.toolchain, kind="onnx_qdq",
                                   precision="int8", settings=settings, source_weights=model.weights_path,
                                   calibration_ids=ids,
-                                  extra={**self.model_facts(model), "fp32_onnx": str(fp32.path)})
+                                  extra={**self.model_facts(model), "fp32_onnx": str(fp32.path),
+                                         **self.source_facts(model)})
         return write_artifact(final, write, manifest, toolchain=self.toolchain, kind="onnx_qdq", precision="int8")
 
     def weight_bits(self) -> int:

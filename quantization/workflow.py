@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from quantization.base import Quantizer, quantizer_class
 from quantization.transforms import apply_transforms, requested
@@ -51,6 +52,14 @@ def prepare(cfg: RunConfig) -> Prepared:
                          f"'{splits.name}' has {splits.num_classes} (set --num-classes)")
     calibration = check_disjoint_content(calibration_set(splits, cfg.calibration), splits, cfg.data.allow_overlap)
     model = replace(model, calibration=calibration.facts())  # into every calibrated artifact's manifest
+    onnx_path = Path(cfg.onnx.onnx_path) if cfg.onnx.onnx_path else None
+    if onnx_path is not None or cfg.onnx.calibration_data:  # the ONNX toolchains' own inputs, before any work
+        from quantization.onnx_quantizer import check_calibration_data, check_onnx_input
+
+        if onnx_path is not None:
+            check_onnx_input(onnx_path, model.input_shape)
+        if cfg.onnx.calibration_data:
+            check_calibration_data(Path(cfg.onnx.calibration_data), onnx_path, model, splits, cfg.data.allow_overlap)
     return Prepared(splits, model, calibration.decoded())
 
 

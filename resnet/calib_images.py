@@ -19,6 +19,7 @@ from utils.artifacts import staged_folder, write_json_atomic
 from utils.config import DataConfig
 from utils.data import file_digests, list_image_folder
 from utils.errors import SuiteError
+from utils.input_checks import to_color
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SuiteError(f"{source}: no images found")
     if args.num_images <= 0 or args.num_images > len(files):
         raise SuiteError(f"--num-images {args.num_images} must be between 1 and the {len(files)} images of {source}")
+    if args.image_size <= 0 or (args.resize is not None and args.resize <= 0):
+        raise SuiteError(f"--image-size and --resize must be positive (got {args.image_size}, {args.resize})")
+    out = Path(args.output_dir)
+    if out.resolve().is_relative_to(source.resolve()):  # it would become a fake class of the next pick
+        raise SuiteError(f"--output-dir {out} is inside --input-dir {source}: pick a folder outside it")
     picked = balanced_pick(labels, args.num_images, args.seed)
+    names = [(labels[i], files[i].stem) for i in picked]
+    if len(set(names)) < len(names):  # one PNG per (class, stem): a second one would overwrite the first
+        label, stem = next(n for n in names if names.count(n) > 1)
+        raise SuiteError(f"two picked images of class {label} share the name {stem!r} (e.g. {stem}.jpg and {stem}.png): "
+                         "rename one, they would be saved as the same PNG")
     if args.eval_dir:
         eval_dir = Path(args.eval_dir)
         if not eval_dir.is_dir():
@@ -85,7 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     steps = image_transform(DataConfig(image_size=args.image_size, resize=args.resize)).transforms
     geometric = transforms.Compose(steps[:2])  # Resize + CenterCrop; ToTensor/Normalize happen at load time
-    out = Path(args.output_dir)
     if out.exists() and any(out.iterdir()):
         raise SuiteError(f"--output-dir {out} exists and is not empty (pick a new folder)")
     with staged_folder(out) as staging:  # the whole folder appears at once, or not at all
@@ -94,8 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder.mkdir(exist_ok=True)
             try:
                 with Image.open(files[i]) as image:
-                    picture = geometric(image.convert("RGB"))
-            except OSError as exc:
+                    picture = geometric(to_color(image, "RGB"))
+            except (OSError, Image.DecompressionBombError) as exc:
                 raise SuiteError(f"cannot read image {files[i]}: {exc}") from exc
             picture.save(folder / (files[i].stem + ".png"), format="PNG")  # a full disk: staged_folder's one line
         write_json_atomic(staging / "calibration_manifest.json", {

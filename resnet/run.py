@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from evaluation.cluster.sharded import ShardedAccuracy
 from evaluation.pipelines.base import runner_class
@@ -85,17 +86,19 @@ def run_all(argv: Sequence[str] | None = None) -> int:
     recipe = load_recipe(args.recipe) if args.recipe else {}
     check_writable(resolve_path(cfg.models_dir), "--models-dir")
     check_writable(resolve_path(cfg.results_dir), "--results-dir")
+    out_dir = run_folder(cfg, None)  # a folder the suite did not write is refused before any work
     if args.workers is not None and not args.cluster:
         raise SuiteError("--workers needs --cluster (local, auto or ray://HOST:PORT)")
     cluster = connect(args.cluster, 2 if args.workers is None else args.workers) if args.cluster else None
     try:
-        return _run(args, cfg, names, recipe, cluster)
+        return _run(args, cfg, names, recipe, cluster, out_dir)
     finally:
         if cluster:
             cluster.close()
 
 
-def _run(args: argparse.Namespace, cfg: RunConfig, names: list[str], recipe: dict, cluster: Cluster | None) -> int:
+def _run(args: argparse.Namespace, cfg: RunConfig, names: list[str], recipe: dict, cluster: Cluster | None,
+         out_dir: Path) -> int:
     if cluster:
         for path, what in ((cfg.data.root, "--data-root"), (cfg.data.calib_root, "--calib-root"),
                            (cfg.model.weights, "--weights")):
@@ -126,7 +129,6 @@ def _run(args: argparse.Namespace, cfg: RunConfig, names: list[str], recipe: dic
             skipped.append(Skipped(f"toolchain {name}", str(exc)))
     if not artifacts:
         raise SuiteError("no toolchain could run on this machine: " + "; ".join(s.reason for s in skipped))
-    out_dir = run_folder(cfg, None)
     accuracy = ShardedAccuracy(cluster, prepared.splits, cfg.benchmark.threads) if cluster else local_accuracy
     report = evaluate_and_report("End-to-end INT8 comparison", list(artifacts.values()), prepared.splits, cfg,
                                  out_dir, skipped=skipped, context={"toolchains": ", ".join(names),

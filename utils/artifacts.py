@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from utils.errors import SuiteError
+from utils.manifest_schema import read_manifest, validate_manifest, verify_sha256
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ DISK_ERRNOS = {errno.ENOSPC: "no space left on the device (free some space and r
                errno.EDQUOT: "disk quota exceeded (free some space and run again)",
                errno.EROFS: "read-only file system (pick a writable folder)",
                errno.EACCES: "permission denied (pick a writable folder)",
-               errno.EPERM: "operation not permitted (an immutable or protected folder; pick a writable one)"}
+               errno.EPERM: "operation not permitted (an immutable or protected folder; pick a writable one)",
+               errno.ENAMETOOLONG: "file name too long (pick a shorter name or folder)"}
 
 
 @dataclass
@@ -110,7 +112,11 @@ def staged_folder(final: Path) -> Iterator[Path]:
     """Yield an empty staging folder beside ``final``; it becomes ``final`` only if the block succeeds.
 
     A run killed half-way leaves a ``.tmp-NAME.*`` folder (recognisably incomplete, removed by the next
-    run of that name), never a ``final`` that looks whole. An existing ``final`` is replaced."""
+    run of that name), never a ``final`` that looks whole. The folder is committed with the suite's
+    completeness marker (utils.names), and an existing ``final`` is replaced only where it carries one (or is
+    empty): a folder the suite did not write is never removed."""
+    from utils.names import COMPLETE_MARKER, check_replaceable
+
     final = Path(final)
     with disk_errors(final):
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +126,9 @@ def staged_folder(final: Path) -> Iterator[Path]:
                 yield staging
                 for lock in staging.rglob(".*.lock"):  # nobody else knows this folder: its writers' locks go
                     lock.unlink()
+                write_bytes(staging / COMPLETE_MARKER, b"written whole by model-lightweight-suite\n")
                 os.chmod(staging, 0o777 & ~_umask())
+                check_replaceable(final, "output folder")  # again under the lock: it may have appeared meanwhile
                 if final.exists():
                     old = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}.", dir=final.parent))
                     os.replace(final, old / final.name)
@@ -300,9 +308,11 @@ def write_artifact(final: Path, writer: Callable[[Path], None], manifest: dict[s
     with disk_errors(final):
         final.parent.mkdir(parents=True, exist_ok=True)
         with _name_lock(final):
-            temps = [_temp_beside(final, suffix) for suffix in (final.suffix, MANIFEST_SUFFIX)]
-            tmp, manifest_tmp = temps
-            try:
+            temps: list[Path] = []
+            try:  # the second temporary can fail (a name too long with its suffix): the first is removed too
+                for suffix in (final.suffix, MANIFEST_SUFFIX):
+                    temps.append(_temp_beside(final, suffix))
+                tmp, manifest_tmp = temps
                 writer(tmp)
                 manifest = dict(manifest, sha256=sha256_file(tmp), size_bytes=tmp.stat().st_size)
                 write_bytes(manifest_tmp, (json.dumps(manifest, indent=2, default=str) + "\n").encode("utf-8"))
@@ -326,14 +336,7 @@ def load_artifact(path: Path) -> Artifact:
     mpath = manifest_path_for(path)
     if not mpath.is_file():
         raise SuiteError(f"artifact {path} has no manifest ({mpath.name}); re-run its quantization script")
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SuiteError(f"manifest {mpath} is not valid JSON: {exc}") from exc
-    if manifest.get("kind") not in ARTIFACT_KINDS:
-        raise SuiteError(f"manifest {mpath} names an unknown artifact kind {manifest.get('kind')!r}")
-    if manifest.get("sha256") and sha256_file(path) != manifest["sha256"]:
-        raise SuiteError(f"{path} does not match its manifest's sha256 (changed, corrupt, or half of another "
-                         "run's pair); re-run its quantization script")
+    manifest = validate_manifest(read_manifest(mpath), mpath, ARTIFACT_KINDS)  # the sha256 is required
+    verify_sha256(path, manifest, sha256_file(path))
     return Artifact(path=path, kind=manifest["kind"], toolchain=manifest["toolchain"],
                     precision=manifest["precision"], manifest=manifest)

@@ -1,7 +1,8 @@
 """Shared command-line plumbing: option groups, config building, and the error boundary.
 
 Every entry script builds its parser from these groups, so a flag means the same thing everywhere,
-and runs through :func:`run_cli`, which turns a SuiteError into one line on stderr and exit code 2.
+and runs through :func:`run_cli`, which turns a SuiteError into one line on stderr and exit code 2 (any other
+exception: one line too, utils.boundary).
 Options default to None so that only flags the user gave override the YAML recipe.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from utils.config import RunConfig, field_choices, load_config
-from utils.errors import USAGE_EXIT_CODE, SuiteError
+from utils.errors import USAGE_EXIT_CODE
 
 _DEFAULTS = RunConfig()
 
@@ -257,17 +258,24 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
-    """Run ``main``; a SuiteError becomes one line on stderr and exit code 2."""
+    """Run ``main``; any exception becomes one line on stderr (utils.boundary): exit code 2 for bad input, 1 for
+    an internal error, 128+N for Ctrl-C, SIGTERM, SIGHUP (utils.signals). ``-v`` adds the traceback."""
+    from utils.boundary import describe
+    from utils.signals import Terminated, received, termination_as_interrupt
+
     quiet_known_warnings()
+    for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name in a message must not fail the message
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
-        return int(main(argv) or 0)
-    except SuiteError as exc:
+        with termination_as_interrupt():
+            return int(main(argv) or 0)
+    except (Exception, KeyboardInterrupt) as exc:
+        signum = received()
+        code, line = describe(Terminated(signum) if signum is not None else exc)
         if logging.getLogger().isEnabledFor(logging.DEBUG):  # -v: the cause too, for a bug report
             import traceback
 
             traceback.print_exception(exc, file=sys.stderr)
-        print(f"error: {exc}", file=sys.stderr)
-        return USAGE_EXIT_CODE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print(line if code > 128 else f"error: {line}", file=sys.stderr)
+        return code

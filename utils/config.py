@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from utils.errors import SuiteError
+from utils.names import check_output_name
+from utils.strict_yaml import load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -219,6 +221,8 @@ def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
             setattr(obj, key, value)
 
 
+#: numeric fields with an upper bound as well
+AT_MOST = {"torch.percentile": 100.0}
 #: numeric fields that may be 0 (every other int/float field must be positive)
 NON_NEGATIVE = frozenset({
     "calibration.seed", "training.seed", "benchmark.warmup", "training.momentum", "training.weight_decay",
@@ -276,9 +280,21 @@ def validate_config(cfg: RunConfig) -> RunConfig:
                 raise SuiteError(f"config key '{dotted}' must be {f.type} (got {value!r})")
             low = 0 if dotted in NON_NEGATIVE else None
             for number in _numbers(value):
+                if not math.isfinite(number):  # NaN passes every comparison below
+                    raise SuiteError(f"config key '{dotted}' must be a finite number (got {value!r})")
+                if dotted.endswith("seed") and number >= 2**32:  # numpy and torch seeds: 32 bits, checked late
+                    raise SuiteError(f"config key '{dotted}' must be below 2**32 (got {value!r})")
+                if dotted in AT_MOST and number > AT_MOST[dotted]:
+                    raise SuiteError(f"config key '{dotted}' must be at most {AT_MOST[dotted]:g} (got {value!r})")
                 if (low is None and number <= 0) or (low is not None and number < low):
                     bound = "non-negative" if low is not None else "positive"
                     raise SuiteError(f"config key '{dotted}' must be {bound} (got {value!r})")
+            if f.name == "exclude_nodes":  # regexes: a bad one failed only after the FP32 export
+                for pattern in value:
+                    try:
+                        re.compile(pattern)
+                    except re.error as exc:
+                        raise SuiteError(f"config key '{dotted}': {pattern!r} is not a regex ({exc})") from exc
             choices = f.metadata.get("choices")
             if choices and value is not None and str(value) not in choices:
                 raise SuiteError(f"config key '{dotted}' must be one of {', '.join(choices)} (got {value!r})")
@@ -287,6 +303,8 @@ def validate_config(cfg: RunConfig) -> RunConfig:
                 if str(item) not in items:
                     raise SuiteError(f"config key '{dotted}' must be one of {', '.join(items)} (got {item!r})")
     walk(cfg, "")
+    if cfg.run_name is not None:  # a name inside the results folder, never a path (issue #30)
+        check_output_name(cfg.run_name, "--run-name")
     if cfg.benchmark.eval_precisions is not None and "fp32" not in cfg.benchmark.eval_precisions:
         raise SuiteError("--eval-precisions must include fp32: fp32 is the baseline every drop and speedup is measured "
                          f"against (got {','.join(map(str, cfg.benchmark.eval_precisions))})")
@@ -310,10 +328,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         path = Path(path)
         if not path.is_file():
             raise SuiteError(f"config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise SuiteError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        data = load_yaml(path) or {}  # a duplicate key, non-UTF-8 bytes: one line
         if not isinstance(data, dict):
             raise SuiteError(f"config file {path} must hold a mapping at top level")
         _merge(cfg, data, "")
@@ -335,11 +350,11 @@ RECIPES_DIR = REPO_ROOT / "configs" / "recipes"
 
 def load_recipe(name: str) -> dict[str, dict[str, Any]]:
     """A named per-toolchain recipe (configs/recipes/<name>.yaml): toolchain -> config overrides."""
-    path = RECIPES_DIR / f"{name.replace('-', '_')}.yaml"
+    path = RECIPES_DIR / f"{check_output_name(name, '--recipe').replace('-', '_')}.yaml"
     if not path.is_file():
         known = sorted(p.stem.replace("_", "-") for p in RECIPES_DIR.glob("*.yaml"))
         raise SuiteError(f"unknown recipe '{name}' (known: {', '.join(known)})")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    data = load_yaml(path, "recipe") or {}
     toolchains = data.get("toolchains")
     if not isinstance(toolchains, dict) or not all(isinstance(v, dict) for v in toolchains.values()):
         raise SuiteError(f"recipe {path} must map 'toolchains' to per-toolchain config mappings")

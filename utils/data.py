@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from utils.artifacts import ids_sha256
 from utils.config import CalibrationConfig, DataConfig
 from utils.errors import SuiteError, missing_package
+from utils.input_checks import array_digests, check_labels, check_pixels, to_color
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ class FileImageDataset(Dataset):
         path = self.files[index]
         try:
             with Image.open(path) as image:
-                tensor = self.transform(image.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
+                tensor = self.transform(to_color(image, "RGB"))
+        except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
             raise SuiteError(f"cannot read image {path}: {exc}") from exc
         return tensor, self.labels[index]
 
@@ -157,11 +158,11 @@ def file_tensor(path: Path, pre: dict) -> torch.Tensor:
 
     try:
         with Image.open(path) as image:
-            image = image.convert(pre["color"])
+            image = to_color(image, pre["color"])
             if pre["mode"] == "resize_crop":
                 return resize_crop_transform(pre)(image).unsqueeze(0)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise SuiteError(f"{path}: not a readable image ({exc})") from exc
     x = torch.from_numpy(pixels)
     x = (x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)).unsqueeze(0)
@@ -179,6 +180,8 @@ def load_demo(cfg: DataConfig) -> DataSplits:
         from sklearn.datasets import load_digits
     except ImportError as exc:
         raise missing_package("the demo dataset", "scikit-learn") from exc
+    if cfg.calib_root:  # was ignored without a word
+        raise SuiteError("--calib-root applies to --dataset imagenet only (the demo calibrates on its training split)")
     digits = load_digits()
     size = cfg.image_size or 32
     images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
@@ -258,18 +261,26 @@ def load_cifar10(cfg: DataConfig) -> DataSplits:
     if cfg.calib_root:
         raise SuiteError("--calib-root applies to --dataset imagenet only (CIFAR-10 calibrates on its training "
                          "split)")
+    if cfg.image_size not in (None, 32) or cfg.resize is not None:  # were ignored without a word
+        raise SuiteError("--image-size and --resize apply to --dataset imagenet and demo only (CIFAR-10 images are "
+                         "32 x 32 as stored)")
     reader = _read_cifar_batches if (root / "test_batch").exists() else _read_cifar_npz
     x_train, y_train, x_test, y_test, names = reader(root)
+    # at the door: one integer label in range per image, pixels uint8 or floats in [0, 1] (scaled once)
+    y_train = check_labels(y_train, len(x_train), len(names), f"{root} training split")
+    y_test = check_labels(y_test, len(x_test), len(names), f"{root} test split")
+    x_train = check_pixels(x_train, f"{root} training split", (32, 32, 3))
+    x_test = check_pixels(x_test, f"{root} test split", (32, 32, 3))
     if x_train.shape == x_test.shape and np.array_equal(x_train, x_test):
         raise SuiteError(f"{root}: the training and test files hold the same images: calibration would see "
                          "every evaluated image")
 
     def to_tensor(x: np.ndarray) -> torch.Tensor:
-        images = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 255.0
+        images = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
         return _normalize(images, cfg.mean or IMAGENET_MEAN, cfg.std or IMAGENET_STD)
 
-    train = TensorDataset(to_tensor(x_train), torch.from_numpy(np.asarray(y_train, dtype=np.int64)))
-    test = TensorDataset(to_tensor(x_test), torch.from_numpy(np.asarray(y_test, dtype=np.int64)))
+    train = TensorDataset(to_tensor(x_train), torch.from_numpy(y_train))
+    test = TensorDataset(to_tensor(x_test), torch.from_numpy(y_test))
     return DataSplits(
         name="cifar10", calibration_pool=train, evaluation=test,
         calibration_pool_ids=[f"train/{i}" for i in range(len(train))],
@@ -304,7 +315,7 @@ def list_image_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
     if labels_tsv.is_file():
         image_dir = root / "images" if (root / "images").is_dir() else root
         files, labels = [], []
-        for line_no, line in enumerate(labels_tsv.read_text(encoding="utf-8").splitlines(), 1):
+        for line_no, line in enumerate(_utf8_lines(labels_tsv), 1):
             if not line.strip():
                 continue
             try:
@@ -312,12 +323,14 @@ def list_image_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
                 labels.append(int(label))
             except ValueError as exc:
                 raise SuiteError(f"{labels_tsv}:{line_no}: expected 'file<TAB>class index'") from exc
+            if labels[-1] < 0:
+                raise SuiteError(f"{labels_tsv}:{line_no}: class index {labels[-1]} is negative")
             files.append(image_dir / name)
         missing = [f for f in files if not f.is_file()]
         if missing:
             raise SuiteError(f"{labels_tsv} names {len(missing)} missing files, e.g. {missing[0]}")
         words = root / "synset_words.txt"
-        names = ([w.split(" ", 1)[-1] for w in words.read_text(encoding="utf-8").splitlines()]
+        names = ([w.split(" ", 1)[-1] for w in _utf8_lines(words)]
                  if words.is_file() else [str(i) for i in range(max(labels, default=-1) + 1)])
         return files, labels, names
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())
@@ -328,6 +341,13 @@ def list_image_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
                 files.append(path)
                 labels.append(index)
     return files, labels, classes
+
+
+def _utf8_lines(path: Path) -> list[str]:
+    try:
+        return path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{path} is not UTF-8 text (byte {exc.start}): save it as UTF-8") from exc
 
 
 def _existing_dir(root: str | None, dataset: str) -> Path:
@@ -429,8 +449,7 @@ def dataset_digests(dataset: Dataset) -> list[str]:
     if isinstance(dataset, FileImageDataset):
         return file_digests(dataset.files)
     if isinstance(dataset, TensorDataset):
-        images = dataset.images.contiguous().numpy()
-        return [hashlib.sha256(image.tobytes()).hexdigest()[:DIGEST_CHARS] for image in images]
+        return array_digests(dataset.images.contiguous().numpy(), DIGEST_CHARS)
     raise SuiteError(f"{type(dataset).__name__}: no content digests for this kind of dataset")
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from resnet.architectures.cifar_resnet import CIFAR_DEPTHS, CIFAR_STEM_RESNETS, cifar_resnet, cifar_stem_resnet
 from utils.config import ModelConfig
 from utils.errors import SuiteError, missing_package
+from utils.input_checks import check_weights
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], arch: str, p
             detail.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
         raise SuiteError(f"weights {path.name} do not match architecture {arch}: {'; '.join(detail)}"
                          " (check --arch and --num-classes)")
+    check_weights(state, path)  # finite, non-negative BN variances: before any work
     module.load_state_dict(state, strict=False)  # strictness checked above, counters excepted
 
 

@@ -14,15 +14,20 @@ from utils.artifacts import Artifact, staged_folder
 from utils.config import RunConfig, resolve_path
 from utils.data import DataSplits
 from utils.hardware import hardware_summary
+from utils.names import check_replaceable
 from utils.targets import TARGETS, resolve_target
 
 log = logging.getLogger(__name__)
 
 
 def run_folder(cfg: RunConfig, toolchain: str | None) -> Path:
+    """The run's results folder; refused (before any work, where the caller asks first) if it exists and the
+    suite did not write it."""
     name = cfg.run_name or _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = resolve_path(cfg.results_dir)
-    return base / toolchain / name if toolchain else base / name
+    folder = base / toolchain / name if toolchain else base / name
+    check_replaceable(folder, "--run-name folder")
+    return folder
 
 
 def int8_checks(results: list[PairResult]) -> tuple[list[dict[str, Any]], list[str]]:

@@ -35,21 +35,26 @@ def default_calibration_eps() -> list[str]:
     return ["trt", "cuda:0", "cpu"] if has_module("tensorrt") else ["cuda:0", "cpu"]
 
 
-def _quantize_in_child(kwargs: dict[str, Any]) -> None:
+def _quantize_in_child(kwargs: dict[str, Any], scratch: str) -> None:
     from modelopt.onnx.quantization import quantize
 
+    tempfile.tempdir = scratch  # ModelOpt's intermediate tmp*.onnx and ORT's ort.quant.* go there, not to /tmp
     quantize(**kwargs)
 
 
-def run_modelopt_quantize(**kwargs: Any) -> None:
+def run_modelopt_quantize(scratch: Path, **kwargs: Any) -> None:
     """Call ModelOpt's ``quantize`` in a fresh process (utils.child_process: with huge-page malloc,
     which its arena-less calibration session needs to run at the arena's speed).
 
     ModelOpt patches onnxruntime.quantization's calibrators and quantizers while it runs and leaves
     them patched, which breaks a later ``quantize_static`` in the same process (measured: "Quantization
     parameters are not specified for param input"). A spawned child keeps this process clean.
+
+    ModelOpt removes its own temporary files only when it succeeds (an error or a stop left a ``tmp*.onnx``
+    in the system temp folder): the child's temp folder is ``scratch``, which the caller removes whatever
+    happens.
     """
-    run_in_spawned_child(_quantize_in_child, kwargs)
+    run_in_spawned_child(_quantize_in_child, kwargs, str(scratch))
 
 
 def calibration_shapes(feed: dict[str, np.ndarray], batch_size: int, histogram: bool = True) -> str:
@@ -135,7 +140,7 @@ class ModelOptQuantizer(OnnxQuantizer):
             source = private / fp32.name  # write its output there too (a killed child leaves nothing in models/)
             shutil.copyfile(fp32, source)
             written = private / out.name
-            self._run_modelopt(source, feed, exclude, written)
+            self._run_modelopt(source, feed, exclude, written, scratch=private)
             if not written.is_file() or written.stat().st_size == 0:
                 raise SuiteError(f"ModelOpt wrote no model for {fp32.name}")
             model = onnx.load(str(written))
@@ -144,9 +149,11 @@ class ModelOptQuantizer(OnnxQuantizer):
         fold_weight_quantizers(model, self.weight_bits())
         write_bytes(out, model.SerializeToString())
 
-    def _run_modelopt(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
+    def _run_modelopt(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path,
+                      scratch: Path) -> None:
         m = self.options
         run_modelopt_quantize(
+            scratch,
             onnx_path=str(fp32),
             quantize_mode="int8",
             calibration_data=feed,

@@ -14,10 +14,12 @@ from utils.artifacts import (
     atomic_path,
     build_manifest,
     manifest_path_for,
+    sha256_file,
     write_json_atomic,
     write_saved,
 )
 from utils.config import DataConfig, SgdRecipe, resolve_path
+from utils.manifest_schema import verified_cache
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +50,17 @@ def train_demo_model(path: Path, epochs: int = DEMO_EPOCHS, seed: int = DEMO_SEE
         name="demo-resnet20", toolchain="training", kind="state_dict", precision="fp32",
         settings={"epochs": epochs, "seed": seed, "optimizer": "SGD momentum, cosine decay per step",
                   "lr": recipe.lr, "batch_size": recipe.batch_size, "top1": accuracy},
-        source_weights=None, calibration_ids=None, extra={"history": history}))
+        source_weights=None, calibration_ids=None, extra={"history": history, "sha256": sha256_file(path)}))
     return path
 
 
 def demo_weights(models_dir: str | Path = "models") -> Path:
     """The cached demo weights, trained on first use."""
     path = demo_weights_path(models_dir)
+    if path.is_file() and not verified_cache(path, "the cached demo weights",
+                                             f"delete {path} to train the demo model again"):
+        log.warning("cached demo weights %s carry no sha256 (an older cache): training them again", path)
+        train_demo_model(path)
     if not path.is_file():
         log.info("no cached demo model at %s: training it now (about a minute)", path)
         train_demo_model(path)
