@@ -68,6 +68,8 @@ class Quantizer(ABC):
     runs_by_default: ClassVar[bool] = False
     #: whether quantizable_layers/with_float_layers keep single layers in float (sensitivity, --max-drop)
     layer_fallback: ClassVar[bool] = False
+    #: whether it takes an ONNX or TorchScript model source (through ONNX); the others need an nn.Module in Python
+    accepts_onnx_model: ClassVar[bool] = False
     #: the sweep's calibration names (minmax, percentile, entropy, mse) -> this toolchain's own setting;
     #: a name mapped to a string that is not a setting is the reason it is not supported
     calibrations: ClassVar[dict[str, str]] = {}

@@ -140,6 +140,7 @@ class OnnxQuantizer(Quantizer):
 
     runtimes = ("onnxruntime", "openvino", "onnxruntime_reference")
     layer_fallback = True
+    accepts_onnx_model = True
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)

@@ -15,6 +15,7 @@ from utils.artifacts import Artifact
 from utils.config import RunConfig
 from utils.data import CalibrationSet, DataSplits, calibration_set, check_disjoint_content, load_splits
 from utils.errors import SuiteError, ToolchainUnavailable
+from utils.model_sources import check_source, needs_python_module, parse_source, with_source_preprocessing
 from utils.models import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,15 @@ class Prepared:
 
 
 def prepare(cfg: RunConfig) -> Prepared:
-    """Load data first (cheap errors first), then the model, then draw the calibration sample."""
-    splits = load_splits(cfg.data, cfg.calibration)
+    """Check a model file, load data (cheap errors first), then the model, then draw the calibration sample.
+
+    The model source's own preprocessing (timm, torchvision) fills what no flag set (utils.model_sources)."""
+    source = parse_source(cfg.model.arch)
+    check_source(source)
+    if source.kind == "onnx" and cfg.onnx.onnx_path:
+        raise SuiteError(f"--arch {source.spec} is an ONNX model already: drop --onnx")
+    cfg = source_config(cfg)
+    splits = load_splits(with_source_preprocessing(cfg.data, source), cfg.calibration)
     # the data decides the spatial size the artifacts are built for, and the class names they report
     model = load_model(cfg.model, splits.num_classes, input_shape=splits.input_shape,
                        class_names=list(splits.class_names), preprocess=dict(splits.preprocess))
@@ -63,12 +71,23 @@ def prepare(cfg: RunConfig) -> Prepared:
     return Prepared(splits, model, calibration.decoded())
 
 
+def source_config(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with an ONNX model source as the ONNX toolchains' input file (their ``--onnx``)."""
+    source = parse_source(cfg.model.arch)
+    if source.kind != "onnx" or cfg.onnx.onnx_path:
+        return cfg
+    return replace(cfg, onnx=replace(cfg.onnx, onnx_path=str(source.path)))
+
+
 def make_quantizer(name: str, cfg: RunConfig) -> Quantizer:
     cls = quantizer_class(name)
     reason = cls.unavailable_reason()
     if reason:
         raise ToolchainUnavailable(f"toolchain {name} cannot run here: {reason}")
-    return cls(cfg)
+    why = None if cls.accepts_onnx_model else needs_python_module(parse_source(cfg.model.arch))
+    if why:
+        raise ToolchainUnavailable(f"toolchain {name} {why}")
+    return cls(source_config(cfg))
 
 
 def run_toolchain(name: str, cfg: RunConfig, prepared: Prepared) -> list[Artifact]:

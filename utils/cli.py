@@ -65,8 +65,12 @@ def add_config_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("model")
-    option(g, "--arch", "model.arch", "architecture: demo, resnet20/32/44/56, efficientnet_lite0..4, "
-           "or any torchvision classifier (resnet18, resnet50, mobilenet_v2, ...)")
+    option(g, "--arch", "model.arch", "the model: a registry name (demo, resnet20/32/44/56, efficientnet_lite0..4, "
+           "any torchvision classifier), torchvision:NAME, timm:NAME, package.module:callable (your code, from "
+           "the current folder or PYTHONPATH), a TorchScript .pt, a torch.export .pt2 or an .onnx file")
+    g.add_argument("--model", dest="model.arch", default=None, metavar="SOURCE", help="the same as --arch")
+    option(g, "--interpolation", "data.interpolation", "resize interpolation (default: the model source's, "
+           "else bilinear)", choices=["bilinear", "bicubic", "nearest"])
     option(g, "--weights", "model.weights", ".pth state_dict or {'state_dict': ...} checkpoint "
            "(none: the demo model for --arch demo, random init otherwise)")
     option(g, "--num-classes", "model.num_classes", "classifier size; replaces the head before loading "

@@ -40,6 +40,7 @@ class DataConfig:
     resize: int | None = None  # resize before the crop (dataset default if unset)
     mean: list[float] | None = None
     std: list[float] | None = None
+    interpolation: str | None = None  # resize interpolation: bilinear | bicubic | nearest (model source's if unset)
 
 
 @dataclass

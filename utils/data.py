@@ -294,13 +294,15 @@ def load_cifar10(cfg: DataConfig) -> DataSplits:
 def imagenet_preprocess(cfg: DataConfig) -> dict:
     crop = cfg.image_size or 224
     return {"mode": "resize_crop", "color": "RGB", "resize": cfg.resize or int(round(crop * 256 / 224)),
-            "crop": crop, "mean": list(cfg.mean or IMAGENET_MEAN), "std": list(cfg.std or IMAGENET_STD)}
+            "crop": crop, "mean": list(cfg.mean or IMAGENET_MEAN), "std": list(cfg.std or IMAGENET_STD),
+            "interpolation": cfg.interpolation or "bilinear"}
 
 
 def resize_crop_transform(pre: dict) -> Callable:
     from torchvision import transforms
 
-    return transforms.Compose([transforms.Resize(pre["resize"]), transforms.CenterCrop(pre["crop"]),
+    mode = transforms.InterpolationMode(pre.get("interpolation", "bilinear"))
+    return transforms.Compose([transforms.Resize(pre["resize"], interpolation=mode), transforms.CenterCrop(pre["crop"]),
                                transforms.ToTensor(), transforms.Normalize(pre["mean"], pre["std"])])
 
 

@@ -24,6 +24,7 @@ from resnet.architectures.cifar_resnet import CIFAR_DEPTHS, CIFAR_STEM_RESNETS, 
 from utils.config import ModelConfig
 from utils.errors import SuiteError, missing_package
 from utils.input_checks import check_weights
+from utils.model_sources import ModelSource, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,10 @@ def load_model(cfg: ModelConfig, num_classes: int | None = None, *, input_shape:
     """The FP32 model in eval mode. ``num_classes``, ``input_shape``, ``class_names`` and ``preprocess`` are
     the dataset's (quantization.workflow.prepare passes them): the number of classes is used when the config
     has none, the input shape defaults to the architecture's."""
+    source = parse_source(cfg.arch)
+    if source.kind != "registry":
+        return load_source_model(source, cfg, num_classes, input_shape=input_shape, class_names=class_names,
+                                 preprocess=preprocess)
     arch = cfg.arch
     weights = Path(cfg.weights).expanduser() if cfg.weights else None
     if arch == "demo" and weights is None:
@@ -249,3 +254,35 @@ def load_model(cfg: ModelConfig, num_classes: int | None = None, *, input_shape:
     module.eval()
     return LoadedModel(module, arch, n_classes, tuple(input_shape or default_input_shape(arch)), weights,
                        graph_rewrites=rewrites, class_names=list(class_names or []), preprocess=dict(preprocess or {}))
+
+
+def load_source_model(source: ModelSource, cfg: ModelConfig, num_classes: int | None, *,
+                      input_shape: tuple[int, int, int] | None, class_names: list[str] | None,
+                      preprocess: dict | None) -> LoadedModel:
+    """The FP32 model of a library, callable, TorchScript, torch.export or ONNX source (utils.model_sources).
+
+    An ONNX source gets a stand-in module: the ONNX toolchains read the file itself (the config's
+    onnx.onnx_path, set by quantization.workflow), so its manifest names the file and its sha256."""
+    from utils.model_sources import (OnnxOnly, build_source_module, check_source, onnx_output_classes,
+                                     output_classes, read_tensors)
+
+    check_source(source)
+    shape = tuple(input_shape or (3, 224, 224))
+    facts = {"class_names": list(class_names or []), "preprocess": dict(preprocess or {})}
+    if source.kind == "onnx":
+        n_classes = cfg.num_classes or onnx_output_classes(source.path) or num_classes or 1000
+        return LoadedModel(OnnxOnly(source.path), source.name, n_classes, shape, source.path, **facts)
+    if cfg.weights and source.is_file:
+        raise SuiteError(f"--weights does not apply to {source.spec}: the file holds its own weights")
+    weights = Path(cfg.weights).expanduser() if cfg.weights else None
+    state = read_tensors(weights, cfg.allow_unsafe_load) if weights else None
+    head = cfg.num_classes or (infer_num_classes(state) if state else None)
+    module = build_source_module(source, head)
+    if state is not None:
+        load_weights(module, state, source.spec, weights)
+    elif not source.is_file:
+        log.warning("no --weights for %s: %s", source.spec, "its own initialisation" if source.kind == "callable"
+                    else "random initialisation (good for speed only, not accuracy)")
+    module.eval()
+    n_classes = output_classes(module, shape)
+    return LoadedModel(module, source.name, n_classes, shape, source.path or weights, **facts)

@@ -45,6 +45,7 @@ class TensorRTQuantizer(Quantizer):
     section = "tensorrt"
     runtimes = ("tensorrt",)
     runs_by_default = True
+    accepts_onnx_model = True  # its Q/DQ step is ModelOpt's, on the --onnx input
 
     def __init__(self, cfg: RunConfig):
         if cfg.target not in ("auto", "tensorrt"):
