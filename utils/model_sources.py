@@ -202,9 +202,18 @@ def build_source_module(source: ModelSource, num_classes: int | None) -> nn.Modu
 
 
 def output_classes(module: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """The width of the module's output for one input: how many classes it predicts."""
-    with torch.no_grad():
-        out = module.eval()(torch.zeros(1, *input_shape))
+    """The width of the module's output for a batch of two: how many classes it predicts (a torch.export
+    program with a fixed batch size, which the suite's batches cannot run, is refused here)."""
+    try:
+        with torch.no_grad():
+            out = module.eval()(torch.zeros(2, *input_shape))
+    except SuiteError:
+        raise
+    except Exception as exc:  # the user's module on the data's input shape: any error is theirs
+        hint = (": export it with a dynamic batch (dynamic_shapes={'x': {0: torch.export.Dim('batch')}})"
+                if isinstance(module, ExportedModule) else "")
+        raise SuiteError(f"the model does not run on a batch of 2 x {' x '.join(map(str, input_shape))} inputs "
+                         f"({str(exc).splitlines()[0][:160]}){hint}") from exc
     if isinstance(out, (tuple, list)):
         out = out[0]
     return int(out.shape[-1])
