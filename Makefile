@@ -8,10 +8,13 @@ PY := $(VENV)/bin/python
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements/base.txt requirements/dev.txt requirements/extras.txt requirements/cluster.txt
+# The README's install: the pinned requirements, then the suite itself in editable mode (the `mls` command;
+# pyproject.toml refuses a regular install, which would put a package named `utils` into site-packages).
+$(VENV)/.installed: requirements/base.txt requirements/dev.txt requirements/extras.txt requirements/cluster.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 demo: setup

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO
+
 from quantization.api import as_tensors
 from utils.errors import SuiteError
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, run_script
 from torch import nn
 
-from conftest import REPO, run_script
 from quantization.workflow import prepare, run_toolchain
 from utils.artifacts import sha256_file
 from utils.errors import SuiteError

@@ -263,8 +263,7 @@ def load_source_model(source: ModelSource, cfg: ModelConfig, num_classes: int | 
 
     An ONNX source gets a stand-in module: the ONNX toolchains read the file itself (the config's
     onnx.onnx_path, set by quantization.workflow), so its manifest names the file and its sha256."""
-    from utils.model_sources import (OnnxOnly, build_source_module, check_source, onnx_output_classes,
-                                     output_classes, read_tensors)
+    from utils.model_sources import OnnxOnly, build_source_module, check_source, onnx_output_classes, output_classes, read_tensors
 
     check_source(source)
     shape = tuple(input_shape or (3, 224, 224))
