@@ -24,6 +24,7 @@ from evaluation.pipelines.loop import collect_logits, open_runner
 from quantization.base import Quantizer
 from quantization.workflow import Prepared
 from utils.artifacts import Artifact
+from utils.console import progress_disabled
 from utils.data import DataSplits, SubsetDataset
 from utils.errors import SuiteError
 
@@ -124,7 +125,7 @@ class _Evaluator:
         if self.trial_map is not None:
             return self.trial_map(self.quantizer, self.prepared, self.runtime, self.data, self.reference,
                                   [[layer] for layer in layers])
-        return [self.trial([layer])[0] for layer in tqdm(layers, desc=desc, unit="layer")]
+        return [self.trial([layer])[0] for layer in tqdm(layers, desc=desc, unit="layer", disable=progress_disabled())]
 
 
 def recover(toolchain: str, quantizer: Quantizer, prepared: Prepared, fp32: Artifact, *, sensitivity: bool,

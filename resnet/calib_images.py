@@ -17,6 +17,7 @@ from tqdm import tqdm
 from utils import cli
 from utils.artifacts import staged_folder, write_json_atomic
 from utils.config import DataConfig
+from utils.console import progress_disabled
 from utils.data import file_digests, list_image_folder
 from utils.errors import SuiteError
 from utils.input_checks import to_color
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.exists() and any(out.iterdir()):
         raise SuiteError(f"--output-dir {out} exists and is not empty (pick a new folder)")
     with staged_folder(out) as staging:  # the whole folder appears at once, or not at all
-        for i in tqdm(picked, desc="writing calibration images", unit="img"):
+        for i in tqdm(picked, desc="writing calibration images", unit="img", disable=progress_disabled()):
             folder = staging / f"{labels[i]:04d}"
             folder.mkdir(exist_ok=True)
             try:

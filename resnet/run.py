@@ -20,7 +20,7 @@ from evaluation.report.summary import print_summary
 from quantization.base import TOOLCHAINS, quantizer_class
 from quantization.sweep import sweep_configs
 from quantization.workflow import prepare, run_toolchain
-from utils import cli
+from utils import cli, console
 from utils.artifacts import Artifact, check_writable
 from utils.cluster import Cluster, check_readable, connect
 from utils.config import RunConfig, load_recipe, resolve_path, with_overrides
@@ -87,6 +87,9 @@ def run_all(argv: Sequence[str] | None = None) -> int:
     check_writable(resolve_path(cfg.models_dir), "--models-dir")
     check_writable(resolve_path(cfg.results_dir), "--results-dir")
     out_dir = run_folder(cfg, None)  # a folder the suite did not write is refused before any work
+    run_log = out_dir.with_name(out_dir.name + ".log")  # beside the folder, which is written whole at the end
+    console.setup_console(args.verbose, args.quiet, run_log)
+    console.print_banner(console.run_facts(cfg, names, out_dir, run_log))
     if args.workers is not None and not args.cluster:
         raise SuiteError("--workers needs --cluster (local, auto or ray://HOST:PORT)")
     cluster = connect(args.cluster, 2 if args.workers is None else args.workers) if args.cluster else None

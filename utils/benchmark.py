@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from utils.console import progress_disabled
+
 
 @dataclass
 class LatencyStats:
@@ -49,7 +51,7 @@ def interleaved_latency(models: dict[str, Callable[[], Any]], batch_size: int, w
         for _ in range(warmup):
             models[name]()
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in tqdm(range(rounds), desc=desc, unit="round", leave=False):
+    for r in tqdm(range(rounds), desc=desc, unit="round", leave=False, disable=progress_disabled()):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             start = time.perf_counter()

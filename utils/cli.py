@@ -60,7 +60,8 @@ def option(group: argparse._ArgumentGroup, flag: str, dest: str, help: str, **kw
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, metavar="YAML",
                         help="recipe in configs/*.yaml; flags given on the command line override it")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, library output on the console")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the closing summary")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

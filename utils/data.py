@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from utils.artifacts import ids_sha256
 from utils.config import CalibrationConfig, DataConfig
+from utils.console import progress_disabled
 from utils.errors import SuiteError, missing_package
 from utils.input_checks import array_digests, check_labels, check_pixels, to_color
 
@@ -515,7 +516,7 @@ class CalibrationSet:
         from tqdm import tqdm
 
         items = [self.dataset[i] for i in tqdm(range(len(self.dataset)), desc="decoding calibration images",
-                                               unit="img", disable=len(self.dataset) < 500)]
+                                               unit="img", disable=len(self.dataset) < 500 or progress_disabled())]
         images = torch.stack([image for image, _ in items])
         labels = torch.tensor([int(label) for _, label in items], dtype=torch.int64)
         return dataclasses.replace(self, dataset=TensorDataset(images, labels))

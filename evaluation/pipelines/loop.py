@@ -18,6 +18,7 @@ from evaluation.pipelines.base import RUNTIMES, Runner, pair_label, runner_class
 from utils.artifacts import Artifact
 from utils.benchmark import PeakRSS, interleaved_latency
 from utils.config import RunConfig
+from utils.console import progress_disabled
 from utils.data import DataSplits, dataset_digests, evaluation_loader, sample_batch
 from utils.errors import SuiteError
 from utils.metrics import agreement, classification_metrics
@@ -55,7 +56,7 @@ def collect_logits(calls: Mapping[K, Callable[[B], np.ndarray]], batches: Iterab
     maps a batch to an array: ``runner.predict`` for images, an encoder for token batches. No ``desc``: no
     progress bar (tuning runs many short passes)."""
     outputs: dict[K, list[np.ndarray]] = {key: [] for key in calls}
-    for batch in tqdm(batches, desc=desc, unit="batch", disable=desc is None):
+    for batch in tqdm(batches, desc=desc, unit="batch", disable=desc is None or progress_disabled()):
         for key, call in calls.items():
             outputs[key].append(call(batch))
     return {key: np.concatenate(parts) for key, parts in outputs.items()}

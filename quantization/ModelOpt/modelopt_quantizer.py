@@ -38,8 +38,11 @@ def default_calibration_eps() -> list[str]:
 def _quantize_in_child(kwargs: dict[str, Any], scratch: str) -> None:
     from modelopt.onnx.quantization import quantize
 
+    from utils.console import library_output_to_run_log
+
     tempfile.tempdir = scratch  # ModelOpt's intermediate tmp*.onnx and ORT's ort.quant.* go there, not to /tmp
-    quantize(**kwargs)
+    with library_output_to_run_log():  # its logger writes to stdout ("Failed to get GPU count" on every CPU run)
+        quantize(**kwargs)
 
 
 def run_modelopt_quantize(scratch: Path, **kwargs: Any) -> None:

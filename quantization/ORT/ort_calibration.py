@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from utils.console import progress_disabled
+
 log = logging.getLogger(__name__)
 
 _RANGES: dict[tuple, Any] = {}  # calibration key -> TensorsData, for the life of the process
@@ -102,7 +104,7 @@ def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method:
                                                             providers=["CPUExecutionProvider"])
         n = len(next(iter(feed.values())))
         for batch in tqdm(feed_batches(feed, step), desc=f"calibrating (ORT {method})", unit="batch",
-                          total=n // step):
+                          total=n // step, disable=progress_disabled()):
             calibrator.collect_data(_OneBatch(batch))
         return calibrator.compute_data()
 

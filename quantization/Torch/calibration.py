@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from utils.console import progress_disabled
 from utils.data import CalibrationSet
 
 
@@ -13,5 +14,5 @@ def calibrate(module: torch.nn.Module, calibration: CalibrationSet, batch_size: 
     must stay ordinary tensors for convert_pt2e and the export after it."""
     with torch.no_grad():
         for images in tqdm(calibration.batches(batch_size), desc=desc, unit="batch",
-                           total=calibration.batch_count(batch_size)):
+                           total=calibration.batch_count(batch_size), disable=progress_disabled()):
             module(images)

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from quantization.transforms.bn_fold import fold_batchnorm
 from quantization.transforms.weight_scheme import WeightScheme, fake_quantize_weight
+from utils.console import progress_disabled
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ def correct_bias(model: nn.Module, batches: Iterable[torch.Tensor], scheme: Weig
     fold_batchnorm(model)
     batches = list(batches)
     layers = [n for n, m in model.named_modules() if isinstance(m, LAYERS)]
-    reference = mean_outputs(model, tqdm(batches, desc="bias correction: FP32 means", unit="batch"), layers)
+    reference = mean_outputs(model, tqdm(batches, desc="bias correction: FP32 means", unit="batch",
+                                                   disable=progress_disabled()), layers)
     quantized = weight_quantized(model, scheme)
     shifts: dict[str, torch.Tensor] = {}
 

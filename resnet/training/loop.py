@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from utils.artifacts import atomic_path, write_saved
 from utils.config import SgdRecipe
+from utils.console import progress_disabled
 from utils.errors import SuiteError
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def run_steps(model: nn.Module, batches: Iterator[tuple[torch.Tensor, torch.Tens
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     total = 0.0
-    for step in tqdm(range(steps), desc=desc, unit="step"):
+    for step in tqdm(range(steps), desc=desc, unit="step", disable=progress_disabled()):
         if on_step is not None:
             on_step(step)
         images, labels = next(batches)
