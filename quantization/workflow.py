@@ -48,8 +48,12 @@ def prepare(cfg: RunConfig) -> Prepared:
     The model source's own preprocessing (timm, torchvision) fills what no flag set (utils.model_sources)."""
     source = parse_source(cfg.model.arch)
     check_source(source)
-    if source.kind == "onnx" and cfg.onnx.onnx_path:
-        raise SuiteError(f"--arch {source.spec} is an ONNX model already: drop --onnx")
+    if source.kind == "onnx":
+        from quantization.onnx_export import check_onnx_file
+
+        if cfg.onnx.onnx_path:
+            raise SuiteError(f"--arch {source.spec} is an ONNX model already: drop --onnx")
+        check_onnx_file(source.path)
     cfg = source_config(cfg)
     splits = load_splits(with_source_preprocessing(cfg.data, source), cfg.calibration)
     # the data decides the spatial size the artifacts are built for, and the class names they report
