@@ -3,11 +3,9 @@ frames, no library chatter (ModelOpt's "Failed to get GPU count") -- that goes t
 lines name the INT8 artifacts, the recommendation and the report."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
 from conftest import run_script
+
 from utils import console
 
 
