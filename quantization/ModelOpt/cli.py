@@ -16,7 +16,7 @@ ENGINES = ("modelopt", "ort")
 
 DESCRIPTION = """INT8 post-training quantization of an ONNX export.
   --engine modelopt  nvidia-modelopt ONNX PTQ: int8, max/entropy calibration, Q/DQ placed as TensorRT
-                     wants it (runs ~2x faster than FP32 on OpenVINO, slower on ORT's CPU EP);
+                     wants it (its speed per runtime and CPU: docs/benchmarks.md);
                      the ModelOpt flags set it. Q/DQ ONNX into models/modelopt/.
   --engine ort       alias that runs the ORT toolchain (quantization/ORT): onnxruntime quantize_static,
                      QDQ, u8 activations x s8 per-channel weights; the --ort-* flags and --activation-type
