@@ -350,3 +350,26 @@ def test_adopted_engine_gets_the_manifest_artifact_needs(tmp_path: Path):
     assert m["calibration_sample_ids"] == ["a", "b"] and m["settings"]["adopted_from"] == str(engine)
     assert m["settings"]["source_onnx_sha256"] == qdq.manifest["sha256"]
     assert json.loads(adopted.manifest_path.read_text())["sha256"] == m["sha256"]
+
+
+def test_gpu_check_says_what_is_missing_in_one_line(tmp_path: Path):
+    from utils.hardware import tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason()
+    if reason is None:
+        pytest.skip("TensorRT is available here: run make test-gpu itself")
+    result = run_script("-m", "quantization.TensorRT.gpu_check", "--models-dir", str(tmp_path / "m"),
+                        "--results-dir", str(tmp_path / "r"), timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: make test-gpu needs an NVIDIA GPU with TensorRT: {reason}"]
+    assert not (tmp_path / "m").exists() and not (tmp_path / "r").exists()
+
+
+def test_a_machine_without_modelopt_can_build_from_a_qdq_onnx_and_evaluate(monkeypatch):
+    """A Jetson has TensorRT but no ModelOpt: the toolchain is available there for --qdq-onnx and --artifact."""
+    import quantization.TensorRT.trt_quantizer as tq
+    from quantization.ModelOpt.modelopt_quantizer import ModelOptQuantizer
+
+    monkeypatch.setattr(tq, "tensorrt_unavailable_reason", lambda: None)
+    monkeypatch.setattr(ModelOptQuantizer, "unavailable_reason", classmethod(lambda cls: "needs nvidia-modelopt"))
+    assert tq.TensorRTQuantizer.unavailable_reason() is None

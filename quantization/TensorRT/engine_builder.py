@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantization.TensorRT.plan import (BatchProfile, CalibrationPlan, cleared_builder_flags,
-                                        needs_strongly_typed_flag)
+from quantization.TensorRT.plan import BatchProfile, CalibrationPlan, cleared_builder_flags, needs_strongly_typed_flag
 from utils.errors import SuiteError
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,7 @@ from quantization.base import Quantizer
 from quantization.ModelOpt.modelopt_quantizer import ModelOptQuantizer
 from quantization.TensorRT import plan
 from quantization.TensorRT.qdq_check import QdqReport, require_valid_qdq
-from utils.artifacts import (Artifact, build_manifest, ids_sha256, load_artifact, sha256_file, write_artifact,
-                             write_bytes)
+from utils.artifacts import Artifact, build_manifest, ids_sha256, load_artifact, sha256_file, write_artifact, write_bytes
 from utils.config import RunConfig
 from utils.data import CalibrationSet
 from utils.errors import SuiteError, ToolchainUnavailable
@@ -87,7 +86,9 @@ class TensorRTQuantizer(Quantizer):
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        return tensorrt_unavailable_reason() or ModelOptQuantizer.unavailable_reason()
+        """TensorRT and a GPU only: ModelOpt is needed where a Q/DQ ONNX or an FP16 ONNX is made (it says so
+        there), not to build from a Q/DQ ONNX made elsewhere or to evaluate an engine (a Jetson has no ModelOpt)."""
+        return tensorrt_unavailable_reason()
 
     def settings(self) -> dict[str, Any]:
         t = self.options
@@ -163,6 +164,10 @@ class TensorRTQuantizer(Quantizer):
         if "fp16" not in self.cfg.tensorrt.precisions:
             return []
         self.require_tensorrt()
+        reason = ModelOptQuantizer.unavailable_reason()
+        if reason:
+            raise ToolchainUnavailable(f"the FP16 engine's ONNX comes from ModelOpt AutoCast: {reason} "
+                                       "(or leave fp16 out of --precisions)")
         from quantization.TensorRT.engine_builder import autocast_fp16
 
         fp32_onnx = self.qdq.export_fp32(model).path
