@@ -94,7 +94,7 @@ def test_script_refuses_before_any_work(tmp_path: Path, flags):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-1500:]
     assert len(errors) == 1 and ("--opt-batch" in errors[0] or "--calibrator entropy" in errors[0]), errors
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("*"))
-    assert seconds < 30, f"{seconds:.1f} s: work happened before the refusal"
+    assert seconds < 60, f"{seconds:.1f} s: work happened before the refusal"
 
 
 # ---------------------------------------------------------------- defect 4: Q/DQ verdicts
@@ -182,6 +182,18 @@ def test_binding_happens_before_timing_once(standin):
     assert "start.record" not in names and "execute_async_v3" not in names
 
 
+def test_a_timed_call_rebinds_its_own_batch_outside_the_interval(standin):
+    runner, calls = _runner(standin)
+    first = runner.timed_call(np.zeros((1, 3, 8, 8), np.float32))
+    runner.timed_call(np.zeros((16, 3, 8, 8), np.float32))  # the context now holds batch 16
+    calls.clear()
+    first()
+    names = [c[0] for c in calls]
+    assert ("set_input_shape", "input", (1, 3, 8, 8)) in calls
+    assert names.index("set_input_shape") < names.index("start.record")
+    assert names[names.index("start.record"):] == ["start.record", "execute_async_v3", "end.record", "end.synchronize"]
+
+
 def test_batch_above_the_profile_is_one_clear_line(standin):
     runner, _ = _runner(standin, max_batch=8)
     with pytest.raises(SuiteError, match=r"batch 16 is outside the engine's profile \(max batch 8\)"):
@@ -261,6 +273,7 @@ def test_modelopt_never_puts_the_tensorrt_ep_first_by_default(monkeypatch):
     from quantization.ModelOpt import modelopt_quantizer as mq
 
     monkeypatch.setattr(mq, "has_cuda_gpu", lambda: True)
+    monkeypatch.setattr(mq, "has_module", lambda name: True, raising=False)  # TensorRT installed too
     assert mq.default_calibration_eps() == ["cuda:0", "cpu"]
 
 
@@ -373,3 +386,24 @@ def test_a_machine_without_modelopt_can_build_from_a_qdq_onnx_and_evaluate(monke
     monkeypatch.setattr(tq, "tensorrt_unavailable_reason", lambda: None)
     monkeypatch.setattr(ModelOptQuantizer, "unavailable_reason", classmethod(lambda cls: "needs nvidia-modelopt"))
     assert tq.TensorRTQuantizer.unavailable_reason() is None
+
+
+def test_the_script_runs_modelopt_once(monkeypatch, tmp_path):
+    """The Q/DQ step ran twice on a GPU host (once for the printout, once inside quantize): control flow only."""
+    from types import SimpleNamespace
+
+    from quantization.TensorRT import cli
+    from quantization.TensorRT.qdq_check import QdqReport
+    from quantization.TensorRT.trt_quantizer import TensorRTQuantizer
+
+    qdq = SimpleNamespace(path=tmp_path / "q.onnx", manifest={})
+    runs, built = [], []
+    monkeypatch.setattr(cli, "prepare", lambda cfg: SimpleNamespace(model="m", calibration="c",
+                                                                    model_for=lambda q: "m"))
+    monkeypatch.setattr(TensorRTQuantizer, "qdq_onnx", lambda self, m, c: runs.append(1) or (qdq, QdqReport()))
+    monkeypatch.setattr(TensorRTQuantizer, "int8_engine", lambda self, m, q: built.append(q) or SimpleNamespace(
+        precision="int8", path="i.plan"))
+    monkeypatch.setattr(TensorRTQuantizer, "export_fp32", lambda self, m: SimpleNamespace(precision="fp32", path="f"))
+    monkeypatch.setattr(TensorRTQuantizer, "extra_artifacts", lambda self, m: [])
+    assert cli.main(["--models-dir", str(tmp_path / "m")]) == 0
+    assert runs == [1] and built == [qdq]
