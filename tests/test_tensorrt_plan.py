@@ -407,3 +407,23 @@ def test_the_script_runs_modelopt_once(monkeypatch, tmp_path):
     monkeypatch.setattr(TensorRTQuantizer, "extra_artifacts", lambda self, m: [])
     assert cli.main(["--models-dir", str(tmp_path / "m")]) == 0
     assert runs == [1] and built == [qdq]
+
+
+def test_modelopt_gemv_left_float_passes_the_check(tmp_path: Path):
+    """The issue's CPU reproduction through ModelOpt itself: a calibration step of 1 makes each classifier Gemm
+    a GEMV that ModelOpt leaves float (MobileNetV3-Small, random weights, 1000 classes: K and N above 16). The
+    check used to stop the toolchain there; TensorRT runs such nodes in fp16 (about 35 s here)."""
+    from quantization.TensorRT.trt_quantizer import TensorRTQuantizer
+    from quantization.workflow import prepare
+    from tests.conftest import asset
+
+    cfg = RunConfig()
+    cfg.model.arch, cfg.models_dir = "mobilenet_v3_small", str(tmp_path / "models")
+    cfg.data.dataset, cfg.data.root, cfg.data.limit = "imagenet", str(asset("imagenet-val-1300")), 32
+    cfg.calibration.size, cfg.calibration.batch_size = 16, 1
+    prepared = prepare(cfg)
+    quantizer = TensorRTQuantizer(cfg)
+    _, report = quantizer.qdq_onnx(prepared.model_for(quantizer), prepared.calibration)
+    gemms = [n for n in report.float_layers if n.endswith("Gemm")]
+    assert report.ok and report.quantized_layers and gemms, report.float_layers
+    assert all(any(f"{g}: Gemm runs in high precision" in note for note in report.notes) for g in gemms)
