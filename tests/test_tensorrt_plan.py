@@ -85,8 +85,12 @@ def test_build_sets_a_consistent_profile(standin, tmp_path):
 
 @pytest.mark.parametrize("flags", [("--max-batch", "8"), ("--calibrator", "entropy")])
 def test_script_refuses_before_any_work(tmp_path: Path, flags):
-    """Acceptance 2: one line, exit 2, nothing written, in the time the imports take (a ModelOpt run or the
-    demo model's preparation alone takes longer than the bound)."""
+    """Acceptance 2: one line, exit 2, nothing written, and no longer than the script's own --help (which imports
+    the same modules and does nothing) plus 3 s; preparing the data and model and ModelOpt's spawned child
+    take longer than that (the whole flow ran 12.6 s here, the refusal about 5 s)."""
+    start = time.perf_counter()
+    run_script(SCRIPT, "--help", timeout=120)
+    baseline = time.perf_counter() - start
     start = time.perf_counter()
     result = run_script(SCRIPT, *flags, "--models-dir", str(tmp_path / "models"), timeout=120)
     seconds = time.perf_counter() - start
@@ -94,7 +98,7 @@ def test_script_refuses_before_any_work(tmp_path: Path, flags):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-1500:]
     assert len(errors) == 1 and ("--opt-batch" in errors[0] or "--calibrator entropy" in errors[0]), errors
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").rglob("*"))
-    assert seconds < 60, f"{seconds:.1f} s: work happened before the refusal"
+    assert seconds < baseline + 3, f"{seconds:.1f} s vs --help {baseline:.1f} s: work happened before the refusal"
 
 
 # ---------------------------------------------------------------- defect 4: Q/DQ verdicts
