@@ -197,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "trt-ptq":
         from quantization.TensorRT.cli import main as trt_main
 
-        return trt_main(argv[1:])
+        return trt_main(argv[1:], prog="python -m resnet.run trt-ptq")
     return run_all(argv)
 
 
