@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from resnet.training.recipe import train_from_config
+from resnet.training_recipe import train_from_config
 from utils import cli
 from utils.config import resolve_path
 

@@ -422,7 +422,7 @@ def test_a_failing_report_leaves_no_results_folder(tmp_path):
 # ------------------------------------------------------------------------------ damaged checkpoint
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, damage):
-    from resnet.training.loop import train_classifier
+    from utils.training import train_classifier
     from utils.config import SgdRecipe
 
     torch.manual_seed(0)

@@ -49,7 +49,7 @@ def test_recipe_trains_writes_a_manifest_and_resumes_exactly(tmp_path: Path, mon
     assert (straight.parent / "last.ckpt").is_file()
 
     # the same run, interrupted during epoch 2, then started again: it resumes after epoch 1
-    import resnet.training.loop as training
+    import utils.training as training
 
     real_run_steps, calls = training.run_steps, []
 
