@@ -422,8 +422,8 @@ def test_a_failing_report_leaves_no_results_folder(tmp_path):
 # ------------------------------------------------------------------------------ damaged checkpoint
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, damage):
-    from utils.training import train_classifier
     from utils.config import SgdRecipe
+    from utils.training import train_classifier
 
     torch.manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,)))
