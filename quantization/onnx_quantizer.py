@@ -17,8 +17,8 @@ import numpy as np
 
 from quantization.base import Quantizer, float_suffix
 from quantization.onnx_export import check_onnx_file, export_onnx, onnx_input_names
+from quantization.run_config import RunConfig
 from utils.artifacts import Artifact, build_manifest, load_artifact, write_artifact
-from utils.config import RunConfig
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel

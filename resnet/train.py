@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from quantization.run_config import config_from_args
 from resnet.training_recipe import train_from_config
 from utils import cli
 from utils.config import resolve_path
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 def train(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
-    path = train_from_config(cli.config_from_args(args))
+    path = train_from_config(config_from_args(args))
     print(f"weights: {path}")
     return 0
 

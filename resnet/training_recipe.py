@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from quantization.run_config import RunConfig
 from utils.artifacts import atomic_path, build_manifest, manifest_path_for, write_json_atomic, write_saved
-from utils.config import RunConfig, resolve_path
+from utils.config import resolve_path
 from utils.data import SubsetDataset, load_splits
 from utils.errors import SuiteError
 from utils.models import build_architecture, load_weights, read_state_dict

@@ -40,7 +40,7 @@ def test_a_demo_image_file_is_preprocessed_like_the_evaluation_split(tmp_path: P
 
 @pytest.fixture(scope="module")
 def demo_artifacts(tmp_path_factory):
-    from utils.config import RunConfig
+    from quantization.run_config import RunConfig
 
     cfg = RunConfig()
     cfg.models_dir = str(tmp_path_factory.mktemp("models"))

@@ -34,8 +34,8 @@ def test_torch_dynamic_int8_embeddings_match_fp32(minilm, sentences):
     import torch.ao.nn.quantized.dynamic as nnqd
 
     from evaluation.sentence_similarity import cosine_agreement
+    from quantization.Torch.config import TorchQuantConfig
     from quantization.Torch.sentence_encoder import quantize_torch, tokenize
-    from utils.config import TorchQuantConfig
 
     tokenizer, fp32 = minilm
     batch = tokenize(tokenizer, sentences)

@@ -7,11 +7,11 @@ import onnx
 import onnx.numpy_helper as nh
 import pytest
 
-from quantization.base import quantizer_class
 from quantization.onnx_quantizer import calibration_step
+from quantization.registry import quantizer_class
+from quantization.run_config import RunConfig
 from quantization.workflow import prepare, run_toolchain
 from tests.conftest import run_script
-from utils.config import RunConfig
 
 
 @pytest.fixture(scope="module")
@@ -176,9 +176,10 @@ def test_the_ort_toolchain_lives_under_quantization_ort_and_writes_models_ort():
     import pkgutil
 
     import quantization.ModelOpt
-    from quantization.base import TOOLCHAINS, Quantizer
+    from quantization.base import Quantizer
+    from quantization.registry import TOOLCHAINS
 
-    assert TOOLCHAINS["ort"].startswith("quantization.ORT.ort_quantizer:")
+    assert TOOLCHAINS["ort"].quantizer.startswith("quantization.ORT.ort_quantizer:")
     ort = quantizer_class("ort")
     assert (ort.folder, ort.section) == ("ort", "ort")
     assert Path(inspect.getfile(ort)).parent.name == "ORT"

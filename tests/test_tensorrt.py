@@ -103,8 +103,8 @@ def test_trt_ptq_subcommand_help():
 def test_tensorrt_derives_its_qdq_settings_without_rewriting_the_modelopt_section():
     """The Q/DQ step is ModelOpt's (calibration from cfg.modelopt) with fp16 and the tensorrt target derived in
     the TensorRT class: the modelopt section it reads still says fp32, and the user's config is untouched."""
+    from quantization.run_config import RunConfig
     from quantization.TensorRT.trt_quantizer import TensorRTQuantizer
-    from utils.config import RunConfig
 
     cfg = RunConfig()
     cfg.modelopt.calibration_method, cfg.target = "entropy", "x86-avx2"
@@ -120,8 +120,8 @@ def test_tensorrt_derives_its_qdq_settings_without_rewriting_the_modelopt_sectio
                     reason=f"needs an NVIDIA GPU with TensorRT: {tensorrt_unavailable_reason()}")
 def test_engine_build_and_run_on_gpu(tmp_path: Path):
     from evaluation.pipelines.tensorrt_runner import TensorRTRunner
+    from quantization.run_config import RunConfig
     from quantization.workflow import prepare, run_toolchain
-    from utils.config import RunConfig
 
     cfg = RunConfig()
     cfg.models_dir = str(tmp_path)

@@ -119,7 +119,7 @@ def test_bias_correction_reduces_the_mean_output_shift_on_held_out_batches():
 
 
 def _demo_cfg():
-    from utils.config import RunConfig
+    from quantization.run_config import RunConfig
 
     cfg = RunConfig()
     cfg.calibration.size = 128

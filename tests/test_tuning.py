@@ -2,10 +2,10 @@
 import pytest
 
 from evaluation.accuracy_recovery import heldout_slice, recover, sqnr_db
+from quantization.run_config import RunConfig
 from quantization.sweep import sweep_configs
 from quantization.workflow import make_quantizer, prepare
 from tests.conftest import resnet20_per_tensor_minmax_cfg
-from utils.config import RunConfig
 
 
 def test_sweep_maps_each_toolchain_and_lists_the_rest():

@@ -9,8 +9,9 @@ from typing import Any
 from evaluation.pipelines.base import runner_class
 from evaluation.pipelines.loop import AccuracyPass, PairResult, evaluate_artifacts, local_accuracy
 from evaluation.saturation_check import check_artifact
+from quantization.run_config import RunConfig
 from utils.artifacts import Artifact, staged_folder
-from utils.config import RunConfig, resolve_path
+from utils.config import resolve_path
 from utils.data import DataSplits
 from utils.hardware import hardware_summary
 from utils.plots import write_plots

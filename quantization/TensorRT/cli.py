@@ -9,6 +9,7 @@ import argparse
 from collections.abc import Sequence
 
 from quantization.cli import build_parser as _build_parser
+from quantization.run_config import config_from_args
 from quantization.TensorRT.trt_quantizer import TensorRTQuantizer
 from quantization.workflow import prepare
 from utils import cli
@@ -19,21 +20,14 @@ model for comparison. Engines go to models/tensorrt/ with manifests (TensorRT ve
 capability: an engine runs only where it was built)."""
 
 
-def add_args(parser: argparse.ArgumentParser) -> None:
-    """TensorRT's own flags, and those of the ONNX export and the ModelOpt step that writes its Q/DQ ONNX."""
-    cli.add_onnx_args(parser)
-    cli.add_modelopt_args(parser)
-    cli.add_tensorrt_args(parser)
-
-
 def build_parser(prog: str = "tensorrt_PTQ_pth2trt_int8.py") -> argparse.ArgumentParser:
-    return _build_parser(prog, DESCRIPTION, add_args)
+    return _build_parser(prog, DESCRIPTION, ("tensorrt",))  # its registry line: onnx, modelopt, tensorrt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
-    cfg = cli.config_from_args(args)
+    cfg = config_from_args(args)
     prepared = prepare(cfg)
     quantizer = TensorRTQuantizer(cfg)
     if not cfg.tensorrt.calibrator:

@@ -17,9 +17,9 @@ from typing import Any
 
 from quantization.base import Quantizer
 from quantization.ModelOpt.modelopt_quantizer import ModelOptQuantizer
+from quantization.run_config import RunConfig
 from quantization.TensorRT.qdq_check import QdqReport, require_valid_qdq
 from utils.artifacts import Artifact, build_manifest, write_artifact, write_bytes
-from utils.config import RunConfig
 from utils.data import CalibrationSet
 from utils.errors import ToolchainUnavailable
 from utils.hardware import cuda_summary, tensorrt_unavailable_reason

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 from torch.ao.quantization import disable_observer
 
+from quantization.Torch.config import TorchQuantConfig
 from quantization.Torch.qconfig import build_qat_qconfig, build_qconfig_mapping, weight_bits
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
-from utils.config import SgdRecipe, TorchQuantConfig
+from utils.config import SgdRecipe
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel

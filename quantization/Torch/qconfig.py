@@ -19,20 +19,15 @@ from torch.ao.quantization.observer import (
     PerChannelMinMaxObserver,
 )
 
+from quantization.Torch.config import TorchQuantConfig
 from quantization.Torch.histogram_observer import FastHistogramObserver
-from utils.config import TorchQuantConfig
 from utils.errors import SuiteError
 from utils.models import is_depthwise
 from utils.targets import Target
 
-BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
-# histogram: torch.ao's L2 range search on a fast exact histogram (histogram_observer.py, the default);
-# torchao_histogram: torch.ao's own HistogramObserver, kept to compare against
-OBSERVERS = ("minmax", "moving_average_minmax", "histogram", "torchao_histogram", "percentile")
 # observers whose ranges do not depend on how the calibration sample is batched (running min/max, the fast
 # exact histogram); torch.ao's histogram re-bins per batch and the moving average weights the batches
 BATCH_INDEPENDENT_OBSERVERS = ("minmax", "histogram", "percentile")
-GRANULARITIES = ("per_channel", "per_tensor")
 
 warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*deprecated.*")
 
@@ -100,13 +95,7 @@ def weight_range(cfg: TorchQuantConfig, target: Target, bits: int | None = None)
 
 
 def validate(cfg: TorchQuantConfig) -> None:
-    for value, allowed, flag in ((cfg.backend, BACKENDS, "--backend"), (cfg.observer, OBSERVERS, "--observer"),
-                                 (cfg.granularity, GRANULARITIES, "--granularity")):
-        if value not in allowed:
-            raise SuiteError(f"{flag} must be one of {', '.join(allowed)} (got {value})")
-    if str(cfg.weight_bits) not in ("auto", "7", "8"):
-        raise SuiteError(f"--weight-bits must be auto, 7 or 8 (got {cfg.weight_bits})")
-    use_reduce_range(cfg)
+    """What the section's choice() fields cannot say (they are checked when the config is built)."""
     if not 50.0 < cfg.percentile <= 100.0:
         raise SuiteError(f"--percentile must be in (50, 100] (got {cfg.percentile})")
 

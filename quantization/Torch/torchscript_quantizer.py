@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from quantization.base import Quantizer, float_suffix
+from quantization.run_config import RunConfig
 from quantization.Torch.qconfig import (
     BATCH_INDEPENDENT_OBSERVERS,
     saturation_risk,
@@ -26,7 +27,6 @@ from quantization.Torch.qconfig import (
 from quantization.Torch.torchscript_export import write_torchscript
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact
-from utils.config import RunConfig
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
