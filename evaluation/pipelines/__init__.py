@@ -4,4 +4,4 @@ A runtime is a choice separate from the artifact: the same Q/DQ ONNX file can ru
 and on OpenVINO, with different speed and even different accuracy, so every figure belongs to an
 (artifact, runtime) pair.
 """
-from evaluation.pipelines.base import RUNTIMES, Runner, available_runtimes, runner_class  # noqa: F401
+from evaluation.pipelines.base import RUNTIMES, Runner, runner_class  # noqa: F401

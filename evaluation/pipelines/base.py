@@ -78,8 +78,3 @@ def runner_class(runtime: str) -> type[Runner]:
         raise SuiteError(f"unknown runtime '{runtime}' (known: {', '.join(RUNTIMES)})")
     module_name, class_name = RUNTIMES[runtime].split(":")
     return getattr(importlib.import_module(module_name), class_name)
-
-
-def available_runtimes() -> dict[str, str | None]:
-    """Every registered runtime with None (runs here) or the reason it does not."""
-    return {name: runner_class(name).unavailable_reason() for name in RUNTIMES}

@@ -9,7 +9,7 @@ TensorRT version, GPU name and compute capability.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -50,8 +50,7 @@ class TensorRTQuantizer(Quantizer):
         if cfg.target not in ("auto", "tensorrt"):
             log.warning("toolchain tensorrt builds for --target tensorrt (8-bit weights, never the CPU overflow "
                         "fix); --target %s ignored for it", cfg.target)
-        cfg = copy.deepcopy(cfg)
-        cfg.target = "tensorrt"
+        cfg = dataclasses.replace(cfg, target="tensorrt")
         super().__init__(cfg)
         self.qdq = _TensorRTQdq(cfg)
 

@@ -71,21 +71,24 @@ def use_reduce_range(cfg: TorchQuantConfig) -> bool:
     raise SuiteError(f"--reduce-range must be auto, on or off (got {cfg.reduce_range})")
 
 
+def _fix_applies(cfg: TorchQuantConfig) -> bool:
+    """Whether the target's overflow fix concerns this config: FBGEMM-style u8 x s8 kernels (x86/fbgemm) with
+    full 8-bit activations (7-bit activations already keep the pair sums in range)."""
+    return cfg.backend in ("x86", "fbgemm") and not use_reduce_range(cfg)
+
+
 def weight_bits(cfg: TorchQuantConfig, target: Target) -> int:
-    if str(cfg.weight_bits) == "auto":
-        return 7 if saturation_risk(cfg, target) and not use_reduce_range(cfg) else 8
-    if str(cfg.weight_bits) in ("7", "8"):
-        return int(cfg.weight_bits)
-    raise SuiteError(f"--weight-bits must be auto, 7 or 8 (got {cfg.weight_bits})")
+    if str(cfg.weight_bits) == "auto" and not _fix_applies(cfg):
+        return 8
+    return target.weight_bits(cfg.weight_bits)
 
 
 def depthwise_weight_bits(cfg: TorchQuantConfig, target: Target) -> int:
     """Weight bits of depthwise convolutions. FBGEMM's fast depthwise INT8 kernel adds pairs of u8 x s8
     products in 16-bit lanes even on VNNI CPUs, so ``auto`` gives depthwise weights 7 bits on x86/fbgemm
     (EfficientNet-Lite0, FX minmax: 80.4 % with 8-bit, 81.8 % with 7-bit, FP32 81.1 %)."""
-    if (str(cfg.weight_bits) == "auto" and cfg.backend in ("x86", "fbgemm") and target.fbgemm_depthwise_saturates
-            and not use_reduce_range(cfg)):
-        return 7
+    if str(cfg.weight_bits) == "auto" and _fix_applies(cfg):
+        return target.weight_bits(fbgemm_depthwise=True)
     return weight_bits(cfg, target)
 
 
