@@ -8,6 +8,8 @@ import pytest
 
 from tests.conftest import run_script
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory) -> Path:

@@ -97,6 +97,8 @@ def _activation_scales(module: torch.nn.Module) -> dict[str, float]:
     return scales
 
 
+@pytest.mark.slow
+@pytest.mark.assets
 def test_resnet20_fx_ranges_and_predictions_match_torchao(tmp_path):
     from quantization.run_config import RunConfig
     from quantization.workflow import make_quantizer, prepare

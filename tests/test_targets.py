@@ -150,6 +150,7 @@ def test_static_check_reads_onnx_weights_before_and_after_the_fix(tmp_path):
     assert check_layers([layer], TARGETS["x86-avx2"], 255, "onnx").safe
 
 
+@pytest.mark.slow
 def test_the_report_shows_target_verdict_reference_and_kernel_error(tmp_path):
     """An ORT artifact built for x86-vnni (8-bit weights), evaluated here: the report names its target, both
     static verdicts, its reference accuracy and the kernel error; it warns exactly where this CPU's kernels

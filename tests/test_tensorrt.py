@@ -64,6 +64,7 @@ def test_qdq_check_allows_deliberate_exclusions(tmp_path: Path):
     assert report.float_layers == ["conv0"]
 
 
+@pytest.mark.slow
 def test_script_writes_the_qdq_onnx_then_says_what_is_missing(tmp_path: Path):
     if tensorrt_unavailable_reason() is None:
         pytest.skip("TensorRT is available here: the missing-TensorRT path cannot be shown")
@@ -81,6 +82,7 @@ def test_script_writes_the_qdq_onnx_then_says_what_is_missing(tmp_path: Path):
     assert not list(models.rglob("*.plan"))
 
 
+@pytest.mark.slow
 def test_resnet_run_lists_tensorrt_as_skipped_with_the_reason(tmp_path: Path):
     reason = tensorrt_unavailable_reason()
     if reason is None:
@@ -118,6 +120,8 @@ def test_tensorrt_derives_its_qdq_settings_without_rewriting_the_modelopt_sectio
 
 @pytest.mark.skipif(tensorrt_unavailable_reason() is not None,
                     reason=f"needs an NVIDIA GPU with TensorRT: {tensorrt_unavailable_reason()}")
+@pytest.mark.slow
+@pytest.mark.gpu
 def test_engine_build_and_run_on_gpu(tmp_path: Path):
     from evaluation.pipelines.tensorrt_runner import TensorRTRunner
     from quantization.run_config import RunConfig

@@ -38,6 +38,7 @@ def train_args(data: Path, models: Path, epochs: int) -> list[str]:
             "--limit", "64", "--train-batch-size", "32"]
 
 
+@pytest.mark.slow
 def test_recipe_trains_writes_a_manifest_and_resumes_exactly(tmp_path: Path, monkeypatch, capsys):
     data = write_cifar_npz(tmp_path / "cifar")
     assert train_main(train_args(data, tmp_path / "straight", 2)) == 0

@@ -163,6 +163,7 @@ def _torchscript_kinds(path) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow
 def test_transformed_artifacts_keep_the_plain_artifact_structure(tmp_cfg):
     """Same operators, same count: the transforms cost no INT8 latency."""
     tmp_cfg.calibration.size = 64

@@ -53,6 +53,8 @@ def test_heldout_slice_never_uses_evaluation_or_calibration_images():
     assert not held & digests(prepared.calibration.dataset)
 
 
+@pytest.mark.slow
+@pytest.mark.assets
 def test_fallback_on_a_cifar_resnet_per_tensor_minmax(tmp_path):
     cfg = resnet20_per_tensor_minmax_cfg(tmp_path, calibration_size=128)
     prepared = prepare(cfg)
