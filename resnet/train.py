@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                choices=["demo", "cifar10"])
     cli.option(d, "--data-root", "data.root", "dataset folder (CIFAR-10 python batches or .npz pair)")
     cli.option(d, "--eval-limit", "data.limit", "report top-1 on the first N evaluation images only", type=int)
-    cli.add_output_args(parser)
+    cli.add_output_args(parser, reports=False)  # writes models/training/, no report
     return parser
 
 
