@@ -198,3 +198,16 @@ def test_variants_leave_the_config_they_came_from_unchanged():
     assert (variant.ort.granularity, variant.ort.calibration_method, variant.calibration.size) == \
         ("per_tensor", "entropy", 8)
     assert other.torch.observer == "minmax" and other.ort is cfg.ort
+
+
+def test_a_run_config_crosses_process_boundaries_intact():
+    """Ray tasks and ModelOpt's spawned child get the config pickled: the toolchain sections travel with it."""
+    import pickle
+
+    from quantization.run_config import load_config
+
+    cfg = load_config(None, {"ort.granularity": "per_tensor", "torch.observer": "minmax"})
+    back = pickle.loads(pickle.dumps(cfg))
+    assert back == cfg and (back.ort.granularity, back.torch.observer) == ("per_tensor", "minmax")
+    with pytest.raises(AttributeError, match="no config section 'nope'"):
+        back.nope  # noqa: B018

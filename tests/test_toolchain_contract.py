@@ -62,7 +62,9 @@ def test_it_writes_a_valid_artifact_that_its_recommended_runtime_runs(name, demo
     manifest = again.manifest
     assert (again.precision, again.kind, again.toolchain) == ("int8", int8.kind, int8.toolchain)
     assert manifest["sha256"] and manifest["settings"] and manifest["arch"] == prepared.model.arch
-    assert manifest["calibration_sample_count"] == 32 and manifest["target"]
+    ids = manifest.get("calibration_sample_ids") or []  # dynamic: none; QAT: the images it trained on
+    assert manifest["calibration_sample_count"] == len(ids) and manifest["target"]
+    assert not set(ids) & set(prepared.splits.evaluation_ids)  # never an evaluation image
     runtime = manifest["recommended_runtime"]
     assert runtime == quantizer_class(name).runtimes[0]
     batch = np.stack([prepared.splits.evaluation[i][0].numpy() for i in range(4)]).astype(np.float32)

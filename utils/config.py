@@ -193,7 +193,7 @@ def _merged(obj: Any, values: dict[str, Any], where: str) -> Any:
             changes[key] = _merged(current, value, f"{where}{key}.")
         else:
             changes[key] = value
-    return _replaced(obj, changes) if changes else obj
+    return _replaced(obj, changes)
 
 
 #: numeric fields of the common sections that may be 0 (every other int/float field must be positive, unless
