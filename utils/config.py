@@ -134,8 +134,8 @@ class CommonConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    # deployment target (utils/targets.py): auto (this machine's CPU) | x86-vnni | x86-avx2 | arm64 | tensorrt;
-    # each toolchain derives its saturation-safe scheme from it
+    # deployment target, a name in utils/targets.py TARGETS (auto: this machine's CPU); each toolchain derives
+    # its saturation-safe scheme from it
     target: str = "auto"
     toolchains: list[str] | None = None  # resnet.run: which toolchains (default: all runnable)
     runtimes: list[str] | None = None  # which runtimes (default: every installed one that fits)
