@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-avx2 test-gpu lint bench clean
+.PHONY: setup demo test test-fast test-avx2 test-gpu lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -19,6 +19,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The development lane: everything but the slow, cluster and GPU tests (markers in pytest.ini), a few minutes.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not cluster and not gpu"
 
 # The AVX2 lane: artifacts built natively, then checked under QEMU with AVX2 kernels (no AVX-512/VNNI).
 # Needs Debian's qemu-user (apt-get install -y qemu-user); see evaluation/avx2_lane.py.

@@ -9,10 +9,11 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from quantization.base import Quantizer, quantizer_class
+from quantization.base import Quantizer
+from quantization.registry import quantizer_class
+from quantization.run_config import RunConfig
 from quantization.transforms import apply_transforms, requested
 from utils.artifacts import Artifact
-from utils.config import RunConfig
 from utils.data import CalibrationSet, DataSplits, calibration_set, check_disjoint_content, load_splits
 from utils.errors import SuiteError, ToolchainUnavailable
 from utils.models import LoadedModel, load_model

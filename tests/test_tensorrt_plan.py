@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from quantization.run_config import RunConfig
 from quantization.TensorRT import plan
 from tests.conftest import run_script
 from tests.trt_standin import make_torch_cuda, make_trt
-from utils.config import RunConfig
 from utils.errors import SuiteError, ToolchainUnavailable
 
 SCRIPT = "quantization/TensorRT/tensorrt_PTQ_pth2trt_int8.py"

@@ -12,6 +12,7 @@ import argparse
 from collections.abc import Sequence
 
 from quantization.cli import build_parser as _build_parser
+from quantization.run_config import config_from_args
 from quantization.TensorRT.trt_quantizer import TensorRTQuantizer
 from quantization.workflow import prepare
 from utils import cli
@@ -26,13 +27,6 @@ model for comparison. Engines go to models/tensorrt/ with manifests (TensorRT ve
 capability: an engine runs only where it was built)."""
 
 
-def add_args(parser: argparse.ArgumentParser) -> None:
-    """TensorRT's own flags, and those of the ONNX export and the ModelOpt step that writes its Q/DQ ONNX."""
-    cli.add_onnx_args(parser)
-    cli.add_modelopt_args(parser)
-    cli.add_tensorrt_args(parser)
-
-
 def add_other_machine_args(parser: argparse.ArgumentParser) -> None:
     """The script's own modes for a Q/DQ ONNX made on another machine (not config: they name files)."""
     g = parser.add_argument_group("a Q/DQ ONNX made elsewhere (Jetson: copy it with its .manifest.json)")
@@ -45,7 +39,7 @@ def add_other_machine_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    parser = _build_parser(prog, DESCRIPTION, add_args)
+    parser = _build_parser(prog, DESCRIPTION, ("tensorrt",))  # its registry line: onnx, modelopt, tensorrt
     add_other_machine_args(parser)
     return parser
 
@@ -53,7 +47,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     args = build_parser(prog).parse_args(argv)
     cli.setup_logging(args.verbose)
-    cfg = cli.config_from_args(args)
+    cfg = config_from_args(args)
     quantizer = TensorRTQuantizer(cfg)  # settings checked here: before any work
     check_writable(resolve_path(cfg.models_dir), "--models-dir")
     if args.adopt_engine and not args.qdq_onnx:

@@ -10,7 +10,7 @@ TensorRT version, GPU name and compute capability. The settings are checked when
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -19,10 +19,10 @@ from typing import Any
 
 from quantization.base import Quantizer
 from quantization.ModelOpt.modelopt_quantizer import ModelOptQuantizer
+from quantization.run_config import RunConfig
 from quantization.TensorRT import plan
 from quantization.TensorRT.qdq_check import QdqReport, require_valid_qdq
 from utils.artifacts import Artifact, build_manifest, ids_sha256, load_artifact, sha256_file, write_artifact, write_bytes
-from utils.config import RunConfig
 from utils.data import CalibrationSet
 from utils.errors import SuiteError, ToolchainUnavailable
 from utils.hardware import cuda_summary, tensorrt_unavailable_reason
@@ -60,8 +60,7 @@ class TensorRTQuantizer(Quantizer):
         if cfg.target not in ("auto", "tensorrt"):
             log.warning("toolchain tensorrt builds for --target tensorrt (8-bit weights, never the CPU overflow "
                         "fix); --target %s ignored for it", cfg.target)
-        cfg = copy.deepcopy(cfg)
-        cfg.target = "tensorrt"
+        cfg = dataclasses.replace(cfg, target="tensorrt")
         super().__init__(cfg)
         self.qdq = _TensorRTQdq(cfg)
         t = self.options
