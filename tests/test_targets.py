@@ -36,7 +36,7 @@ def test_the_weight_bit_policy_is_the_targets_and_every_toolchain_reads_it():
     from quantization.workflow import make_quantizer
 
     assert {name: t.weight_bits() for name, t in TARGETS.items()} == {
-        "x86-vnni": 8, "x86-avx2": 7, "arm64": 8, "tensorrt": 8}
+        "x86-amx": 8, "x86-vnni": 8, "x86-avx2": 7, "arm64": 8, "tensorrt": 8}
     assert TARGETS["x86-vnni"].weight_bits(fbgemm_depthwise=True) == 7  # FBGEMM's depthwise kernel: 16-bit sums
     assert TARGETS["arm64"].weight_bits(fbgemm_depthwise=True) == 8
     assert TARGETS["x86-avx2"].weight_bits("8") == 8 and TARGETS["x86-vnni"].weight_bits(7) == 7
