@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-avx2 lint bench clean
+.PHONY: setup demo test test-fast test-avx2 test-gpu lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The development lane: everything but the slow, cluster and GPU tests (markers in pytest.ini), a few minutes.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not cluster and not gpu"
+
 # The AVX2 lane: artifacts built natively, then checked under QEMU with AVX2 kernels (no AVX-512/VNNI).
 # Needs Debian's qemu-user (apt-get install -y qemu-user); see evaluation/avx2_lane.py.
 QEMU ?= qemu-x86_64 -cpu Haswell
@@ -32,6 +36,12 @@ test-avx2: setup
 	$(PY) -m evaluation.avx2_lane build --dir $(LANE_DIR)
 	set -o pipefail; MLS_EMULATOR="$(QEMU)" $(QEMU) $(PY) -m evaluation.avx2_lane check --dir $(LANE_DIR) 2>&1 \
 	    | grep -v "TCG doesn't support"
+
+# TensorRT's first real run, on a GPU host with requirements/tensorrt.txt installed: FP32/FP16/INT8 engines of
+# the demo model and ResNet-50, evaluated, figures printed; then the GPU test. One line + exit 2 without them.
+test-gpu: setup
+	$(PY) -m quantization.TensorRT.gpu_check
+	$(PY) -m pytest -q tests/test_tensorrt.py -k gpu
 
 lint: setup
 	$(PY) -m ruff check .

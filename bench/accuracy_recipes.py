@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 from bench.common import efficientnet_prepared, nncf_artifact, require_nncf  # noqa: E402
 from evaluation.pipelines.base import runner_class  # noqa: E402
 from evaluation.pipelines.loop import collect_logits, evaluation_batches, open_runners  # noqa: E402
-from quantization.base import quantizer_class  # noqa: E402
+from quantization.registry import quantizer_class  # noqa: E402
 from quantization.workflow import make_quantizer, run_toolchain  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import quiet_known_warnings, setup_logging  # noqa: E402

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from quantization.run_config import RunConfig
 from utils.artifacts import Artifact
-from utils.config import RunConfig
 from utils.errors import missing_package
 from utils.packages import has_module
 
@@ -15,8 +15,9 @@ ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "imagenet-v
 
 def efficientnet_prepared():
     """The real-weights EfficientNet-Lite0 run of configs/imagenet_efficientnet_lite0.yaml: (cfg, prepared)."""
+    from quantization.run_config import load_config
     from quantization.workflow import prepare
-    from utils.config import load_config, resolve_path
+    from utils.config import resolve_path
 
     if not ASSETS.is_dir():
         raise SystemExit(f"needs {ASSETS} (the real EfficientNet-Lite0 evaluation images)")

@@ -9,7 +9,6 @@ interleaved, at each batch size; medians. Prints a Markdown table (docs/benchmar
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from evaluation.pipelines.loop import open_runners  # noqa: E402
 from quantization.workflow import prepare, run_toolchain  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import csv_list, quiet_known_warnings, setup_logging  # noqa: E402
+from utils.config import replace_section  # noqa: E402
 from utils.data import sample_batch  # noqa: E402
 from utils.hardware import hardware_summary  # noqa: E402
 
@@ -37,8 +37,7 @@ def main() -> None:
     prepared = prepare(cfg)
     artifacts = {}
     for toolchain, method in (("modelopt", "max"), ("ort", "minmax")):
-        variant = copy.deepcopy(cfg)
-        getattr(variant, toolchain).calibration_method = method  # each toolchain's own config section
+        variant = replace_section(cfg, toolchain, calibration_method=method)  # each toolchain's own section
         fp32, int8, *_ = run_toolchain(toolchain, variant, prepared)
         artifacts["FP32 ONNX"] = fp32
         artifacts[f"{toolchain} INT8 ({int8.path.stem.split('_', 1)[1]})"] = int8

@@ -25,10 +25,11 @@ import numpy as np  # noqa: E402
 
 from bench.common import ASSETS, nncf_artifact, require_nncf  # noqa: E402
 from evaluation.pipelines.loop import collect_logits, evaluation_batches, open_runners  # noqa: E402
+from quantization.run_config import RunConfig  # noqa: E402
 from quantization.workflow import prepare, run_toolchain  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
 from utils.cli import csv_list, quiet_known_warnings, setup_logging  # noqa: E402
-from utils.config import RunConfig, resolve_path  # noqa: E402
+from utils.config import resolve_path  # noqa: E402
 from utils.data import sample_batch  # noqa: E402
 from utils.hardware import cpu_model_name, native_bf16_reason  # noqa: E402
 from utils.targets import resolve_target  # noqa: E402

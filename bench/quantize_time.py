@@ -30,8 +30,8 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench.common import ASSETS  # noqa: E402
+from quantization.run_config import RunConfig  # noqa: E402
 from utils.cli import csv_list  # noqa: E402
-from utils.config import RunConfig  # noqa: E402
 
 STAGES = ("export", "feed", "prepare", "calibrate", "statistics", "convert", "quantize", "save")
 # (row label, toolchain, config overrides)
@@ -68,7 +68,7 @@ def _quantize_child(arch: str, images: int, models_dir: str, row: str) -> dict:
     quiet_known_warnings()
     _, toolchain, overrides = ROWS[row]
     cfg = config_for(arch, images, models_dir)
-    from quantization.base import quantizer_class
+    from quantization.registry import quantizer_class
 
     section = quantizer_class(toolchain).section  # the class names its own config section
     for key, value in overrides.items():

@@ -22,11 +22,12 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from evaluation.pipelines.loop import evaluate_artifacts  # noqa: E402
+from quantization.run_config import load_config  # noqa: E402
 from quantization.Torch.qat_quantizer import fine_tune  # noqa: E402
 from quantization.workflow import prepare, run_toolchain  # noqa: E402
-from resnet.training.loop import evaluate_top1  # noqa: E402
 from utils.cli import csv_list, quiet_known_warnings, setup_logging  # noqa: E402
-from utils.config import load_config, resolve_path, with_overrides  # noqa: E402
+from utils.config import resolve_path, with_overrides  # noqa: E402
+from utils.training import evaluate_top1  # noqa: E402
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "assets" / "cifar10"
 WEIGHTS = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th",

@@ -131,7 +131,7 @@ class _Evaluator:
 def recover(toolchain: str, quantizer: Quantizer, prepared: Prepared, fp32: Artifact, *, sensitivity: bool,
             max_drop: float | None, budget: int, heldout_size: int, trial_map: TrialMap | None = None) -> RecoveryResult:
     if not quantizer.has_layer_fallback() or not quantizer.runtimes:
-        from quantization.base import TOOLCHAINS, quantizer_class
+        from quantization.registry import TOOLCHAINS, quantizer_class
 
         supported = [n for n in TOOLCHAINS if quantizer_class(n).has_layer_fallback()]
         raise SuiteError(f"toolchain {toolchain} has no per-layer fallback (supported: {', '.join(supported)})")

@@ -20,8 +20,9 @@ from typing import Any
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
 from evaluation.report.recommend import sentences
 from quantization.api import REFERENCE_KEY, as_tensors
+from quantization.run_config import RunConfig
 from utils.artifacts import Artifact, load_artifact
-from utils.config import RunConfig, with_overrides
+from utils.config import with_overrides
 from utils.data import DataSplits, TensorDataset
 from utils.errors import SuiteError
 

@@ -53,8 +53,8 @@ def seen_isa() -> dict[str, bool]:
 
 
 def build(out: Path) -> int:
+    from quantization.run_config import RunConfig
     from quantization.workflow import prepare, run_toolchain
-    from utils.config import RunConfig
     from utils.data import stratified_indices
 
     cfg = RunConfig()

@@ -14,18 +14,20 @@ from evaluation.pipelines.loop import check_disjoint
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
 from evaluation.report.summary import print_summary
 from quantization.cli import add_quantize_args
+from quantization.run_config import RunConfig, config_from_args
 from quantization.workflow import make_quantizer, prepare, run_toolchain
 from utils import cli
 from utils.artifacts import Artifact, check_writable, load_artifact, sha256_file
-from utils.config import RunConfig, resolve_path
+from utils.config import resolve_path
 from utils.errors import SuiteError
 from utils.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
 
-def build_parser(prog: str, description: str,
-                 add_toolchain_args: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+def build_parser(prog: str, description: str, toolchains: Sequence[str],
+                 script_args: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.ArgumentParser:
+    """The flags of ``toolchains`` (registry names), ``script_args`` (the script's own), evaluation and report."""
     parser = cli.ArgumentParser(prog=prog, description=description)
     cli.add_config_arg(parser)
     parser.add_argument("--artifact", action="append", default=None, metavar="PATH",
@@ -33,7 +35,7 @@ def build_parser(prog: str, description: str,
     parser.add_argument("--allow-model-mismatch", action="store_true",
                         help="evaluate an --artifact whose manifest names another architecture or other source "
                              "weights than --arch/--weights (the comparison is then meaningless)")
-    add_quantize_args(parser, add_toolchain_args)
+    add_quantize_args(parser, toolchains, script_args)
     cli.add_benchmark_args(parser)
     cli.add_output_args(parser)
     return parser
@@ -60,11 +62,11 @@ def check_same_model(artifact: Artifact, model: LoadedModel, weights_sha256: str
 
 
 def evaluation_main(argv: Sequence[str] | None, *, prog: str, description: str, folder: str,
-                    add_toolchain_args: Callable[[argparse.ArgumentParser], None],
-                    toolchain_for: Callable[[RunConfig], str]) -> int:
-    args = build_parser(prog, description, add_toolchain_args).parse_args(argv)
+                    toolchains: Sequence[str], toolchain_for: Callable[[RunConfig], str],
+                    script_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    args = build_parser(prog, description, toolchains, script_args).parse_args(argv)
     cli.setup_logging(args.verbose)
-    cfg = cli.config_from_args(args)
+    cfg = config_from_args(args)
     check_writable(resolve_path(cfg.models_dir), "--models-dir")
     check_writable(resolve_path(cfg.results_dir), "--results-dir")
     out_dir = run_folder(cfg, folder)  # a folder the suite did not write is refused before any work

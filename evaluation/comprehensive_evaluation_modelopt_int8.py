@@ -5,7 +5,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run from anywhere: import from the repo root
 
 from evaluation.cli import evaluation_main  # noqa: E402
-from quantization.ModelOpt.cli import add_args, engine_of  # noqa: E402
+from quantization.ModelOpt.cli import ENGINES, add_engine_arg, engine_of  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 
 
@@ -14,7 +14,7 @@ def main(argv=None) -> int:
                            description="FP32 ONNX vs INT8 Q/DQ ONNX (ModelOpt, or with --engine ort the ORT "
                                        "toolchain's quantize_static) on every runtime that runs them (ONNX Runtime, "
                                        "OpenVINO): accuracy, agreement, latency, throughput, size, memory.",
-                           folder=engine_of(argv), add_toolchain_args=add_args,  # results/<toolchain>/
+                           folder=engine_of(argv), toolchains=ENGINES, script_args=add_engine_arg,  # results/<toolchain>/
                            toolchain_for=lambda cfg: engine_of(argv))
 
 

@@ -5,7 +5,6 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run from anywhere: import from the repo root
 
 from evaluation.cli import evaluation_main  # noqa: E402
-from quantization.TensorRT.cli import add_args  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 
 
@@ -14,7 +13,7 @@ def main(argv=None) -> int:
                            description="TensorRT FP32, FP16 and INT8 (explicit Q/DQ) engines compared on the "
                                        "tensorrt runtime: accuracy, agreement, latency, throughput, size, memory. "
                                        "Needs an NVIDIA GPU with TensorRT.",
-                           folder="tensorrt", add_toolchain_args=add_args,
+                           folder="tensorrt", toolchains=("tensorrt",),
                            toolchain_for=lambda cfg: "tensorrt")
 
 

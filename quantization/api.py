@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from quantization.run_config import RunConfig
 from quantization.workflow import make_quantizer
 from utils.artifacts import Artifact, check_writable, write_bytes
-from utils.config import RunConfig, resolve_path, with_overrides
+from utils.config import replace_section, resolve_path, with_overrides
 from utils.data import CalibrationSet, TensorDataset
 from utils.errors import SuiteError
 from utils.model_sources import output_classes
@@ -93,7 +94,7 @@ def quantize(model_or_path: nn.Module | str | Path, calibration: Any, toolchain:
         model = module_model(model_or_path, shape, name or type(model_or_path).__name__.lower(),
                              resolve_path(cfg.models_dir))
     else:
-        cfg = replace(cfg, model=replace(cfg.model, arch=str(model_or_path)))
+        cfg = replace_section(cfg, "model", arch=str(model_or_path))
         model = load_model(cfg.model, None, input_shape=shape)
         model = replace(model, arch=name or model.arch)
     sample = CalibrationSet(TensorDataset(images, labels), [f"calibration[{i}]" for i in range(len(images))])

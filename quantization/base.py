@@ -1,4 +1,4 @@
-"""The Quantizer interface and the toolchain registry.
+"""The Quantizer interface (the toolchain registry: quantization/registry.py).
 
 A Quantizer writes two artifacts of the same kind: the FP32 reference (so FP32 and INT8 run on the
 same runtime) and the quantized model. Toolchain packages are imported inside the quantizer modules,
@@ -6,31 +6,19 @@ so a missing package only stops that toolchain, with a message naming what to in
 """
 from __future__ import annotations
 
-import importlib
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
+from quantization.run_config import RunConfig
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact
-from utils.config import RunConfig, resolve_path
+from utils.config import replace_section, resolve_path
 from utils.data import CalibrationSet
 from utils.models import LoadedModel
 from utils.names import fit_name
 from utils.targets import Target, resolve_target
-
-# toolchain name -> "module:Class"
-TOOLCHAINS: dict[str, str] = {
-    "torch_fx": "quantization.Torch.fx_quantizer:FxQuantizer",
-    "torch_pt2e": "quantization.Torch.pt2e_quantizer:PT2EQuantizer",
-    "torch_dynamic": "quantization.Torch.dynamic_quantizer:DynamicQuantizer",
-    "torch_eager": "quantization.Torch.eager_quantizer:EagerQuantizer",
-    "torch_qat": "quantization.Torch.qat_quantizer:QatQuantizer",
-    "modelopt": "quantization.ModelOpt.modelopt_quantizer:ModelOptQuantizer",
-    "ort": "quantization.ORT.ort_quantizer:OrtQuantizer",
-    "tensorrt": "quantization.TensorRT.trt_quantizer:TensorRTQuantizer",
-}
 
 TRANSFORM_TAGS = {"cle": "cle", "cle_relu6_to_relu": "cle6", "bias_correction": "bc"}
 
@@ -137,17 +125,14 @@ class Quantizer(ABC):
     @classmethod
     def with_calibration(cls, cfg: RunConfig, setting: str | None, granularity: str | None) -> RunConfig:
         """A copy of ``cfg`` calibrating with ``setting`` (this toolchain's name) and ``granularity``."""
-        import copy
-
         if cls.calibration_fields is None:
             raise NotImplementedError(f"toolchain {cls.toolchain} has no calibration sweep")
         method, gran = cls.calibration_fields
-        variant = copy.deepcopy(cfg)
-        section = getattr(variant, cls.section)
-        setattr(section, method, setting or getattr(section, method))
+        section = getattr(cfg, cls.section)
+        changes = {method: setting or getattr(section, method)}
         if gran is not None:
-            setattr(section, gran, granularity or getattr(section, gran))
-        return variant
+            changes[gran] = granularity or getattr(section, gran)
+        return replace_section(cfg, cls.section, **changes)
 
     @classmethod
     def has_layer_fallback(cls) -> bool:
@@ -188,12 +173,3 @@ class Quantizer(ABC):
         weights = model.weights_path.stem if model.weights_path else "random"
         passes = "".join(f"_{TRANSFORM_TAGS[t]}" for t in model.transforms)
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{model.arch}-{fit_name(weights, 80)}_{tag}{passes}")
-
-
-def quantizer_class(name: str) -> type[Quantizer]:
-    from utils.errors import SuiteError
-
-    if name not in TOOLCHAINS:
-        raise SuiteError(f"unknown toolchain '{name}' (known: {', '.join(TOOLCHAINS)})")
-    module_name, class_name = TOOLCHAINS[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)

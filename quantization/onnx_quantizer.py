@@ -5,7 +5,6 @@ calibration sample; only the quantize call differs, so everything around it live
 """
 from __future__ import annotations
 
-import copy
 import logging
 import re
 import time
@@ -19,8 +18,9 @@ import torch
 
 from quantization.base import Quantizer, float_suffix
 from quantization.onnx_export import INPUT_NAME, check_onnx_file, export_onnx, onnx_input_names
+from quantization.run_config import RunConfig
 from utils.artifacts import Artifact, build_manifest, load_artifact, sha256_file, write_artifact
-from utils.config import RunConfig
+from utils.config import replace_section
 from utils.data import CalibrationSet, DataSplits, TensorDataset, check_disjoint_content
 from utils.errors import SuiteError
 from utils.input_checks import check_calibration_arrays
@@ -202,10 +202,9 @@ class OnnxQuantizer(Quantizer):
         return [name for name, op in onnx_node_names(self.export_fp32(model).path) if op in ("Conv", "Gemm", "MatMul")]
 
     def with_float_layers(self, layers: list[str]) -> OnnxQuantizer:
-        cfg = copy.deepcopy(self.cfg)
-        own = getattr(cfg, self.section)
-        own.exclude_nodes = [*own.exclude_nodes, *("^" + re.escape(n) + "$" for n in layers)]
-        twin = type(self)(cfg)
+        own = self.options
+        twin = type(self)(replace_section(self.cfg, self.section, exclude_nodes=[
+            *own.exclude_nodes, *("^" + re.escape(n) + "$" for n in layers)]))
         twin._fp32, twin.float_layers = self._fp32, list(layers)
         return twin
 
@@ -251,10 +250,7 @@ class OnnxQuantizer(Quantizer):
 
     def weight_bits(self) -> int:
         """7 where the target's kernels add u8 x s8 pairs in saturating 16-bit lanes, else 8 (or the user's)."""
-        choice = str(self.options.weight_bits)  # auto | 7 | 8, checked when the config was built
-        if choice == "auto":
-            return 7 if self.target.pair_sums_saturate else 8
-        return int(choice)
+        return self.target.weight_bits(self.options.weight_bits)  # auto | 7 | 8, checked when the config was built
 
     def bits_tag(self) -> str:
         return "_w7" if self.weight_bits() == 7 else ""

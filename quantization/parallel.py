@@ -11,10 +11,10 @@ import logging
 from functools import cache
 from typing import Any
 
+from quantization.run_config import RunConfig
 from quantization.workflow import Prepared, run_toolchain
 from utils.artifacts import Artifact
 from utils.cluster import gather, import_ray
-from utils.config import RunConfig
 from utils.errors import ToolchainUnavailable
 
 log = logging.getLogger(__name__)

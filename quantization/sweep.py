@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 
-from utils.config import RunConfig
+from quantization.run_config import RunConfig
 
 CALIBRATIONS = ("minmax", "percentile", "entropy", "mse")
 GRANULARITIES = ("per_tensor", "per_channel")
@@ -22,7 +22,7 @@ def sweep_configs(toolchain: str, cfg: RunConfig) -> tuple[list[RunConfig], list
     """One config per supported (calibration, granularity) combination, and the skipped ones with why.
 
     What each toolchain supports is its Quantizer class's knowledge (``calibrations``, ``granularities``)."""
-    from quantization.base import quantizer_class
+    from quantization.registry import quantizer_class
 
     tuning = cfg.tuning
     cls = quantizer_class(toolchain)

@@ -9,10 +9,12 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from quantization.base import Quantizer, quantizer_class
+from quantization.base import Quantizer
+from quantization.registry import quantizer_class
+from quantization.run_config import RunConfig
 from quantization.transforms import apply_transforms, requested
 from utils.artifacts import Artifact
-from utils.config import RunConfig
+from utils.config import replace_section
 from utils.data import CalibrationSet, DataSplits, calibration_set, check_disjoint_content, load_splits
 from utils.errors import SuiteError, ToolchainUnavailable
 from utils.model_sources import check_source, needs_python_module, parse_source, with_source_preprocessing
@@ -80,7 +82,7 @@ def source_config(cfg: RunConfig) -> RunConfig:
     source = parse_source(cfg.model.arch)
     if source.kind != "onnx" or cfg.onnx.onnx_path:
         return cfg
-    return replace(cfg, onnx=replace(cfg.onnx, onnx_path=str(source.path)))
+    return replace_section(cfg, "onnx", onnx_path=str(source.path))
 
 
 def make_quantizer(name: str, cfg: RunConfig) -> Quantizer:

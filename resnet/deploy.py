@@ -14,9 +14,10 @@ from pathlib import Path
 
 from evaluation.deploy import DEFAULT_RUNTIME, classify, demo_sample, image_files, open_runner
 from evaluation.pipelines.base import RUNTIMES
+from quantization.run_config import RunConfig
 from utils import cli
 from utils.artifacts import Artifact, load_artifact
-from utils.config import RunConfig, resolve_path
+from utils.config import resolve_path
 
 log = logging.getLogger("resnet.deploy")
 

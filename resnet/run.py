@@ -17,13 +17,14 @@ from evaluation.pipelines.base import runner_class
 from evaluation.pipelines.loop import Skipped, local_accuracy
 from evaluation.pipelines.workflow import evaluate_and_report, run_folder
 from evaluation.report.summary import print_summary
-from quantization.base import TOOLCHAINS, quantizer_class
+from quantization.registry import TOOLCHAINS, add_toolchain_flags, quantizer_class
+from quantization.run_config import RunConfig, config_from_args
 from quantization.sweep import sweep_configs
 from quantization.workflow import prepare, run_toolchain
 from utils import cli, console
 from utils.artifacts import Artifact, check_writable
 from utils.cluster import Cluster, check_readable, connect
-from utils.config import RunConfig, load_recipe, resolve_path, with_overrides
+from utils.config import load_recipe, resolve_path, with_overrides
 from utils.errors import SuiteError, ToolchainUnavailable
 
 log = logging.getLogger("resnet.run")
@@ -32,6 +33,14 @@ log = logging.getLogger("resnet.run")
 def default_toolchains() -> list[str]:
     """The toolchains whose class says it runs by default, in registry order."""
     return [name for name in TOOLCHAINS if quantizer_class(name).runs_by_default]
+
+
+class _RefuseMode(argparse.Action):
+    """``--mode`` picks the Torch toolchain of torch_PTQ.py; here it would be ignored, so it is refused."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("--mode is a torch_PTQ.py flag: resnet.run picks toolchains with --toolchains "
+                     f"({', '.join(n for n in TOOLCHAINS if n.startswith('torch_'))})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--recipe", default=None, metavar="NAME",
                    help="also run each toolchain with the named recipe in configs/recipes/ (best-accuracy: "
                         "the most accurate full-INT8 settings measured on EfficientNet-Lite0) beside its defaults")
+    g.add_argument("--mode", nargs="?", action=_RefuseMode, help=argparse.SUPPRESS)
     t = parser.add_argument_group("calibration sweep and accuracy recovery")
     cli.option(t, "--calibration", "tuning.calibrations", "sweep: minmax,percentile,entropy,mse (each toolchain "
                "runs the ones it supports; the others are listed as skipped)", type=cli.csv_list())
@@ -63,11 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_calibration_args(parser)
     cli.add_target_args(parser)
     cli.add_transform_args(parser)
-    cli.add_torch_args(parser)
-    cli.add_onnx_args(parser)
-    cli.add_modelopt_args(parser)
-    cli.add_ort_args(parser)
-    cli.add_tensorrt_args(parser)
+    add_toolchain_flags(parser)  # every registered toolchain's flag group, in registry order
     cli.add_benchmark_args(parser)
     cli.add_output_args(parser)
     cli.add_cluster_args(parser)
@@ -77,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_all(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
-    cfg = cli.config_from_args(args)
+    cfg = config_from_args(args)
     names = cfg.toolchains or default_toolchains()
     for name in names:
         quantizer_class(name)  # unknown names fail before any work
@@ -200,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "trt-ptq":
         from quantization.TensorRT.cli import main as trt_main
 
-        return trt_main(argv[1:])
+        return trt_main(argv[1:], prog="python -m resnet.run trt-ptq")
     return run_all(argv)
 
 

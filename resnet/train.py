@@ -10,7 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from resnet.training.recipe import train_from_config
+from quantization.run_config import config_from_args
+from resnet.training_recipe import train_from_config
 from utils import cli
 from utils.config import resolve_path
 
@@ -40,14 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
                choices=["demo", "cifar10"])
     cli.option(d, "--data-root", "data.root", "dataset folder (CIFAR-10 python batches or .npz pair)")
     cli.option(d, "--eval-limit", "data.limit", "report top-1 on the first N evaluation images only", type=int)
-    cli.add_output_args(parser)
+    cli.add_output_args(parser, reports=False)  # writes models/training/, no report
     return parser
 
 
 def train(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.verbose)
-    path = train_from_config(cli.config_from_args(args))
+    path = train_from_config(config_from_args(args))
     print(f"weights: {path}")
     return 0
 

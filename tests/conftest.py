@@ -38,7 +38,7 @@ def cifar_assets() -> Path:
 def resnet20_per_tensor_minmax_cfg(models_dir: Path, calibration_size: int, limit: int | None = None):
     """The pretrained CIFAR-10 ResNet-20 with FX per-tensor minmax: the sensitivity/fallback tests' setup
     (per-tensor minmax makes some layers clearly sensitive)."""
-    from utils.config import RunConfig
+    from quantization.run_config import RunConfig
 
     root = asset("cifar10")
     cfg = RunConfig()
@@ -52,7 +52,7 @@ def resnet20_per_tensor_minmax_cfg(models_dir: Path, calibration_size: int, limi
 @pytest.fixture
 def tmp_cfg(tmp_path):
     """A RunConfig writing models and results under tmp_path, light benchmark settings."""
-    from utils.config import RunConfig
+    from quantization.run_config import RunConfig
 
     cfg = RunConfig()
     cfg.models_dir = str(tmp_path / "models")

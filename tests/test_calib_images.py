@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from resnet.calib_images import balanced_pick
@@ -36,6 +37,7 @@ def test_calib_images_writes_a_usable_folder(tmp_path: Path):
     assert json.loads((out / "calibration_manifest.json").read_text())["num_images"] == 6
 
 
+@pytest.mark.slow
 def test_overlap_with_the_evaluation_set_is_refused(tmp_path: Path):
     source = _folder(tmp_path / "val", 4)
     result = run_script("-m", "resnet.run", "calib-images", "--input-dir", str(source), "--output-dir",

@@ -88,6 +88,7 @@ def test_non_positive_numbers_are_one_line_before_any_work(models_dir: Path, scr
     assert not models_dir.exists()  # nothing written: the config is checked before the FP32 export
 
 
+@pytest.mark.slow
 def test_evaluating_an_artifact_of_another_model_is_refused(tmp_path: Path, models_dir: Path):
     """A resnet20 INT8 artifact compared with a resnet32 FP32 model once reported 'drop 34.38 pp'."""
     assert _ptq(models_dir, "--arch", "resnet20", "--dataset", "demo", "--num-classes", "10").returncode == 0

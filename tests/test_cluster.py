@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import run_script
 
+pytestmark = pytest.mark.cluster
+
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install -r requirements/cluster.txt)")
 
 SMALL = ["--limit", "96", "--calib-size", "32", "--batch-size", "16", "--rounds", "1", "--warmup", "0",
@@ -58,6 +60,7 @@ def runs(cluster, tmp_path_factory) -> tuple[Path, dict, dict]:
     return out, single, sharded
 
 
+@pytest.mark.slow
 def test_sharded_report_equals_the_single_process_one(runs):
     _, single, sharded = runs
     assert "cluster" not in single
@@ -72,6 +75,8 @@ def test_sharded_report_equals_the_single_process_one(runs):
     assert {s["pid"] for p in placement["pairs"] for s in p["shards"]} != {placement["latency_measured_on"]["pid"]}
 
 
+@pytest.mark.slow
+@pytest.mark.assets
 def test_sharded_cifar_resnet20_report_equals_the_single_process_one(cluster, tmp_path):
     """The same on real weights and images: the pretrained CIFAR-10 ResNet-20 (shared assets), 2 workers;
     every figure, each row's predictions digest (image by image) and the ONNX artifacts' sha256."""
@@ -102,6 +107,7 @@ def _tensors(path: Path) -> list[bytes]:
         return [archive.read(n) for n in sorted(archive.namelist()) if "/constants/" in n or "/data/" in n]
 
 
+@pytest.mark.slow
 def test_artifacts_are_the_single_process_bytes(runs):
     out, _, _ = runs
     single, sharded = _manifests(out / "single" / "models"), _manifests(out / "sharded" / "models")
@@ -115,6 +121,7 @@ def test_artifacts_are_the_single_process_bytes(runs):
             assert _tensors(found[0]) == _tensors(found[1]) and _tensors(found[0]), name
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_retried_and_changes_no_figure(runs, monkeypatch):
     from utils.cluster import FAULT_DRILL_ENV
 
@@ -157,6 +164,8 @@ def test_missing_ray_names_the_requirements_file(tmp_path):
     assert result.stderr.strip() == "error: --cluster needs package ray (pip install -r requirements/cluster.txt)"
 
 
+@pytest.mark.slow
+@pytest.mark.assets
 def test_sensitivity_ranking_on_the_cluster_equals_one_process(cluster, tmp_path):
     from evaluation.accuracy_recovery import recover
     from evaluation.cluster.sensitivity import cluster_trial_map

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from utils.config import load_config
+from quantization.run_config import load_config
 from utils.errors import SuiteError
 
 
@@ -41,17 +41,19 @@ def test_every_recipe_in_configs_loads():
 
 
 def _leaf_fields():
+    """(key, annotation, may be 0) of every config key, the toolchain sections' included."""
     import dataclasses
 
-    from utils.config import RunConfig
+    from quantization.run_config import RunConfig
+    from utils.config import annotation_text, children, may_be_zero
 
     def walk(obj, where):
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
+        fields = {f.name: f for f in dataclasses.fields(obj)}
+        for name, value in children(obj).items():
             if dataclasses.is_dataclass(value):
-                yield from walk(value, f"{where}{f.name}.")
+                yield from walk(value, f"{where}{name}.")
             else:
-                yield f"{where}{f.name}", str(f.type)
+                yield f"{where}{name}", annotation_text(fields[name]), may_be_zero(f"{where}{name}", fields[name])
     return list(walk(RunConfig(), ""))
 
 
@@ -66,18 +68,16 @@ def _wrong_type(annotation: str):
 def test_every_config_field_refuses_a_wrong_type_and_a_non_positive_value():
     """Property-style: each field, fed a value of the wrong type (and each numeric field a value out of
     range), fails when the config is built, with one line naming the key."""
-    from utils.config import NON_NEGATIVE
-
     fields = _leaf_fields()
     assert len(fields) > 60
     numeric = 0
-    for dotted, annotation in fields:
+    for dotted, annotation, zero_ok in fields:
         with pytest.raises(SuiteError, match=f"config key '{dotted}' must be") as info:
             load_config(None, {dotted: _wrong_type(annotation)})
         assert "\n" not in str(info.value)
         if any(t in annotation for t in ("int", "float")):
             numeric += 1
-            bad = -1 if dotted in NON_NEGATIVE else 0
+            bad = -1 if zero_ok else 0
             value = [bad] if annotation.startswith("list[") else bad
             with pytest.raises(SuiteError, match=f"config key '{dotted}' must be (positive|non-negative)"):
                 load_config(None, {dotted: value})
@@ -97,16 +97,18 @@ def test_yaml_values_of_the_wrong_type_are_one_line(tmp_path: Path):
 
 
 def _choice_fields():
-    from utils.config import field_choices
+    from quantization.run_config import config_choices
 
-    return [(dotted, field_choices(dotted)) for dotted, _ in _leaf_fields() if field_choices(dotted)]
+    return [(dotted, config_choices(dotted)) for dotted, _, _ in _leaf_fields() if config_choices(dotted)]
 
 
 def test_every_choice_field_takes_its_choices_and_refuses_any_other_value():
     """Property-style, over every choice() field: each listed value builds, anything else is one line naming the
     key and the values (the toolchain sections' calibration methods, granularities, dtypes, weight bits)."""
     fields = dict(_choice_fields())
-    for key in ("modelopt.calibration_method", "modelopt.high_precision_dtype", "modelopt.weight_bits",
+    for key in ("torch.mode", "torch.backend", "torch.granularity", "torch.observer", "torch.reduce_range",
+                "torch.weight_bits", "torch.clamp_observers", "torch.qat_engine",
+                "modelopt.calibration_method", "modelopt.high_precision_dtype", "modelopt.weight_bits",
                 "ort.calibration_method", "ort.granularity", "ort.activation_type", "ort.weight_bits",
                 "tensorrt.calibrator"):
         assert key in fields, key
@@ -137,15 +139,15 @@ def test_each_toolchain_section_holds_only_its_own_settings(tmp_path: Path):
 
 def test_ort_calibration_choices_are_the_ones_its_quantizer_maps():
     from quantization.ORT.ort_quantizer import METHODS
-    from utils.config import field_choices
+    from quantization.run_config import config_choices
 
-    assert field_choices("ort.calibration_method") == tuple(METHODS)
+    assert config_choices("ort.calibration_method") == tuple(METHODS)
 
 
 def test_resnet_run_puts_every_toolchain_flag_into_its_own_section():
     """resnet.run takes every toolchain's flags, TensorRT's included; each flag writes its toolchain's section."""
+    from quantization.run_config import config_from_args
     from resnet.run import build_parser
-    from utils.cli import config_from_args
 
     args = build_parser().parse_args(["--max-batch", "8", "--calibrator", "minmax", "--ort-calibration-method",
                                       "entropy", "--ort-granularity", "per_tensor", "--calibration-method", "entropy",
@@ -155,3 +157,57 @@ def test_resnet_run_puts_every_toolchain_flag_into_its_own_section():
     assert (cfg.ort.calibration_method, cfg.ort.granularity, cfg.ort.exclude_nodes) == ("entropy", "per_tensor", ["b.*"])
     assert (cfg.modelopt.calibration_method, cfg.modelopt.exclude_nodes) == ("entropy", ["a.*"])
     assert cfg.onnx.opset == 18
+
+
+def test_resnet_run_refuses_mode_in_one_line(capsys):
+    """--mode picks torch_PTQ.py's toolchain; resnet.run would ignore it, so it says so and exits 2."""
+    from resnet.run import main
+    from utils import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.run_cli(main, ["--mode", "pt2e"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--mode is a torch_PTQ.py flag" in err and "--toolchains" in err
+
+
+@pytest.mark.parametrize("module", ["quantization.Torch.cli", "quantization.ModelOpt.cli", "quantization.TensorRT.cli"])
+def test_quantize_only_scripts_offer_only_the_flags_they_use(module):
+    """A PTQ script writes artifacts, no report and no evaluation: no --results-dir, --run-name or --limit; its
+    toolchains' flag groups come from their registry lines (and no other toolchain's)."""
+    import importlib
+
+    flags = {a for action in importlib.import_module(module).build_parser()._actions for a in action.option_strings}
+    assert not flags & {"--results-dir", "--run-name", "--limit"}
+    assert "--models-dir" in flags
+    torch_flags, trt_flags, ort_flags = "--observer" in flags, "--max-batch" in flags, "--ort-granularity" in flags
+    assert (torch_flags, trt_flags, ort_flags) == {"quantization.Torch.cli": (True, False, False),
+                                                   "quantization.ModelOpt.cli": (False, False, True),
+                                                   "quantization.TensorRT.cli": (False, True, False)}[module]
+
+
+def test_variants_leave_the_config_they_came_from_unchanged():
+    """with_overrides and replace_section make copies (dataclasses.replace), never write into their input."""
+    from quantization.run_config import load_config
+    from utils.config import replace_section, with_overrides
+
+    cfg = load_config(None, {"ort.calibration_method": "entropy"})
+    variant = with_overrides(cfg, {"ort": {"granularity": "per_tensor"}, "calibration": {"size": 8}})
+    other = replace_section(cfg, "torch", observer="minmax")
+    assert (cfg.ort.granularity, cfg.calibration.size, cfg.torch.observer) == ("per_channel", 256, "histogram")
+    assert (variant.ort.granularity, variant.ort.calibration_method, variant.calibration.size) == \
+        ("per_tensor", "entropy", 8)
+    assert other.torch.observer == "minmax" and other.ort is cfg.ort
+
+
+def test_a_run_config_crosses_process_boundaries_intact():
+    """Ray tasks and ModelOpt's spawned child get the config pickled: the toolchain sections travel with it."""
+    import pickle
+
+    from quantization.run_config import load_config
+
+    cfg = load_config(None, {"ort.granularity": "per_tensor", "torch.observer": "minmax"})
+    back = pickle.loads(pickle.dumps(cfg))
+    assert back == cfg and (back.ort.granularity, back.torch.observer) == ("per_tensor", "minmax")
+    with pytest.raises(AttributeError, match="no config section 'nope'"):
+        back.nope  # noqa: B018

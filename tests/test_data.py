@@ -93,6 +93,7 @@ def test_cifar10_python_batches(tmp_path: Path):
     assert tuple(splits.evaluation[0][0].shape) == (3, 32, 32)
 
 
+@pytest.mark.assets
 def test_cifar10_npz_of_the_shared_assets(cifar_assets: Path):
     splits = load_splits(DataConfig(dataset="cifar10", root=str(cifar_assets), limit=100), CalibrationConfig(size=16))
     assert len(splits.evaluation) == 100 and len(splits.calibration_pool) == 5000
@@ -123,6 +124,7 @@ def test_a_cifar_batch_with_code_in_it_is_refused_and_never_runs(tmp_path: Path)
     assert not marker.exists()
 
 
+@pytest.mark.assets
 def test_limit_takes_a_seeded_class_stratified_subset(cifar_assets: Path):
     """The shared npz files are sorted by class: the first 1,000 test images are all class 0."""
     splits = load_splits(DataConfig(dataset="cifar10", root=str(cifar_assets), limit=1000), CalibrationConfig(seed=0))

@@ -40,7 +40,7 @@ def test_a_demo_image_file_is_preprocessed_like_the_evaluation_split(tmp_path: P
 
 @pytest.fixture(scope="module")
 def demo_artifacts(tmp_path_factory):
-    from utils.config import RunConfig
+    from quantization.run_config import RunConfig
 
     cfg = RunConfig()
     cfg.models_dir = str(tmp_path_factory.mktemp("models"))
@@ -54,6 +54,7 @@ def runtimes_for(kind: str) -> list[str]:
     return ["onnxruntime"] + (["openvino"] if has_module("openvino") else [])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("toolchain", ["torch_fx", "ort"])
 def test_deploy_classifies_a_folder_on_every_runtime(demo_artifacts, toolchain, tmp_path: Path, capsys):
     images = tmp_path / "digits"
@@ -71,6 +72,7 @@ def test_deploy_classifies_a_folder_on_every_runtime(demo_artifacts, toolchain, 
             assert abs(sum(p for _, p in top) - 100) < 1.0 and top[0][1] > 50
 
 
+@pytest.mark.slow
 def test_deploy_bad_input(demo_artifacts, tmp_path: Path, capsys):
     artifact = demo_artifacts["torch_fx"]
     (tmp_path / "not_an_image.png").write_text("hello")
@@ -82,6 +84,7 @@ def test_deploy_bad_input(demo_artifacts, tmp_path: Path, capsys):
     assert "artifact not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_deploy_from_a_fresh_checkout_needs_no_arguments():
     result = run_script("-m", "resnet.deploy", "--repeats", "2")
     assert result.returncode == 0, result.stderr[-2000:]

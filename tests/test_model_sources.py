@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from torch import nn
 
 from quantization.workflow import prepare, run_toolchain
 from utils.artifacts import sha256_file
+from utils.config import replace_section
 from utils.errors import SuiteError
 from utils.model_sources import parse_source, source_preprocessing
 
@@ -38,8 +38,7 @@ def tiny() -> nn.Module:
 
 
 def quantize_ort(tmp_cfg, arch: str, weights: str | None = None):
-    cfg = replace(tmp_cfg, model=replace(tmp_cfg.model, arch=arch, weights=weights),
-                  calibration=replace(tmp_cfg.calibration, size=16))
+    cfg = replace_section(replace_section(tmp_cfg, "model", arch=arch, weights=weights), "calibration", size=16)
     prepared = prepare(cfg)
     return prepared, run_toolchain("ort", cfg, prepared)
 

@@ -98,10 +98,11 @@ def test_random_bytes_after_a_pickle_magic_are_never_offered_to_unpickle(tmp_pat
         assert "allow-unsafe-load" not in str(info.value) and "weights_only" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_the_same_padding_rewrite_is_recorded_in_the_manifest_not_in_the_name(tmp_path):
-    from quantization.base import quantizer_class
+    from quantization.registry import quantizer_class
+    from quantization.run_config import RunConfig
     from utils.artifacts import load_artifact
-    from utils.config import RunConfig
     from utils.models import SAME_PADDING_CONVS
     from utils.packages import has_module
 

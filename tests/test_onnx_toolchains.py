@@ -7,11 +7,11 @@ import onnx
 import onnx.numpy_helper as nh
 import pytest
 
-from quantization.base import quantizer_class
 from quantization.onnx_quantizer import calibration_step
+from quantization.registry import quantizer_class
+from quantization.run_config import RunConfig
 from quantization.workflow import prepare, run_toolchain
 from tests.conftest import run_script
-from utils.config import RunConfig
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,7 @@ def _quantized_convs(model) -> set[str]:
             and prod.get(n.input[0]) is not None and prod[n.input[0]].op_type == "DequantizeLinear"}
 
 
+@pytest.mark.slow
 def test_modelopt_calibration_method_and_dtype_reach_the_artifact(base_cfg, prepared):
     fp32, max_art, max_model = _quantize(base_cfg, prepared, "modelopt", calibration_method="max")
     _, ent_art, ent_model = _quantize(base_cfg, prepared, "modelopt", calibration_method="entropy")
@@ -79,6 +80,7 @@ def test_modelopt_calibration_method_and_dtype_reach_the_artifact(base_cfg, prep
     assert has_fp16(fp16_model)
 
 
+@pytest.mark.slow
 def test_modelopt_entropy_calibrates_in_the_configured_batches(base_cfg, prepared, caplog):
     """Without calibration_shapes ModelOpt steps image by image; entropy's search then starts at the first image."""
     from quantization.ModelOpt.modelopt_quantizer import calibration_shapes
@@ -96,6 +98,7 @@ def test_modelopt_entropy_calibrates_in_the_configured_batches(base_cfg, prepare
     assert _activation_scales(one_model) != pytest.approx(_activation_scales(batched_model))
 
 
+@pytest.mark.slow
 def test_modelopt_node_and_op_exclusions_reach_the_artifact(base_cfg, prepared, caplog):
     _, _, full = _quantize(base_cfg, prepared, "modelopt")
     first_conv = sorted(_quantized_convs(full))[0]
@@ -121,6 +124,7 @@ def test_ort_op_type_exclusion_reaches_the_artifact(base_cfg, prepared):
     assert int8_weight_convs(full) and int8_weight_convs(no_conv) == set()
 
 
+@pytest.mark.slow
 def test_ort_granularity_activation_type_and_method(base_cfg, prepared):
     _, art, pc = _quantize(base_cfg, prepared, "ort", calibration_method="minmax", granularity="per_channel")
     _, _, pt = _quantize(base_cfg, prepared, "ort", calibration_method="minmax", granularity="per_tensor")
@@ -139,6 +143,7 @@ def test_ort_granularity_activation_type_and_method(base_cfg, prepared):
     assert art.manifest["settings"]["activation_type"] == "uint8"
 
 
+@pytest.mark.slow
 def test_ort_histogram_calibrators_take_a_sample_that_is_not_a_multiple_of_the_batch(base_cfg):
     from quantization.ORT.ort_calibration import feed_batches
 
@@ -150,6 +155,7 @@ def test_ort_histogram_calibrators_take_a_sample_that_is_not_a_multiple_of_the_b
     assert [len(b["input"]) for b in feed_batches({"input": np.zeros((50, 1), np.float32)}, step)] == [25, 25]
 
 
+@pytest.mark.slow
 def test_onnx_int8_accuracy_on_the_demo(base_cfg, prepared):
     from evaluation.pipelines.loop import evaluate_artifacts
 
@@ -176,9 +182,10 @@ def test_the_ort_toolchain_lives_under_quantization_ort_and_writes_models_ort():
     import pkgutil
 
     import quantization.ModelOpt
-    from quantization.base import TOOLCHAINS, Quantizer
+    from quantization.base import Quantizer
+    from quantization.registry import TOOLCHAINS
 
-    assert TOOLCHAINS["ort"].startswith("quantization.ORT.ort_quantizer:")
+    assert TOOLCHAINS["ort"].quantizer.startswith("quantization.ORT.ort_quantizer:")
     ort = quantizer_class("ort")
     assert (ort.folder, ort.section) == ("ort", "ort")
     assert Path(inspect.getfile(ort)).parent.name == "ORT"
@@ -191,6 +198,7 @@ def test_the_ort_toolchain_lives_under_quantization_ort_and_writes_models_ort():
                 assert cls.toolchain == "modelopt", cls
 
 
+@pytest.mark.slow
 def test_engine_ort_is_an_alias_that_runs_the_ort_toolchain(tmp_path: Path):
     result = run_script(SCRIPT, "--engine", "ort", "--ort-calibration-method", "percentile", "--calib-size", "16",
                         "--models-dir", str(tmp_path))
@@ -237,6 +245,7 @@ def test_modelopt_help_documents_every_option():
     assert "alias that runs the ORT toolchain (quantization/ORT)" in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target, bits", [("x86-vnni", 8), ("x86-avx2", 7)])
 def test_onnx_weight_bits_follow_the_target_and_reach_the_artifact(base_cfg, prepared, target, bits):
     """ModelOpt: INT8 weights on disk (no QuantizeLinear of a constant), 7-bit on twice the scale for AVX2;
@@ -260,6 +269,7 @@ def test_onnx_weight_bits_follow_the_target_and_reach_the_artifact(base_cfg, pre
         assert sha256_file(fp32.path) == fp32.manifest["sha256"]  # ModelOpt works on a private copy
 
 
+@pytest.mark.slow
 def test_a_corrupt_cached_fp32_onnx_is_exported_again(base_cfg, prepared, tmp_path):
     from utils.artifacts import sha256_file
 
@@ -286,6 +296,7 @@ def test_ort_layer_fallback_excludes_in_its_own_section(base_cfg, prepared):
     assert layer not in _quantized_convs(onnx.load(str(int8.path)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("toolchain,method", [("ort", "minmax"), ("modelopt", "max")])
 def test_range_only_calibration_steps_in_small_batches_with_the_same_ranges(base_cfg, prepared, tmp_path,
                                                                              toolchain, method):
@@ -313,6 +324,7 @@ def _with(base_cfg, toolchain: str, **settings) -> RunConfig:
     return cfg
 
 
+@pytest.mark.slow
 def test_ort_variants_of_a_run_share_one_calibration(base_cfg, prepared, caplog, monkeypatch):
     """Granularity and activation type do not change the activation ranges: the second variant on the same
     FP32 model and images reuses the first one's calibration (quantization/ORT/ort_calibration.py)."""

@@ -71,7 +71,7 @@ def test_torch_fp32_rows_forbid_implicit_reduced_precision(tmp_path: Path):
 
 
 def test_eval_precisions_are_checked_when_the_config_is_built():
-    from utils.config import load_config
+    from quantization.run_config import load_config
 
     with pytest.raises(SuiteError, match="benchmark.eval_precisions' must be one of fp32, bf16, int8 .got 'fp8'"):
         load_config(overrides={"benchmark.eval_precisions": ["fp32", "fp8"]})

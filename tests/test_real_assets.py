@@ -9,9 +9,11 @@ import os
 import pytest
 
 from evaluation.pipelines.loop import evaluate_artifacts
+from quantization.run_config import RunConfig
 from quantization.workflow import prepare, run_toolchain
 from tests.conftest import asset
-from utils.config import RunConfig
+
+pytestmark = [pytest.mark.slow, pytest.mark.assets]
 
 # CI evaluates a seeded class-stratified 2,000 of the CIFAR-10 test images; MLS_EVAL_LIMIT=0 evaluates all 10,000.
 EVAL_LIMIT = int(os.environ.get("MLS_EVAL_LIMIT", "2000")) or None

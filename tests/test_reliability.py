@@ -165,6 +165,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(full_disk, writer):
     assert all(p.name.endswith(".lock") and p.stat().st_size == 0 for p in left), left  # the name's empty lock only
 
 
+@pytest.mark.slow
 def test_a_full_disk_through_the_cli_is_one_line_exit_2(full_disk):
     """torch.jit.save to a path used to abort in C++ (exit 134) and leave a .tmp-* file."""
     result = run_script("quantization/Torch/torch_PTQ.py", "--arch", "resnet20", "--dataset", "demo",
@@ -269,6 +270,7 @@ def test_cifar_images_shared_between_training_and_test_files_cannot_calibrate(tm
         prepare(tmp_cfg)
 
 
+@pytest.mark.assets
 def test_the_content_check_reads_1300_real_images_fast(imagenet_assets, tmp_cfg):
     """The real 1,300-image folder: its 300-image sample is disjoint by content, and hashing every file
     (no decoding) is what keeps the check cheap."""
@@ -308,6 +310,7 @@ def test_an_artifact_calibrated_on_a_renamed_copy_is_refused_at_evaluation(tmp_c
 
 
 # ------------------------------------------------------------------------------ report facts from manifests
+@pytest.mark.slow
 def test_the_report_takes_calibration_and_weights_from_the_artifacts_manifest(tmp_path):
     from utils.models import build_architecture
 
@@ -422,8 +425,8 @@ def test_a_failing_report_leaves_no_results_folder(tmp_path):
 # ------------------------------------------------------------------------------ damaged checkpoint
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_a_damaged_checkpoint_is_one_line_naming_it(tmp_path, damage):
-    from resnet.training.loop import train_classifier
     from utils.config import SgdRecipe
+    from utils.training import train_classifier
 
     torch.manual_seed(0)
     data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.randint(0, 2, (8,)))

@@ -174,14 +174,14 @@ def test_labels_tsv_with_a_negative_label_or_latin1_bytes_is_one_line(tmp_path, 
                                             ({"torch.percentile": math.inf}, "torch.percentile"),
                                             ({"tensorrt.workspace_gib": -math.inf}, "tensorrt.workspace_gib")])
 def test_config_values_must_be_finite(overrides, key):
-    from utils.config import load_config
+    from quantization.run_config import load_config
 
     with pytest.raises(SuiteError, match=f"config key '{key}' must be a finite number"):
         load_config(None, overrides)
 
 
 def test_yaml_nan_inf_duplicate_keys_huge_seeds_and_latin1_are_one_line(tmp_path):
-    from utils.config import load_config
+    from quantization.run_config import load_config
 
     cases = {"data:\n  std: [.nan, 0.2, 0.2]\n": "must be a finite number",
              "benchmark:\n  warmup: .inf\n": "'benchmark.warmup' must be",
@@ -202,7 +202,7 @@ def test_yaml_nan_inf_duplicate_keys_huge_seeds_and_latin1_are_one_line(tmp_path
                                                 ({"ort.exclude_nodes": ["conv(("]}, "'conv\\(\\(' is not a regex"),
                                                 ({"modelopt.exclude_nodes": ["["]}, "is not a regex")])
 def test_values_refused_only_after_the_fp32_export_are_refused_with_the_config(overrides, message):
-    from utils.config import load_config
+    from quantization.run_config import load_config
 
     with pytest.raises(SuiteError, match=message):
         load_config(None, overrides)

@@ -76,8 +76,8 @@ def test_a_manifest_that_is_not_a_utf8_json_object_is_one_line(tmp_path, content
 
 
 def test_the_cached_demo_weights_are_verified_on_load(tmp_path):
-    from resnet.training.demo_model import demo_weights, demo_weights_path
     from utils.artifacts import atomic_path, build_manifest, write_json_atomic, write_saved
+    from utils.demo_model import demo_weights, demo_weights_path
     from utils.manifest_schema import verified_cache
 
     path = demo_weights_path(tmp_path)
@@ -102,7 +102,7 @@ def test_an_onnx_of_another_model_is_recorded_by_its_own_sha256(tmp_path, tmp_cf
     the ONNX file and its sha256, and a ``--calibration-data`` file is recorded by its own too."""
     import numpy as np
 
-    from quantization.base import quantizer_class
+    from quantization.registry import quantizer_class
     from quantization.workflow import prepare, run_toolchain
     from utils.models import build_architecture
 

@@ -46,7 +46,7 @@ def test_every_kind_of_bad_name_is_one_line(name):
 
 
 def test_a_run_name_from_yaml_is_checked_like_the_flag(tmp_path):
-    from utils.config import load_config
+    from quantization.run_config import load_config
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("run_name: ../../victim\n")

@@ -79,7 +79,7 @@ MODELOPT_POINTS = {"child starting": lambda scratch: any(scratch.glob("mls-model
 
 @pytest.fixture
 def modelopt_installed() -> None:
-    from quantization.base import quantizer_class
+    from quantization.registry import quantizer_class
 
     reason = quantizer_class("modelopt").unavailable_reason()
     if reason:

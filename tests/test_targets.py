@@ -28,6 +28,30 @@ def test_auto_target_is_this_cpu_and_names_are_checked():
         resolve_target("x86-sse")
 
 
+def test_the_weight_bit_policy_is_the_targets_and_every_toolchain_reads_it():
+    """One policy per target (7-bit weights where u8 x s8 pair sums saturate in 16 bits), read by the ONNX,
+    PT2E and FX toolchains alike; an explicit 7 or 8 always wins."""
+    from quantization.run_config import load_config
+    from quantization.Torch.qconfig import depthwise_weight_bits, weight_bits
+    from quantization.workflow import make_quantizer
+
+    assert {name: t.weight_bits() for name, t in TARGETS.items()} == {
+        "x86-amx": 8, "x86-vnni": 8, "x86-avx2": 7, "arm64": 8, "tensorrt": 8}
+    assert TARGETS["x86-vnni"].weight_bits(fbgemm_depthwise=True) == 7  # FBGEMM's depthwise kernel: 16-bit sums
+    assert TARGETS["arm64"].weight_bits(fbgemm_depthwise=True) == 8
+    assert TARGETS["x86-avx2"].weight_bits("8") == 8 and TARGETS["x86-vnni"].weight_bits(7) == 7
+    for name in ("x86-vnni", "x86-avx2", "arm64"):
+        cfg = load_config(None, {"target": name})
+        expected = TARGETS[name].weight_bits()
+        assert make_quantizer("ort", cfg).weight_bits() == expected
+        assert make_quantizer("modelopt", cfg).weight_bits() == expected
+        assert make_quantizer("torch_pt2e", cfg).weight_bits() == expected
+        assert weight_bits(cfg.torch, TARGETS[name]) == expected  # x86 backend, 8-bit activations
+        assert depthwise_weight_bits(cfg.torch, TARGETS[name]) == TARGETS[name].weight_bits(fbgemm_depthwise=True)
+    qnnpack = load_config(None, {"target": "x86-avx2", "torch.backend": "qnnpack"}).torch
+    assert weight_bits(qnnpack, TARGETS["x86-avx2"]) == 8  # not FBGEMM's kernels: the fix does not apply
+
+
 def _qdq_conv(int32_bias: bool, seed: int = 0) -> tuple[onnx.ModelProto, np.ndarray]:
     """x -> Q/DQ (u8) -> Conv(DQ(Q(float W)), bias) -> y, weights symmetric per channel as ModelOpt writes them."""
     rng = np.random.default_rng(seed)
@@ -127,6 +151,7 @@ def test_static_check_reads_onnx_weights_before_and_after_the_fix(tmp_path):
     assert check_layers([layer], TARGETS["x86-avx2"], 255, "onnx").safe
 
 
+@pytest.mark.slow
 def test_the_report_shows_target_verdict_reference_and_kernel_error(tmp_path):
     """An ORT artifact built for x86-vnni (8-bit weights), evaluated here: the report names its target, both
     static verdicts, its reference accuracy and the kernel error; it warns exactly where this CPU's kernels

@@ -64,6 +64,7 @@ def test_qdq_check_allows_deliberate_exclusions(tmp_path: Path):
     assert report.float_layers == ["conv0"]
 
 
+@pytest.mark.slow
 def test_script_writes_the_qdq_onnx_then_says_what_is_missing(tmp_path: Path):
     if tensorrt_unavailable_reason() is None:
         pytest.skip("TensorRT is available here: the missing-TensorRT path cannot be shown")
@@ -81,6 +82,7 @@ def test_script_writes_the_qdq_onnx_then_says_what_is_missing(tmp_path: Path):
     assert not list(models.rglob("*.plan"))
 
 
+@pytest.mark.slow
 def test_resnet_run_lists_tensorrt_as_skipped_with_the_reason(tmp_path: Path):
     reason = tensorrt_unavailable_reason()
     if reason is None:
@@ -103,8 +105,8 @@ def test_trt_ptq_subcommand_help():
 def test_tensorrt_derives_its_qdq_settings_without_rewriting_the_modelopt_section():
     """The Q/DQ step is ModelOpt's (calibration from cfg.modelopt) with fp16 and the tensorrt target derived in
     the TensorRT class: the modelopt section it reads still says fp32, and the user's config is untouched."""
+    from quantization.run_config import RunConfig
     from quantization.TensorRT.trt_quantizer import TensorRTQuantizer
-    from utils.config import RunConfig
 
     cfg = RunConfig()
     cfg.modelopt.calibration_method, cfg.target = "entropy", "x86-avx2"
@@ -118,10 +120,12 @@ def test_tensorrt_derives_its_qdq_settings_without_rewriting_the_modelopt_sectio
 
 @pytest.mark.skipif(tensorrt_unavailable_reason() is not None,
                     reason=f"needs an NVIDIA GPU with TensorRT: {tensorrt_unavailable_reason()}")
+@pytest.mark.slow
+@pytest.mark.gpu
 def test_engine_build_and_run_on_gpu(tmp_path: Path):
     from evaluation.pipelines.tensorrt_runner import TensorRTRunner
+    from quantization.run_config import RunConfig
     from quantization.workflow import prepare, run_toolchain
-    from utils.config import RunConfig
 
     cfg = RunConfig()
     cfg.models_dir = str(tmp_path)

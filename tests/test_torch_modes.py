@@ -46,6 +46,8 @@ def _cifar_args(tmp_path: Path) -> list[str]:
             "--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results"), "--run-name", "t"]
 
 
+@pytest.mark.slow
+@pytest.mark.assets
 def test_eager_ptq_beside_fx_in_one_report(tmp_path: Path):
     assert run_main(["--toolchains", "torch_fx,torch_eager", "--observer", "minmax", *_cifar_args(tmp_path)]) == 0
     rows = {r["toolchain"]: r for r in _report(tmp_path / "results")["rows"] if r["precision"] == "int8"}
@@ -59,6 +61,8 @@ def test_eager_ptq_beside_fx_in_one_report(tmp_path: Path):
     assert manifest["settings"]["mode"] == "eager" and manifest["calibration_sample_count"] == 256
 
 
+@pytest.mark.slow
+@pytest.mark.assets
 def test_qat_from_per_tensor_end_to_end(tmp_path: Path):
     args = ["--toolchains", "torch_qat", "--granularity", "per_tensor", "--observer", "minmax",
             "--qat-steps", "40", "--qat-freeze-bn-after", "25", "--qat-freeze-observers-after", "30"]
@@ -72,6 +76,7 @@ def test_qat_from_per_tensor_end_to_end(tmp_path: Path):
     assert row["top1_drop_pp"] <= 1.0  # fine-tuned on CIFAR-10 training images: no loss against FP32
 
 
+@pytest.mark.slow
 def test_dynamic_ptq_end_to_end_on_the_demo(tmp_path: Path):
     args = ["--toolchains", "torch_dynamic", "--runtimes", "torch", "--bench-batch-sizes", "1", "--rounds", "3",
             "--models-dir", str(tmp_path / "models"), "--results-dir", str(tmp_path / "results"), "--run-name", "t"]
@@ -82,6 +87,7 @@ def test_dynamic_ptq_end_to_end_on_the_demo(tmp_path: Path):
     assert manifest["settings"]["activation_bits"] in (7, 8) and manifest["calibration_sample_count"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["eager", "dynamic", "qat"])
 def test_torch_ptq_mode_writes_an_artifact_with_a_manifest(mode: str, tmp_path: Path):
     from quantization.Torch.cli import main as torch_ptq
@@ -93,6 +99,7 @@ def test_torch_ptq_mode_writes_an_artifact_with_a_manifest(mode: str, tmp_path: 
     assert next(m for m in manifests if m["precision"] == "int8")["settings"]["mode"].startswith(mode)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target, qmax", [("x86-vnni", 127), ("x86-avx2", 63)])
 def test_pt2e_artifact_follows_the_target_and_loads_in_a_fresh_process(tmp_path: Path, target: str, qmax: int):
     """X86InductorQuantizer's weights take 7 bits for x86-avx2; the .pt2 must deserialise where the
@@ -113,6 +120,7 @@ def test_pt2e_artifact_follows_the_target_and_loads_in_a_fresh_process(tmp_path:
     assert int(result.stdout.strip().splitlines()[-1]) == qmax
 
 
+@pytest.mark.slow
 def test_pt2e_non_strict_re_export_is_the_strict_one(tmp_cfg):
     """The converted graph is re-exported non-strict (a third of the time): the same aten calls, the same
     outputs as the strict re-export of the same module."""

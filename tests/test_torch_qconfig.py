@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from quantization.Torch import qconfig as qc
-from utils.config import TorchQuantConfig
+from quantization.Torch.config import TorchQuantConfig
 from utils.errors import SuiteError
 from utils.targets import TARGETS, resolve_target
 
@@ -134,8 +134,8 @@ def test_depthwise_convs_get_seven_bit_weights_on_fbgemm():
 def test_default_calibration_batch_follows_whether_the_observer_depends_on_batching(observer, batch):
     """torch.ao's histogram re-bins per batch and a moving average weights batches: they keep the larger step;
     exact min/max and the fast histogram take the small, faster one. A user's --calib-batch-size always wins."""
+    from quantization.run_config import RunConfig
     from quantization.Torch.fx_quantizer import FxQuantizer
-    from utils.config import RunConfig
 
     cfg = RunConfig()
     cfg.torch.observer = observer

@@ -38,6 +38,7 @@ def train_args(data: Path, models: Path, epochs: int) -> list[str]:
             "--limit", "64", "--train-batch-size", "32"]
 
 
+@pytest.mark.slow
 def test_recipe_trains_writes_a_manifest_and_resumes_exactly(tmp_path: Path, monkeypatch, capsys):
     data = write_cifar_npz(tmp_path / "cifar")
     assert train_main(train_args(data, tmp_path / "straight", 2)) == 0
@@ -49,7 +50,7 @@ def test_recipe_trains_writes_a_manifest_and_resumes_exactly(tmp_path: Path, mon
     assert (straight.parent / "last.ckpt").is_file()
 
     # the same run, interrupted during epoch 2, then started again: it resumes after epoch 1
-    import resnet.training.loop as training
+    import utils.training as training
 
     real_run_steps, calls = training.run_steps, []
 

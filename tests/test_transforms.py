@@ -119,7 +119,7 @@ def test_bias_correction_reduces_the_mean_output_shift_on_held_out_batches():
 
 
 def _demo_cfg():
-    from utils.config import RunConfig
+    from quantization.run_config import RunConfig
 
     cfg = RunConfig()
     cfg.calibration.size = 128
@@ -163,6 +163,7 @@ def _torchscript_kinds(path) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.slow
 def test_transformed_artifacts_keep_the_plain_artifact_structure(tmp_cfg):
     """Same operators, same count: the transforms cost no INT8 latency."""
     tmp_cfg.calibration.size = 64

@@ -1,11 +1,14 @@
 """Calibration sweep mapping, per-layer sensitivity and accuracy-aware fallback."""
+import hashlib
+
+import numpy as np
 import pytest
 
 from evaluation.accuracy_recovery import heldout_slice, recover, sqnr_db
+from quantization.run_config import RunConfig
 from quantization.sweep import sweep_configs
 from quantization.workflow import make_quantizer, prepare
 from tests.conftest import resnet20_per_tensor_minmax_cfg
-from utils.config import RunConfig
 
 
 def test_sweep_maps_each_toolchain_and_lists_the_rest():
@@ -40,7 +43,18 @@ def test_heldout_slice_never_uses_evaluation_or_calibration_images():
     data = heldout_slice(prepared.splits, prepared.calibration.ids, 200)
     assert len(data.labels) == 200 and "outside the calibration sample" in data.source
 
+    def digests(dataset):  # image contents: a held-out image equal to one of these would be a leak
+        return {hashlib.sha256(dataset[i][0].numpy().astype(np.float32).tobytes()).hexdigest()
+                for i in range(len(dataset))}
 
+    held = {hashlib.sha256(image.tobytes()).hexdigest() for image in data.images}
+    assert len(held) == 200  # distinct images, so the checks below compare 200 images, not one
+    assert not held & digests(prepared.splits.evaluation)
+    assert not held & digests(prepared.calibration.dataset)
+
+
+@pytest.mark.slow
+@pytest.mark.assets
 def test_fallback_on_a_cifar_resnet_per_tensor_minmax(tmp_path):
     cfg = resnet20_per_tensor_minmax_cfg(tmp_path, calibration_size=128)
     prepared = prepare(cfg)

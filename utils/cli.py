@@ -14,10 +14,10 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from utils.config import RunConfig, field_choices, load_config
+from utils.config import CommonConfig, Section, field_choices, field_of
 from utils.errors import USAGE_EXIT_CODE
 
-_DEFAULTS = RunConfig()
+_DEFAULTS = CommonConfig()  # the common sections' defaults; a toolchain's group carries its own
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -37,22 +37,26 @@ def csv_list(cast: Callable[[str], Any] = str) -> Callable[[str], list[Any]]:
     return parse
 
 
-def _default(dotted: str) -> Any:
-    node: Any = _DEFAULTS
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    if isinstance(node, list):
-        return ",".join(str(v) for v in node)
-    return node
+def _shown(value: Any) -> Any:
+    return ",".join(str(v) for v in value) if isinstance(value, list) else value
+
+
+def section_group(parser: argparse.ArgumentParser, title: str, section: Section) -> argparse._ArgumentGroup:
+    """A flag group writing into a toolchain's own section: :func:`option` reads that section's defaults and
+    choices from the group, so the toolchain's folder declares both and utils/ knows no toolchain."""
+    group = parser.add_argument_group(title)
+    group.config_defaults = CommonConfig(sections={section.name: section.settings()})  # type: ignore[attr-defined]
+    return group
 
 
 def option(group: argparse._ArgumentGroup, flag: str, dest: str, help: str, **kwargs: Any) -> None:
     """Add ``flag`` writing to config key ``dest``; the help text shows the config default, and a key with
     choices in the config (:func:`utils.config.choice`) offers exactly those."""
-    if "choices" not in kwargs and "." in dest and field_choices(dest):
-        kwargs["choices"] = list(field_choices(dest))
+    defaults = getattr(group, "config_defaults", _DEFAULTS)
+    if "choices" not in kwargs and "." in dest and field_choices(defaults, dest):
+        kwargs["choices"] = list(field_choices(defaults, dest))
     if kwargs.get("action") != "store_true":
-        help = f"{help} (default: {_default(dest)})"
+        help = f"{help} (default: {_shown(field_of(defaults, dest)[0])})"
         kwargs.setdefault("metavar", None if "choices" in kwargs else flag.lstrip("-").upper().replace("-", "_"))
     group.add_argument(flag, dest=dest, default=None, help=help, **kwargs)
 
@@ -81,7 +85,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
            action="store_true")
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> None:
+def add_data_args(parser: argparse.ArgumentParser, evaluates: bool = True) -> None:
+    """``evaluates``: the script evaluates, so it offers --limit (a quantize-only script does not)."""
     g = parser.add_argument_group("data")
     option(g, "--dataset", "data.dataset", "demo (built-in digits), imagenet (folder), cifar10 (batches or npz)",
            choices=["demo", "imagenet", "cifar10"])
@@ -90,8 +95,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--allow-overlap", "data.allow_overlap", "allow calibration images that are also evaluation "
            "images (the accuracy figures are then optimistic)", action="store_true")
     option(g, "--batch-size", "data.batch_size", "evaluation batch size", type=int)
-    option(g, "--limit", "data.limit", "evaluate on N evaluation images: a seeded (--calib-seed) class-stratified "
-           "subset", type=int)
+    if evaluates:
+        option(g, "--limit", "data.limit", "evaluate on N evaluation images: a seeded (--calib-seed) "
+               "class-stratified subset", type=int)
     option(g, "--image-size", "data.image_size", "centre-crop size (dataset default)", type=int)
     option(g, "--resize", "data.resize", "resize before the crop (dataset default)", type=int)
     option(g, "--mean", "data.mean", "per-channel normalisation mean, e.g. 0.485,0.456,0.406", type=csv_list(float))
@@ -132,11 +138,13 @@ def add_benchmark_args(parser: argparse.ArgumentParser) -> None:
            "openvino, tensorrt (every installed one that can run the artifact)", type=csv_list())
 
 
-def add_output_args(parser: argparse.ArgumentParser) -> None:
+def add_output_args(parser: argparse.ArgumentParser, reports: bool = True) -> None:
+    """``reports``: the script writes a report, so it offers --results-dir and --run-name."""
     g = parser.add_argument_group("output")
     option(g, "--models-dir", "models_dir", "where artifacts go (relative: under the repository)")
-    option(g, "--results-dir", "results_dir", "where reports go (relative: under the repository)")
-    option(g, "--run-name", "run_name", "report folder name (a timestamp)")
+    if reports:
+        option(g, "--results-dir", "results_dir", "where reports go (relative: under the repository)")
+        option(g, "--run-name", "run_name", "report folder name (a timestamp)")
 
 
 def add_cluster_args(parser: argparse.ArgumentParser) -> None:
@@ -159,94 +167,6 @@ def add_transform_args(parser: argparse.ArgumentParser) -> None:
            "by ReLU as in DFQ/AIMET; changes the FP32 model)", choices=["skip", "relu"])
     option(g, "--bias-correction", "transforms.bias_correction", "empirical bias correction: fold each layer's mean "
            "weight-rounding error, measured on the calibration images, into its bias", action="store_true")
-
-
-def add_torch_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("Torch quantization")
-    option(g, "--mode", "torch.mode", "fx: static PTQ in FX graph mode (TorchScript artifact); eager: static PTQ "
-           "on the model's quantizable variant; pt2e: torch.export + X86InductorQuantizer (ExportedProgram, run "
-           "with torch.compile); dynamic: Linear/LSTM/GRU only; qat: quantization-aware fine-tune",
-           choices=["fx", "eager", "pt2e", "dynamic", "qat"])
-    option(g, "--backend", "torch.backend", "quantized engine", choices=["x86", "fbgemm", "onednn", "qnnpack"])
-    option(g, "--granularity", "torch.granularity", "weight scales", choices=["per_channel", "per_tensor"])
-    option(g, "--observer", "torch.observer", "activation observer: minmax, moving_average_minmax, histogram "
-           "(torch.ao's L2-optimal range search on a fast exact histogram), torchao_histogram (torch.ao's own, "
-           "slower), percentile",
-           choices=["minmax", "moving_average_minmax", "histogram", "torchao_histogram", "percentile"])
-    option(g, "--percentile", "torch.percentile", "percentile for --observer percentile", type=float)
-    option(g, "--reduce-range", "torch.reduce_range", "7-bit activations (torch.ao's x86 default): on, off; "
-           "auto = off (the bit is taken from the weights where needed)", choices=["auto", "on", "off"])
-    option(g, "--clamp-observers", "torch.clamp_observers", "fx: range of a conv output that feeds only a ReLU6/"
-           "clamp: clamped (observe the clamped values: full 8 bits on [0, 6]) or shared (torch.ao as is: the "
-           "unclamped range, shared with the ReLU6)", choices=["clamped", "shared"])
-    option(g, "--qat-engine", "torch.qat_engine", "QAT graph: fx (prepare_qat_fx) or eager (prepare_qat on the "
-           "quantizable variant)", choices=["fx", "eager"])
-    option(g, "--qat-steps", "torch.qat_steps", "QAT fine-tuning steps", type=int)
-    option(g, "--qat-lr", "torch.qat_lr", "QAT learning rate (SGD, momentum 0.9, cosine decay)", type=float)
-    option(g, "--qat-batch-size", "torch.qat_batch_size", "QAT batch size", type=int)
-    option(g, "--qat-freeze-bn-after", "torch.qat_freeze_bn_after", "QAT step after which BN statistics freeze",
-           type=int)
-    option(g, "--qat-freeze-observers-after", "torch.qat_freeze_observers_after", "QAT step after which the "
-           "fake-quant ranges freeze", type=int)
-    option(g, "--weight-bits", "torch.weight_bits", "weight bits: auto = 7 on x86/fbgemm without VNNI/AMX "
-           "(u8 x s8 kernels saturate 16-bit sums there), 8 with VNNI/AMX; fx on x86/fbgemm: depthwise convs 7 "
-           "(FBGEMM's depthwise kernel sums in 16 bits on every CPU)", choices=["auto", "7", "8"])
-
-
-def add_onnx_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("ONNX export and calibration input (modelopt, ort, tensorrt)")
-    option(g, "--opset", "onnx.opset", "ONNX opset of the FP32 export (17 or newer)", type=int)
-    option(g, "--onnx", "onnx.onnx_path", "start from this FP32 ONNX instead of exporting the model")
-    option(g, "--calibration-data", "onnx.calibration_data", ".npz of calibration arrays keyed by the "
-           "model's input name (none: the seeded calibration sample)")
-
-
-def _add_exclusion_args(g: argparse._ArgumentGroup, flag_prefix: str, section: str) -> None:
-    """The nodes an ONNX toolchain keeps in float: the same two flags for each, into its own section."""
-    option(g, f"--{flag_prefix}exclude-nodes", f"{section}.exclude_nodes", "regexes (re.match) of node names to "
-           "keep in float, comma-separated", type=csv_list())
-    option(g, f"--{flag_prefix}exclude-op-types", f"{section}.exclude_op_types", "op types to keep in float, "
-           "e.g. Gemm", type=csv_list())
-
-
-def add_modelopt_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("ModelOpt ONNX PTQ (also the TensorRT toolchain's Q/DQ step)")
-    option(g, "--calibration-method", "modelopt.calibration_method", "ModelOpt int8 calibration")
-    option(g, "--calibration-eps", "modelopt.calibration_eps", "ModelOpt calibration execution providers, "
-           "e.g. cpu or trt,cuda:0,cpu (none: what this machine has)", type=csv_list())
-    _add_exclusion_args(g, "", "modelopt")
-    option(g, "--high-precision-dtype", "modelopt.high_precision_dtype", "dtype of the non-quantized parts: "
-           "fp32 for CPU runtimes (the TensorRT toolchain always uses fp16)")
-    option(g, "--modelopt-weight-bits", "modelopt.weight_bits", "auto = 7 for a --target whose u8 x s8 kernels "
-           "add pairs in 16 bits (x86-avx2: weights re-gridded with doubled scales), else 8")
-
-
-def add_ort_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("ONNX Runtime quantize_static (QDQ)")
-    option(g, "--ort-calibration-method", "ort.calibration_method", "ORT calibrator")
-    option(g, "--ort-granularity", "ort.granularity", "ORT weight scales")
-    option(g, "--activation-type", "ort.activation_type", "ORT activation dtype (auto: uint8, what x86 integer "
-           "kernels take)")
-    _add_exclusion_args(g, "ort-", "ort")
-    option(g, "--ort-weight-bits", "ort.weight_bits", "auto = 7 for a --target whose u8 x s8 kernels add pairs "
-           "in 16 bits (x86-avx2: quantize_static's reduce_range), else 8")
-
-
-def add_tensorrt_args(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("TensorRT (its Q/DQ ONNX comes from ModelOpt: the ModelOpt flags set it)")
-    option(g, "--precisions", "tensorrt.precisions", "engines to build beside the Q/DQ INT8 one (fp32 is the "
-           "reference)", type=csv_list())
-    option(g, "--calibrator", "tensorrt.calibrator", "LEGACY implicit INT8 (TensorRT <= 10, e.g. JetPack 6): "
-           "a calibrator with a cache, instead of the Q/DQ flow")
-    option(g, "--workspace-gib", "tensorrt.workspace_gib", "builder workspace memory pool", type=float)
-    option(g, "--opt-batch", "tensorrt.opt_batch", "batch size the engine is tuned for", type=int)
-    option(g, "--max-batch", "tensorrt.max_batch", "largest batch size the engine accepts", type=int)
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    overrides = {k: v for k, v in vars(args).items() if "." in k or k in ("runtimes", "target", "models_dir",
-                                                                          "results_dir", "run_name", "toolchains")}
-    return load_config(args.config, overrides)
 
 
 def quiet_known_warnings() -> None:

@@ -1,23 +1,26 @@
 """One run's configuration: a YAML recipe, overridden by CLI flags, into a dataclass.
 
-Every script builds the same :class:`RunConfig`, so a recipe in ``configs/`` works with any entry
-point and a flag always means the same thing. Precedence: dataclass defaults < YAML < CLI flags.
+Every script builds the same run config (quantization.run_config.RunConfig: the toolchain-agnostic sections
+here, composed with each registered toolchain's own :class:`Section`), so a recipe in ``configs/`` works with
+any entry point and a flag always means the same thing. Precedence: dataclass defaults < YAML < CLI flags.
 """
 from __future__ import annotations
 
-import copy
+import argparse
 import dataclasses
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from utils.errors import SuiteError
 from utils.names import check_output_name
 from utils.strict_yaml import load_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+C = TypeVar("C", bound="CommonConfig")
 
 
 @dataclass
@@ -50,71 +53,11 @@ class CalibrationConfig:
     batch_size: int | None = None  # images per forward pass; None: the toolchain's (Quantizer.calibration_batch_size)
 
 
-@dataclass
-class TorchQuantConfig:
-    mode: str = "fx"  # fx | pt2e | dynamic | eager | qat (torch_PTQ.py picks the toolchain from it)
-    backend: str = "x86"  # x86 | fbgemm | onednn | qnnpack
-    granularity: str = "per_channel"  # per_channel | per_tensor
-    observer: str = "histogram"  # minmax | moving_average_minmax | histogram | torchao_histogram | percentile
-    percentile: float = 99.99
-    # Saturation-safe bit widths on CPUs whose u8 x s8 kernels add pairs in 16 bits (no VNNI/AMX):
-    # auto gives up one weight bit there (7-bit weights, 8-bit activations), none with VNNI/AMX.
-    reduce_range: str = "auto"  # 7-bit activations: auto (off) | on | off
-    weight_bits: str | int = "auto"  # auto | 7 | 8
-    float_layers: list[str] = field(default_factory=list)  # module names kept in float (qconfig None)
-    # fx: an observer feeding only a ReLU6/clamp records the clamped values (clamped) or, as torch.ao
-    # does, the unclamped conv output it shares with the ReLU6 (shared: wastes bits on MobileNets)
-    clamp_observers: str = "clamped"
-    # quantization-aware training (mode qat): a short fine-tune from the FP32 weights on the training split
-    qat_engine: str = "fx"  # fx (prepare_qat_fx) | eager (prepare_qat on the quantizable variant)
-    qat_steps: int = 300
-    qat_lr: float = 1e-3  # SGD, momentum 0.9, cosine decay over the steps
-    qat_batch_size: int = 64
-    qat_freeze_bn_after: int = 200  # steps; then BN running statistics stop updating
-    qat_freeze_observers_after: int = 250  # steps; then the fake-quant ranges stay fixed
-
-
 def choice(*choices: str, optional: bool = False) -> Any:
     """A field whose value must be one of ``choices`` (compared as text, so a YAML ``7`` matches ``"7"``), the
     first by default (None if ``optional``): :func:`validate_config` checks it once, when the config is built,
     and the CLI offers the same list, so the values are written down in one place."""
     return field(default=None if optional else choices[0], metadata={"choices": choices})
-
-
-@dataclass(slots=True)  # slots, here and in the toolchain sections: a stale key (cfg.modelopt.granularity) fails
-class OnnxConfig:
-    """What every ONNX toolchain (modelopt, ort, tensorrt) shares: the FP32 export and the calibration input."""
-
-    opset: int = 17
-    onnx_path: str | None = None  # start from this FP32 ONNX instead of exporting the model
-    calibration_data: str | None = None  # .npz keyed by input name instead of the seeded sample
-
-
-@dataclass(slots=True)
-class ModelOptQuantConfig:
-    """NVIDIA ModelOpt ONNX PTQ (also the TensorRT toolchain's Q/DQ step, which derives fp16 itself)."""
-
-    calibration_method: str = choice("max", "entropy")
-    calibration_eps: list[str] | None = None  # ModelOpt's calibration providers (default: what this machine has)
-    exclude_nodes: list[str] = field(default_factory=list)  # regexes of node names kept float
-    exclude_op_types: list[str] = field(default_factory=list)
-    high_precision_dtype: str = choice("fp32", "fp16")  # fp32 for CPU runtimes, fp16 for TensorRT
-    # auto = 7 where the target's u8 x s8 kernels add pairs in 16 bits (x86-avx2), else 8: weights re-gridded
-    # with doubled scales (NNCF's fix)
-    weight_bits: str | int = choice("auto", "7", "8")
-
-
-@dataclass(slots=True)
-class OrtQuantConfig:
-    """ONNX Runtime ``quantize_static`` (QDQ)."""
-
-    calibration_method: str = choice("minmax", "entropy", "percentile")
-    granularity: str = choice("per_channel", "per_tensor")  # weight scales
-    activation_type: str = choice("auto", "uint8", "int8")  # auto: uint8, what x86 integer kernels take
-    exclude_nodes: list[str] = field(default_factory=list)  # regexes of node names kept float
-    exclude_op_types: list[str] = field(default_factory=list)
-    # auto = 7 where the target's u8 x s8 kernels add pairs in 16 bits (x86-avx2), else 8: reduce_range=True
-    weight_bits: str | int = choice("auto", "7", "8")
 
 
 @dataclass
@@ -124,15 +67,6 @@ class TransformConfig:
     cle: bool = False  # cross-layer equalization over conv -> ReLU -> conv pairs (BN folded first)
     cle_relu6: str = "skip"  # pairs through ReLU6: skip (exact) | relu (replace ReLU6 by ReLU, as DFQ/AIMET)
     bias_correction: bool = False  # empirical: fold the mean weight-rounding error into each bias
-
-
-@dataclass(slots=True)
-class TensorRTConfig:
-    precisions: list[str] = field(default_factory=lambda: ["fp32", "fp16", "int8"])
-    calibrator: str | None = choice("entropy", "minmax", optional=True)  # legacy implicit INT8 (TensorRT <= 10)
-    workspace_gib: float = 4.0
-    max_batch: int = 64
-    opt_batch: int = 16
 
 
 @dataclass
@@ -181,55 +115,110 @@ class BenchmarkConfig:
     eval_precisions: list[str] | None = field(default=None, metadata={"item_choices": ("fp32", "bf16", "int8")})
 
 
+@dataclass(frozen=True)
+class Section:
+    """A toolchain's own settings: ``cfg.<name>`` holds a ``settings`` instance (YAML key ``<name>:``), and
+    ``add_flags`` adds its flag group to a parser. Declared in the toolchain's folder (its ``config.py``) and
+    named by its registry line (quantization/registry.py), so utils/ knows no toolchain."""
+
+    name: str
+    settings: type
+    add_flags: Callable[[argparse.ArgumentParser], None]
+
+
 @dataclass
-class RunConfig:
+class CommonConfig:
+    """The toolchain-agnostic part of one run's configuration; ``sections`` holds the toolchains' own sections by
+    name (``cfg.torch`` reads ``cfg.sections["torch"]``). quantization.run_config.RunConfig composes it with
+    every registered toolchain's sections."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     transforms: TransformConfig = field(default_factory=TransformConfig)
-    torch: TorchQuantConfig = field(default_factory=TorchQuantConfig)
-    onnx: OnnxConfig = field(default_factory=OnnxConfig)
-    modelopt: ModelOptQuantConfig = field(default_factory=ModelOptQuantConfig)
-    ort: OrtQuantConfig = field(default_factory=OrtQuantConfig)
-    tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    # deployment target (utils/targets.py): auto (this machine's CPU) | x86-amx | x86-vnni | x86-avx2 | arm64 | tensorrt;
-    # each toolchain derives its saturation-safe scheme from it
+    # deployment target, a name in utils/targets.py TARGETS (auto: this machine's CPU); each toolchain derives
+    # its saturation-safe scheme from it
     target: str = "auto"
     toolchains: list[str] | None = None  # resnet.run: which toolchains (default: all runnable)
     runtimes: list[str] | None = None  # which runtimes (default: every installed one that fits)
     models_dir: str = "models"
     results_dir: str = "results"
     run_name: str | None = None
+    sections: dict[str, Any] = field(default_factory=dict)  # toolchain section name -> its settings
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names that are no field: a toolchain section (self.__dict__: safe while unpickling)
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no config section '{name}'")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every section by name, the toolchains' beside the common ones (as the YAML keys them)."""
+        return {name: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+                for name, value in children(self).items()}
 
 
-def _merge(obj: Any, values: dict[str, Any], where: str) -> None:
-    known = {f.name: f for f in dataclasses.fields(obj)}
+def children(obj: Any) -> dict[str, Any]:
+    """The config keys directly below ``obj`` and their values: a section's fields; for the run config, its
+    fields and its toolchain sections (so YAML, flags and validation treat both alike)."""
+    values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != "sections"}
+    if isinstance(obj, CommonConfig):
+        values.update(obj.sections)
+    return values
+
+
+def _replaced(obj: Any, changes: dict[str, Any]) -> Any:
+    if isinstance(obj, CommonConfig):
+        own = {k: v for k, v in changes.items() if k not in obj.sections}
+        sections = {k: changes.get(k, v) for k, v in obj.sections.items()}
+        return dataclasses.replace(obj, **own, sections=sections)
+    return dataclasses.replace(obj, **changes)
+
+
+def replace_section(cfg: C, name: str, **changes: Any) -> C:
+    """A copy of ``cfg`` whose section ``name`` has ``changes`` (a variant: ``cfg`` itself is left as it was)."""
+    return _replaced(cfg, {name: dataclasses.replace(getattr(cfg, name), **changes)})
+
+
+def _merged(obj: Any, values: dict[str, Any], where: str) -> Any:
+    """A copy of ``obj`` with the nested mapping ``values`` merged in; an unknown key is one line naming it."""
+    known = children(obj)
+    changes: dict[str, Any] = {}
     for key, value in values.items():
         if key not in known:
             raise SuiteError(f"unknown config key '{where}{key}' (known: {', '.join(sorted(known))})")
-        current = getattr(obj, key)
+        current = known[key]
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise SuiteError(f"config key '{where}{key}' must be a mapping")
-            _merge(current, value, f"{where}{key}.")
+            changes[key] = _merged(current, value, f"{where}{key}.")
         else:
-            setattr(obj, key, value)
+            changes[key] = value
+    return _replaced(obj, changes)
 
 
 #: numeric fields with an upper bound as well
 AT_MOST = {"torch.percentile": 100.0}
-#: numeric fields that may be 0 (every other int/float field must be positive)
+#: numeric fields of the common sections that may be 0 (every other int/float field must be positive, unless
+#: its section marks it with :func:`non_negative`)
 NON_NEGATIVE = frozenset({
     "calibration.seed", "training.seed", "benchmark.warmup", "training.momentum", "training.weight_decay",
-    "torch.qat_freeze_bn_after", "torch.qat_freeze_observers_after", "tuning.max_drop", "tuning.max_float_layers",
+    "tuning.max_drop", "tuning.max_float_layers",
 })
 _SCALARS = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def non_negative(default: float) -> Any:
+    """A numeric field that may be 0 (a step count such as ``torch.qat_freeze_bn_after``)."""
+    return field(default=default, metadata={"non_negative": True})
+
+
+def may_be_zero(dotted: str, f: dataclasses.Field) -> bool:
+    return dotted in NON_NEGATIVE or bool(f.metadata.get("non_negative"))
 
 
 def _accepts(annotation: str, value: Any) -> bool:
@@ -258,6 +247,11 @@ def _accepts(annotation: str, value: Any) -> bool:
     return False
 
 
+def annotation_text(f: dataclasses.Field) -> str:
+    """A field's annotation as written (``int | None``), whether or not its module postpones annotations."""
+    return f.type if isinstance(f.type, str) else re.sub(r"<class '(\w+)'>", r"\1", str(f.type))
+
+
 def _numbers(value: Any) -> list[float]:
     if isinstance(value, bool):
         return []
@@ -268,18 +262,21 @@ def _numbers(value: Any) -> list[float]:
     return []
 
 
-def validate_config(cfg: RunConfig) -> RunConfig:
+def validate_config(cfg: C) -> C:
     """Every field's type, range and choices, checked once when the config is built: a wrong value is one line,
     before any work (e.g. ``calibration.size: "thirty-two"``, ``data.batch_size: 0``, ``ort.granularity: layer``)."""
     def walk(obj: Any, where: str) -> None:
-        for f in dataclasses.fields(obj):
-            value, dotted = getattr(obj, f.name), f"{where}{f.name}"
+        fields = {f.name: f for f in dataclasses.fields(obj)}
+        for name, value in children(obj).items():
+            dotted = f"{where}{name}"
             if dataclasses.is_dataclass(value):
                 walk(value, f"{dotted}.")
                 continue
-            if not _accepts(str(f.type), value):
-                raise SuiteError(f"config key '{dotted}' must be {f.type} (got {value!r})")
-            low = 0 if dotted in NON_NEGATIVE else None
+            f = fields[name]
+            annotation = annotation_text(f)
+            if not _accepts(annotation, value):
+                raise SuiteError(f"config key '{dotted}' must be {annotation} (got {value!r})")
+            low = 0 if may_be_zero(dotted, f) else None
             for number in _numbers(value):
                 if not math.isfinite(number):  # NaN passes every comparison below
                     raise SuiteError(f"config key '{dotted}' must be a finite number (got {value!r})")
@@ -312,19 +309,24 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def field_choices(dotted: str) -> tuple[str, ...] | None:
-    """The values a config key such as ``ort.calibration_method`` accepts, where it is a :func:`choice` field."""
-    node: Any = RunConfig()
+def field_of(root: Any, dotted: str) -> tuple[Any, dataclasses.Field | None]:
+    """The value and the dataclass field behind a config key such as ``ort.calibration_method`` in ``root``."""
     *parents, leaf = dotted.split(".")
+    node: Any = root
     for part in parents:
-        node = getattr(node, part)
+        node = children(node)[part]
     known = {f.name: f for f in dataclasses.fields(node)}
-    return known[leaf].metadata.get("choices") if leaf in known else None
+    return getattr(node, leaf), known.get(leaf)
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults, then the YAML recipe at ``path``, then dotted ``overrides`` ({'model.arch': ...})."""
-    cfg = RunConfig()
+def field_choices(root: Any, dotted: str) -> tuple[str, ...] | None:
+    """The values a config key accepts, where it is a :func:`choice` field of ``root``'s sections."""
+    _, f = field_of(root, dotted)
+    return f.metadata.get("choices") if f is not None else None
+
+
+def load_into(cfg: C, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:
+    """``cfg`` (the defaults), then the YAML recipe at ``path``, then dotted ``overrides`` ({'model.arch': ...})."""
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -332,7 +334,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         data = load_yaml(path) or {}  # a duplicate key, non-UTF-8 bytes: one line
         if not isinstance(data, dict):
             raise SuiteError(f"config file {path} must hold a mapping at top level")
-        _merge(cfg, data, "")
+        cfg = _merged(cfg, data, "")
     nested: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
         if value is None:
@@ -342,8 +344,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    _merge(cfg, nested, "")
-    return validate_config(cfg)
+    return validate_config(_merged(cfg, nested, ""))
 
 
 RECIPES_DIR = REPO_ROOT / "configs" / "recipes"
@@ -362,11 +363,9 @@ def load_recipe(name: str) -> dict[str, dict[str, Any]]:
     return toolchains
 
 
-def with_overrides(cfg: RunConfig, values: dict[str, Any]) -> RunConfig:
-    """A copy of ``cfg`` with a nested mapping of config values merged in."""
-    merged = copy.deepcopy(cfg)
-    _merge(merged, values, "")
-    return validate_config(merged)
+def with_overrides(cfg: C, values: dict[str, Any]) -> C:
+    """A copy of ``cfg`` with a nested mapping of config values merged in (``cfg`` itself is left as it was)."""
+    return validate_config(_merged(cfg, values, ""))
 
 
 def resolve_path(path: str | Path) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from resnet.architectures.cifar_resnet import CIFAR_DEPTHS, CIFAR_STEM_RESNETS, cifar_resnet, cifar_stem_resnet
+from utils.architectures.cifar_resnet import CIFAR_DEPTHS, CIFAR_STEM_RESNETS, cifar_resnet, cifar_stem_resnet
 from utils.config import ModelConfig
 from utils.errors import SuiteError, missing_package
 from utils.input_checks import check_weights
@@ -238,7 +238,7 @@ def load_model(cfg: ModelConfig, num_classes: int | None = None, *, input_shape:
     arch = cfg.arch
     weights = Path(cfg.weights).expanduser() if cfg.weights else None
     if arch == "demo" and weights is None:
-        from resnet.training.demo_model import demo_weights
+        from utils.demo_model import demo_weights
 
         weights = demo_weights()
     if arch in EFFICIENTNET_LITE and weights is None:

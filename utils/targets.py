@@ -33,6 +33,16 @@ class Target:
     #: a CPU target (the ONNX toolchains' CPU overflow fix applies); TensorRT is a GPU target
     cpu: bool = True
 
+    def weight_bits(self, asked: str | int = "auto", fbgemm_depthwise: bool = False) -> int:
+        """The weight bits of an INT8 artifact for this target, for every toolchain: ``asked`` (7 or 8) where
+        given; ``auto``: 7 where the kernels add u8 x s8 pairs in saturating 16-bit lanes (the overflow fix: half
+        the weight levels keep 2 x 255 x 64 in int16), else 8. ``fbgemm_depthwise``: the layer runs on FBGEMM's
+        depthwise kernel, which adds pairs in 16 bits even where the GEMMs accumulate in 32 bits."""
+        if str(asked) != "auto":
+            return int(asked)
+        saturates = self.pair_sums_saturate or (fbgemm_depthwise and self.fbgemm_depthwise_saturates)
+        return 7 if saturates else 8
+
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "description": self.description,
                 "pair_sums_saturate": self.pair_sums_saturate,

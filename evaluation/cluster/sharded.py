@@ -94,6 +94,12 @@ class ShardedAccuracy:
                  batch_size: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         if splits is not self.splits:
             raise ValueError("ShardedAccuracy was built for another evaluation split")
+        driver_only = next((r.driver_only for r in runners if getattr(r, "driver_only", None)), None)
+        if driver_only:  # e.g. TensorRT: its runners, already open here on the driver's GPU, do the whole pass
+            from evaluation.pipelines import loop
+
+            log.info("accuracy on %s runs on the driver: %s", runtime, driver_only)
+            return loop.local_accuracy(runtime, runners, splits, batch_size)
         ray = import_ray()
         shard_pass, attempt_log = _remote()
         attempts = attempt_log.remote()

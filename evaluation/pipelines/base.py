@@ -132,4 +132,3 @@ def runner_class(runtime: str) -> type[Runner]:
         raise SuiteError(f"unknown runtime '{runtime}' (known: {', '.join(RUNTIMES)})")
     module_name, class_name = RUNTIMES[runtime].split(":")
     return getattr(importlib.import_module(module_name), class_name)
-

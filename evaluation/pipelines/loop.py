@@ -15,9 +15,9 @@ import numpy as np
 from tqdm import tqdm
 
 from evaluation.pipelines.base import RUNTIMES, Runner, pair_label, runner_class
+from quantization.run_config import RunConfig
 from utils.artifacts import Artifact
 from utils.benchmark import PeakRSS, interleaved_latency
-from utils.config import RunConfig
 from utils.console import progress_disabled
 from utils.data import DataSplits, dataset_digests, evaluation_loader, sample_batch
 from utils.errors import SuiteError

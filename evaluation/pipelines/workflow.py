@@ -10,8 +10,9 @@ from evaluation.pipelines.base import runner_class
 from evaluation.pipelines.loop import AccuracyPass, PairResult, default_precisions, evaluate_artifacts, local_accuracy
 from evaluation.report import build_report, provenance, write_plots, write_report
 from evaluation.saturation_check import check_artifact
+from quantization.run_config import RunConfig
 from utils.artifacts import Artifact, staged_folder
-from utils.config import RunConfig, resolve_path
+from utils.config import resolve_path
 from utils.data import DataSplits
 from utils.hardware import hardware_summary
 from utils.names import check_replaceable

@@ -121,9 +121,10 @@ def per_class_change(report: dict[str, Any], class_names: list[str], path: Path,
         series[f"{row['artifact']} @ {row['runtime']}"] = (_recall(matrices[row_label(row)]) - _recall(matrices[row_label(base)]))
     if not series:
         return None
-    changes = np.vstack(list(series.values()))
-    order = np.argsort(-np.nanmax(np.abs(changes), axis=0), kind="stable")[:shown]
-    order = order[np.nanmax(np.abs(changes[:, order]), axis=0) > 0] if changes.size else order
+    changes = np.nan_to_num(np.vstack(list(series.values())))  # a class with no evaluation image did not move
+    moved = np.abs(changes).max(axis=0)
+    order = np.argsort(-moved, kind="stable")[:shown]
+    order = order[moved[order] > 0]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6, 0.35 * max(len(order), 8) + 2), 4.5))
     width = 0.8 / len(series)

@@ -108,10 +108,10 @@ def warnings_for(rows: list[dict[str, Any]], max_drop_pp: float) -> list[str]:
     and latencies whose tail is far from their median (p99 > 3x p50: another process, a page-in, a recompile)."""
     notes = []
     for row in rows:
-        tails = [f"{lat['p99_ms'] / lat['p50_ms']:.1f}x at batch {batch}" for batch, lat in row["latency"].items()
+        tails = [f"{lat['p99_ms'] / lat['p50_ms']:.1f} at batch {batch}" for batch, lat in row["latency"].items()
                  if lat.get("p99_ms") and lat["p99_ms"] > TAIL_RATIO * lat["p50_ms"]]
         if tails:
-            notes.append(f"{row_label(row)}: p99 is {', '.join(tails)} its p50 ({TAIL}): a noisy measurement; rerun "
+            notes.append(f"{row_label(row)}: p99 / p50 = {', '.join(tails)} ({TAIL}): a noisy measurement; rerun "
                          "with more --rounds and nothing else running")
         if row["precision"] == "fp32" or row.get("is_reference"):
             continue  # a reference runtime's latency is float math plus Q/DQ, never an INT8 speed
@@ -317,7 +317,7 @@ def build_report(title: str, results: list[Any], skipped: list[Any], context: di
         "context": context,
         "batch_sizes": batch_sizes,
         "rows": rows,
-        "warnings": rec["warnings"] + warnings_for(rows, rec["budget_pp"]),
+        "warnings": warnings_for(rows, rec["budget_pp"]),  # the recommendation's own are in its section
         "skipped": [{"what": s.what, "reason": s.reason} for s in skipped],
         "confusion_matrices": {pair_label(r.artifact, r.runtime, r.precision): r.metrics["confusion_matrix"].tolist()
                                for r in results},

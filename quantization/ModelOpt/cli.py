@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 from quantization.cli import build_parser as _build_parser
 from quantization.cli import quantize_main
-from utils import cli
 
 ENGINES = ("modelopt", "ort")
 
@@ -30,14 +29,6 @@ def add_engine_arg(parser: argparse.ArgumentParser) -> None:
                              "quantization/ORT) (default: modelopt)")
 
 
-def add_args(parser: argparse.ArgumentParser) -> None:
-    """The flags of both toolchains this script can run."""
-    add_engine_arg(parser)
-    cli.add_onnx_args(parser)
-    cli.add_modelopt_args(parser)
-    cli.add_ort_args(parser)
-
-
 def engine_of(argv: Sequence[str] | None) -> str:
     """The toolchain ``--engine`` names in ``argv`` (None: sys.argv); read after the full parser accepted it."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -46,7 +37,7 @@ def engine_of(argv: Sequence[str] | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return _build_parser("ModelOpt_PTQ.py", DESCRIPTION, add_args)
+    return _build_parser("ModelOpt_PTQ.py", DESCRIPTION, ENGINES, add_engine_arg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,17 +22,20 @@ from utils.artifacts import write_bytes
 from utils.child_process import run_in_spawned_child
 from utils.errors import SuiteError
 from utils.hardware import has_cuda_gpu
-from utils.packages import has_module, missing_reason
+from utils.packages import missing_reason
 from utils.stages import StageTimer
 
 log = logging.getLogger(__name__)
 
 
 def default_calibration_eps() -> list[str]:
-    """Execution providers ModelOpt may calibrate on, from what this machine really has."""
-    if not has_cuda_gpu():
-        return ["cpu"]
-    return ["trt", "cuda:0", "cpu"] if has_module("tensorrt") else ["cuda:0", "cpu"]
+    """Execution providers ModelOpt may calibrate on, from what this machine really has.
+
+    Never ONNX Runtime's TensorRT EP by default, even with TensorRT installed: onnxruntime-gpu 1.24's EP is
+    built against TensorRT 10 (it fails to load beside TensorRT 11 and is absent from the aarch64 wheels),
+    and it builds an engine per calibration shape; the CUDA EP computes the same FP32 ranges. Ask for it
+    with ``--calibration-eps trt,cuda:0,cpu``."""
+    return ["cuda:0", "cpu"] if has_cuda_gpu() else ["cpu"]
 
 
 def _quantize_in_child(kwargs: dict[str, Any], scratch: str) -> None:

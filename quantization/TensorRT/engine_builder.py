@@ -1,24 +1,26 @@
-"""TensorRT engine builds from ONNX, written against NVIDIA's documented Python API (TensorRT 10 and 11).
+"""TensorRT engine builds from ONNX, written against NVIDIA's Python bindings (TensorRT 10 and 11).
 
 - INT8: the Q/DQ ONNX (explicit quantization) parsed into a strongly typed network; the Q/DQ nodes
   alone decide what runs in INT8.
 - FP16: the FP32 ONNX converted by ModelOpt AutoCast (``modelopt.onnx.autocast``), then built
   strongly typed: TensorRT 11 removed ``BuilderFlag.FP16``, and this path works on 10 and 11 alike.
-- FP32: the FP32 ONNX, strongly typed.
-- Legacy implicit INT8 (``--calibrator entropy|minmax``): only where the installed TensorRT still has
-  ``BuilderFlag.INT8`` and the ``IInt8*Calibrator`` classes (TensorRT 10 and older, e.g. JetPack 6);
-  TensorRT 11 removed both. Deprecated by NVIDIA; kept for Jetson users of the original suite.
+- FP32: the FP32 ONNX, strongly typed, with TF32 cleared (the reference computes in real FP32).
+- Legacy implicit INT8 (``--calibrator entropy|minmax``): TensorRT 10 only (11 removed it); refused
+  before any work elsewhere (:func:`quantization.TensorRT.plan.implicit_int8_refusal`).
 
-None of this has run in this project: no machine here has a GPU with TensorRT (docs/tensorrt.md).
+The decisions (profile, flags, calibration batches) are :mod:`quantization.TensorRT.plan`'s; this module
+only carries them out. None of it has run in this project: no machine here has a GPU with TensorRT.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quantization.TensorRT.plan import BatchProfile, CalibrationPlan, cleared_builder_flags, needs_strongly_typed_flag
 from utils.errors import SuiteError
 
 log = logging.getLogger(__name__)
@@ -26,75 +28,77 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EngineSpec:
-    """One engine build; the batch profile and workspace come from ``TensorRTConfig`` (their one default)."""
+    """One engine build: the ONNX, its input, the batch profile (from ``plan.batch_profile``), the workspace."""
 
     onnx_path: Path
     input_name: str
     input_shape: tuple[int, int, int]  # C, H, W
-    opt_batch: int
-    max_batch: int
+    profile: BatchProfile
     workspace_gib: float
-    min_batch: int = 1
+    precision: str  # fp32 | fp16 | int8: which builder flags to clear (plan.cleared_builder_flags)
 
 
-def tensorrt_major() -> int:
+@functools.cache
+def trt_logger() -> Any:
+    """The process's one ``trt.Logger``: TensorRT keeps a single logger per process (the first one a
+    builder or runtime is created with), so the builder and every runner share this one."""
     import tensorrt as trt
 
-    return int(trt.__version__.split(".")[0])
+    return trt.Logger(trt.Logger.WARNING)
 
 
-def has_implicit_int8() -> bool:
-    """True where BuilderFlag.INT8 and the calibrators still exist (TensorRT <= 10)."""
+def installed_version() -> str:
     import tensorrt as trt
 
-    return hasattr(trt.BuilderFlag, "INT8") and hasattr(trt, "IInt8EntropyCalibrator2")
+    return str(trt.__version__)
 
 
 def _network(builder: Any, strongly_typed: bool) -> Any:
     import tensorrt as trt
 
     flags = 0
-    if strongly_typed and tensorrt_major() < 11 and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)  # always on in TensorRT 11
+    if strongly_typed and needs_strongly_typed_flag(trt.__version__):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     return builder.create_network(flags)
 
 
-def _parse(network: Any, logger: Any, path: Path) -> None:
+def _parse(network: Any, path: Path) -> None:
     import tensorrt as trt
 
-    parser = trt.OnnxParser(network, logger)
+    parser = trt.OnnxParser(network, trt_logger())
     if not parser.parse(path.read_bytes()):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise SuiteError(f"TensorRT cannot parse {path.name}: {errors[:300]}")
 
 
-def _profile(builder: Any, spec: EngineSpec) -> Any:
+def _profile(builder: Any, name: str, chw: tuple[int, int, int], batches: BatchProfile) -> Any:
     profile = builder.create_optimization_profile()
-    c, h, w = spec.input_shape
-    profile.set_shape(spec.input_name, (spec.min_batch, c, h, w), (spec.opt_batch, c, h, w), (spec.max_batch, c, h, w))
+    profile.set_shape(name, *batches.shapes(chw))
     return profile
 
 
-def build_engine(spec: EngineSpec, *, calibrator: Any | None = None) -> bytes:
-    """Serialized engine bytes of ``spec.onnx_path``; ``calibrator`` selects the legacy implicit INT8 path."""
+def build_engine(spec: EngineSpec, *, calibrator: Any | None = None, calibration: CalibrationPlan | None = None) -> bytes:
+    """Serialized engine bytes of ``spec.onnx_path``; ``calibrator`` (with its ``calibration`` plan) selects
+    the legacy implicit INT8 path, which the caller has already checked this TensorRT still has."""
     import tensorrt as trt
 
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
+    builder = trt.Builder(trt_logger())
     network = _network(builder, strongly_typed=calibrator is None)
-    _parse(network, logger, spec.onnx_path)
+    _parse(network, spec.onnx_path)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(spec.workspace_gib * 2**30))
-    profile = _profile(builder, spec)
-    config.add_optimization_profile(profile)
+    for flag in cleared_builder_flags(spec.precision):
+        config.clear_flag(getattr(trt.BuilderFlag, flag))
+    config.add_optimization_profile(_profile(builder, spec.input_name, spec.input_shape, spec.profile))
     if calibrator is not None:
-        if not has_implicit_int8():
-            raise SuiteError(f"TensorRT {trt.__version__} has no implicit INT8 calibration (removed in 11): "
-                             "drop --calibrator and use the Q/DQ (explicit) flow")
+        if calibration is None:
+            raise ValueError("a legacy calibrator needs its calibration plan")
         config.set_flag(trt.BuilderFlag.INT8)
         config.set_flag(trt.BuilderFlag.FP16)
         config.int8_calibrator = calibrator
-        config.set_calibration_profile(profile)
+        if not config.set_calibration_profile(_profile(builder, spec.input_name, spec.input_shape,
+                                                       calibration.profile)):
+            raise SuiteError(f"TensorRT refused the calibration profile (batch {calibration.step})")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise SuiteError(f"TensorRT failed to build an engine from {spec.onnx_path.name} (see its log above)")
@@ -111,29 +115,35 @@ def autocast_fp16(fp32_onnx: Path, out: Path) -> Path:
     return out
 
 
-def make_legacy_calibrator(kind: str, batches: Callable[[], Iterator[Any]], batch_size: int, cache: Path) -> Any:
-    """An IInt8EntropyCalibrator2 / IInt8MinMaxCalibrator over torch CUDA tensors, with a cache file."""
+def make_legacy_calibrator(kind: str, batches: Callable[[], Iterator[Any]], plan: CalibrationPlan, cache: Path) -> Any:
+    """An IInt8EntropyCalibrator2 / IInt8MinMaxCalibrator (TensorRT 10 only: the caller gates on the version)
+    over torch CUDA tensors, each batch exactly ``plan.step`` images, with a cache file.
+
+    A Python exception inside ``get_batch`` is printed and ends calibration silently (pyInt8.cpp catches
+    it), so the batch sizes are checked against the plan before the build, not in the callback."""
     import tensorrt as trt
     import torch
 
-    base = {"entropy": trt.IInt8EntropyCalibrator2, "minmax": trt.IInt8MinMaxCalibrator}.get(kind)
+    base = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"}.get(kind)
     if base is None:
         raise SuiteError(f"--calibrator must be entropy or minmax (got {kind})")
+    base_class = getattr(trt, base)
 
-    class Calibrator(base):  # type: ignore[misc, valid-type]
+    class Calibrator(base_class):  # type: ignore[misc, valid-type]
         def __init__(self) -> None:
-            base.__init__(self)
+            base_class.__init__(self)
             self._iter = batches()
-            self._current: torch.Tensor | None = None
+            self._current: torch.Tensor | None = None  # alive until the next get_batch: TensorRT reads it
 
         def get_batch_size(self) -> int:
-            return batch_size
+            return plan.step
 
         def get_batch(self, names: list[str]) -> list[int] | None:
             batch = next(self._iter, None)
             if batch is None:
                 return None
             self._current = batch.to("cuda", torch.float32).contiguous()
+            torch.cuda.current_stream().synchronize()  # the copy is done before TensorRT reads on its stream
             return [int(self._current.data_ptr())]
 
         def read_calibration_cache(self) -> bytes | None:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from quantization.cli import build_parser as _build_parser
 from quantization.cli import quantize_main
-from utils import cli
+from quantization.Torch.config import add_mode_arg
 
 DESCRIPTION = """INT8 quantization with PyTorch.
   fx       static PTQ in FX graph mode (torch.ao prepare_fx/convert_fx), TorchScript artifact
@@ -17,12 +17,12 @@ DESCRIPTION = """INT8 quantization with PyTorch.
 Writes the INT8 artifact and its FP32 reference (same kind) into models/torch/ with manifests."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return _build_parser("torch_PTQ.py", DESCRIPTION, cli.add_torch_args)
-
-
 MODE_TOOLCHAINS = {"fx": "torch_fx", "eager": "torch_eager", "pt2e": "torch_pt2e", "dynamic": "torch_dynamic",
                    "qat": "torch_qat"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return _build_parser("torch_PTQ.py", DESCRIPTION, tuple(MODE_TOOLCHAINS.values()), add_mode_arg)
 
 
 def toolchain_for_mode(mode: str) -> str:

@@ -14,9 +14,9 @@ import torch.ao.nn.quantized.dynamic as nnqd
 from torch import nn
 from torch.ao.quantization import QConfig
 
+from quantization.Torch.config import TorchQuantConfig
 from quantization.Torch.qconfig import use_reduce_range, validate, weight_observer, weight_range
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
-from utils.config import TorchQuantConfig
 from utils.data import CalibrationSet
 from utils.models import LoadedModel
 from utils.targets import Target

@@ -11,7 +11,7 @@ from torch import nn
 from torch.ao.nn.quantized import FloatFunctional
 from torch.ao.quantization import DeQuantStub, QuantStub, fuse_modules
 
-from resnet.architectures.cifar_resnet import CIFAR_DEPTHS, BasicBlock, CifarResNet, PadShortcut
+from utils.architectures.cifar_resnet import CIFAR_DEPTHS, BasicBlock, CifarResNet, PadShortcut
 from utils.errors import SuiteError
 from utils.models import LoadedModel
 

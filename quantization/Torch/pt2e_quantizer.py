@@ -50,7 +50,7 @@ class PT2EQuantizer(Quantizer):
         """X86InductorQuantizer does nothing for CPUs without VNNI (its docstring only suggests 7-bit
         activations there); oneDNN's AVX2 u8 x s8 kernels add pairs in 16 bits, so for such a target the
         weights take 7 bits ([-64, 63]), as in the FX path."""
-        return 7 if self.target.pair_sums_saturate else 8
+        return self.target.weight_bits()
 
     def weight_scheme(self) -> WeightScheme:
         """X86InductorQuantizer's default: per-channel symmetric qint8 over [-128, 127] (torch.ao observer);

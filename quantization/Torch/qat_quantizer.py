@@ -13,13 +13,14 @@ from typing import Any
 import torch
 from torch.ao.quantization import disable_observer
 
+from quantization.Torch.config import TorchQuantConfig
 from quantization.Torch.qconfig import build_qat_qconfig, build_qconfig_mapping, weight_bits
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
-from resnet.training.loop import batches_forever, optimizer_and_schedule, run_steps
-from utils.config import SgdRecipe, TorchQuantConfig
+from utils.config import SgdRecipe
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
+from utils.training import batches_forever, optimizer_and_schedule, run_steps
 
 ENGINES = ("fx", "eager")
 

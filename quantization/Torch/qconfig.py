@@ -19,20 +19,15 @@ from torch.ao.quantization.observer import (
     PerChannelMinMaxObserver,
 )
 
+from quantization.Torch.config import TorchQuantConfig
 from quantization.Torch.histogram_observer import FastHistogramObserver
-from utils.config import TorchQuantConfig
 from utils.errors import SuiteError
 from utils.models import is_depthwise
 from utils.targets import Target
 
-BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
-# histogram: torch.ao's L2 range search on a fast exact histogram (histogram_observer.py, the default);
-# torchao_histogram: torch.ao's own HistogramObserver, kept to compare against
-OBSERVERS = ("minmax", "moving_average_minmax", "histogram", "torchao_histogram", "percentile")
 # observers whose ranges do not depend on how the calibration sample is batched (running min/max, the fast
 # exact histogram); torch.ao's histogram re-bins per batch and the moving average weights the batches
 BATCH_INDEPENDENT_OBSERVERS = ("minmax", "histogram", "percentile")
-GRANULARITIES = ("per_channel", "per_tensor")
 
 warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*deprecated.*")
 
@@ -76,21 +71,24 @@ def use_reduce_range(cfg: TorchQuantConfig) -> bool:
     raise SuiteError(f"--reduce-range must be auto, on or off (got {cfg.reduce_range})")
 
 
+def _fix_applies(cfg: TorchQuantConfig) -> bool:
+    """Whether the target's overflow fix concerns this config: FBGEMM-style u8 x s8 kernels (x86/fbgemm) with
+    full 8-bit activations (7-bit activations already keep the pair sums in range)."""
+    return cfg.backend in ("x86", "fbgemm") and not use_reduce_range(cfg)
+
+
 def weight_bits(cfg: TorchQuantConfig, target: Target) -> int:
-    if str(cfg.weight_bits) == "auto":
-        return 7 if saturation_risk(cfg, target) and not use_reduce_range(cfg) else 8
-    if str(cfg.weight_bits) in ("7", "8"):
-        return int(cfg.weight_bits)
-    raise SuiteError(f"--weight-bits must be auto, 7 or 8 (got {cfg.weight_bits})")
+    if str(cfg.weight_bits) == "auto" and not _fix_applies(cfg):
+        return 8
+    return target.weight_bits(cfg.weight_bits)
 
 
 def depthwise_weight_bits(cfg: TorchQuantConfig, target: Target) -> int:
     """Weight bits of depthwise convolutions. FBGEMM's fast depthwise INT8 kernel adds pairs of u8 x s8
     products in 16-bit lanes even on VNNI CPUs, so ``auto`` gives depthwise weights 7 bits on x86/fbgemm
     (EfficientNet-Lite0, FX minmax: 80.4 % with 8-bit, 81.8 % with 7-bit, FP32 81.1 %)."""
-    if (str(cfg.weight_bits) == "auto" and cfg.backend in ("x86", "fbgemm") and target.fbgemm_depthwise_saturates
-            and not use_reduce_range(cfg)):
-        return 7
+    if str(cfg.weight_bits) == "auto" and _fix_applies(cfg):
+        return target.weight_bits(fbgemm_depthwise=True)
     return weight_bits(cfg, target)
 
 
@@ -100,13 +98,7 @@ def weight_range(cfg: TorchQuantConfig, target: Target, bits: int | None = None)
 
 
 def validate(cfg: TorchQuantConfig) -> None:
-    for value, allowed, flag in ((cfg.backend, BACKENDS, "--backend"), (cfg.observer, OBSERVERS, "--observer"),
-                                 (cfg.granularity, GRANULARITIES, "--granularity")):
-        if value not in allowed:
-            raise SuiteError(f"{flag} must be one of {', '.join(allowed)} (got {value})")
-    if str(cfg.weight_bits) not in ("auto", "7", "8"):
-        raise SuiteError(f"--weight-bits must be auto, 7 or 8 (got {cfg.weight_bits})")
-    use_reduce_range(cfg)
+    """What the section's choice() fields cannot say (they are checked when the config is built)."""
     if not 50.0 < cfg.percentile <= 100.0:
         raise SuiteError(f"--percentile must be in (50, 100] (got {cfg.percentile})")
 

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from quantization.onnx_export import check_onnx_file
+from quantization.Torch.config import TorchQuantConfig
 from quantization.Torch.dynamic_quantizer import dynamic_int8, dynamic_layers
 from utils.artifacts import Artifact, atomic_path, build_manifest, write_artifact, write_saved
-from utils.config import TorchQuantConfig
 from utils.errors import missing_package
 
 log = logging.getLogger(__name__)

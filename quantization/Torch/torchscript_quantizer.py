@@ -6,7 +6,6 @@ dynamic) only says how it turns the FP32 module into a quantized one.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from abc import abstractmethod
@@ -15,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from quantization.base import Quantizer, float_suffix
+from quantization.run_config import RunConfig
 from quantization.Torch.qconfig import (
     BATCH_INDEPENDENT_OBSERVERS,
     saturation_risk,
@@ -26,7 +26,7 @@ from quantization.Torch.qconfig import (
 from quantization.Torch.torchscript_export import write_torchscript
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact
-from utils.config import RunConfig
+from utils.config import replace_section
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
 from utils.models import LoadedModel
@@ -86,9 +86,7 @@ class TorchScriptQuantizer(Quantizer):
         return [name for name, m in model.module.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
 
     def with_float_layers(self, layers: list[str]) -> TorchScriptQuantizer:
-        cfg = copy.deepcopy(self.cfg)
-        cfg.torch.float_layers = list(layers)
-        return type(self)(cfg)  # the same target: cfg.target is copied
+        return type(self)(replace_section(self.cfg, "torch", float_layers=list(layers)))  # the same target
 
     @staticmethod
     def example(model: LoadedModel, batch: int = 1) -> torch.Tensor:

@@ -33,9 +33,9 @@ def demo_weights_path(models_dir: str | Path = "models") -> Path:
 
 def train_demo_model(path: Path, epochs: int = DEMO_EPOCHS, seed: int = DEMO_SEED) -> Path:
     """Train ResNet-20 on the demo training split with the suite's one recipe and save it atomically."""
-    from resnet.architectures.cifar_resnet import cifar_resnet
-    from resnet.training.loop import evaluate_top1, train_classifier
+    from utils.architectures.cifar_resnet import cifar_resnet
     from utils.data import load_demo
+    from utils.training import evaluate_top1, train_classifier
 
     torch.manual_seed(seed)
     splits = load_demo(DataConfig())

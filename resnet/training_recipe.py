@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 
-from resnet.training.loop import evaluate_top1, train_classifier
+from quantization.run_config import RunConfig
 from utils.artifacts import atomic_path, build_manifest, manifest_path_for, write_json_atomic, write_saved
-from utils.config import RunConfig, resolve_path
+from utils.config import resolve_path
 from utils.data import SubsetDataset, load_splits
 from utils.errors import SuiteError
 from utils.models import build_architecture, load_weights, read_state_dict
+from utils.training import evaluate_top1, train_classifier
 
 log = logging.getLogger(__name__)
 
