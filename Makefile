@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` (set up .venv, run the end-to-end demo) and `make test`.
+# The two commands of the README: `make demo` (set up .venv, run `mls compare` on the demo) and `make test`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +18,7 @@ $(VENV)/.installed: requirements/base.txt requirements/dev.txt requirements/extr
 	touch $@
 
 demo: setup
-	$(PY) -m resnet.run
+	$(VENV)/bin/mls compare
 
 test: setup
 	$(PY) -m pytest -q
