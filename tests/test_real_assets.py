@@ -99,7 +99,7 @@ def _efficientnet_cfg(tmp_path, limit: int | None) -> RunConfig:
 
 def test_efficientnet_lite0_modelopt_max_and_entropy_within_one_point(tmp_path):
     """On all 1,000 evaluation images (on 400, one image is 0.25 pp). Measured on ONNX Runtime: max loses
-    0.20 pp, entropy gains 0.30 (the README's EfficientNet table)."""
+    0.20 pp, entropy gains 0.30 (docs/benchmarks.md's EfficientNet table)."""
     figures = _assert_modelopt_max_and_entropy_within_one_point(_efficientnet_cfg(tmp_path, None), "efficientnet_lite0")
     assert figures["efficientnet_lite0 FP32 ONNX"][0] > 0.75
 
