@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from utils.errors import SuiteError
+
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory) -> Path:
@@ -42,3 +44,18 @@ def test_regular_install_is_refused(venv, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "installs only in editable mode" in result.stderr + result.stdout
     assert not list(tmp_path.glob("*.whl"))
+
+
+def test_every_subcommand_names_an_entry_point():
+    from resnet import mls
+
+    for argv in ([name] for name in mls.COMMANDS):
+        entry, rest = mls.dispatch(argv)
+        assert callable(entry) and rest == []
+    for command, table in (("quantize", mls.QUANTIZE), ("evaluate", mls.EVALUATE)):
+        for toolchain in table:
+            entry, rest = mls.dispatch([command, toolchain, "--help"])
+            assert callable(entry) and rest[-1] == "--help"
+    assert mls.dispatch(["quantize", "ort"])[1] == ["--engine", "ort"]
+    with pytest.raises(SuiteError, match="needs a toolchain first"):
+        mls.dispatch(["evaluate"])
