@@ -78,6 +78,8 @@ def _fix_applies(cfg: TorchQuantConfig) -> bool:
 
 
 def weight_bits(cfg: TorchQuantConfig, target: Target) -> int:
+    if str(cfg.weight_bits) not in ("auto", "7", "8"):  # a section built without load_config
+        raise SuiteError(f"--weight-bits must be auto, 7 or 8 (got {cfg.weight_bits})")
     if str(cfg.weight_bits) == "auto" and not _fix_applies(cfg):
         return 8
     return target.weight_bits(cfg.weight_bits)
