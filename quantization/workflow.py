@@ -17,7 +17,7 @@ from utils.artifacts import Artifact
 from utils.config import replace_section
 from utils.data import CalibrationSet, DataSplits, calibration_set, check_disjoint_content, load_splits
 from utils.errors import SuiteError, ToolchainUnavailable
-from utils.model_sources import check_source, needs_python_module, parse_source, with_source_preprocessing
+from utils.model_sources import ModelSource, check_source, needs_python_module, parse_source, with_source_preprocessing
 from utils.models import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -48,14 +48,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     """Check a model file, load data (cheap errors first), then the model, then draw the calibration sample.
 
     The model source's own preprocessing (timm, torchvision) fills what no flag set (utils.model_sources)."""
-    source = parse_source(cfg.model.arch)
-    check_source(source)
-    if source.kind == "onnx":
-        from quantization.onnx_export import check_onnx_file
-
-        if cfg.onnx.onnx_path:
-            raise SuiteError(f"--arch {source.spec} is an ONNX model already: drop --onnx")
-        check_onnx_file(source.path)
+    source = check_model_source(cfg)
     cfg = source_config(cfg)
     splits = load_splits(with_source_preprocessing(cfg.data, source), cfg.calibration)
     # the data decides the spatial size the artifacts are built for, and the class names they report
@@ -75,6 +68,20 @@ def prepare(cfg: RunConfig) -> Prepared:
         if cfg.onnx.calibration_data:
             check_calibration_data(Path(cfg.onnx.calibration_data), onnx_path, model, splits, cfg.data.allow_overlap)
     return Prepared(splits, model, calibration.decoded())
+
+
+def check_model_source(cfg: RunConfig) -> ModelSource:
+    """The model file of ``--arch`` exists and is of its kind (an ONNX file: the ONNX toolchains' own check), in
+    one line before any work."""
+    source = parse_source(cfg.model.arch)
+    check_source(source)
+    if source.kind == "onnx":
+        from quantization.onnx_export import check_onnx_file
+
+        if cfg.onnx.onnx_path:
+            raise SuiteError(f"--arch {source.spec} is an ONNX model already: drop --onnx")
+        check_onnx_file(source.path)
+    return source
 
 
 def source_config(cfg: RunConfig) -> RunConfig:

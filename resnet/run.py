@@ -20,7 +20,7 @@ from evaluation.report.summary import print_summary
 from quantization.registry import TOOLCHAINS, add_toolchain_flags, quantizer_class
 from quantization.run_config import RunConfig, config_from_args
 from quantization.sweep import sweep_configs
-from quantization.workflow import prepare, run_toolchain
+from quantization.workflow import check_model_source, prepare, run_toolchain
 from utils import cli, console
 from utils.artifacts import Artifact, check_writable
 from utils.cluster import Cluster, check_readable, connect
@@ -93,6 +93,7 @@ def run_all(argv: Sequence[str] | None = None) -> int:
     check_writable(resolve_path(cfg.models_dir), "--models-dir")
     check_writable(resolve_path(cfg.results_dir), "--results-dir")
     out_dir = run_folder(cfg, None)  # a folder the suite did not write is refused before any work
+    check_model_source(cfg)  # a missing or foreign model file: one line, before the banner
     run_log = out_dir.with_name(out_dir.name + ".log")  # beside the folder, which is written whole at the end
     console.setup_console(args.verbose, args.quiet, run_log)
     console.print_banner(console.run_facts(cfg, names, out_dir, run_log))

@@ -33,13 +33,23 @@ def setup_console(verbose: bool = False, quiet: bool = False, run_log: Path | No
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if _quiet else logging.INFO)
     if verbose or run_log is None:
         return
-    run_log.parent.mkdir(parents=True, exist_ok=True)
     os.environ[RUN_LOG_ENV] = str(run_log)
     logging.captureWarnings(True)
-    file_handler = logging.FileHandler(run_log, encoding="utf-8")
+    file_handler = RunLogHandler(run_log)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
     root.addHandler(file_handler)  # the suite's own lines, complete, beside the console's
     route_library_logs()
+
+
+class RunLogHandler(logging.FileHandler):
+    """The run log, created at its first line: a run refused before any work leaves no file and no folder."""
+
+    def __init__(self, path: Path):
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def _open(self):
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
 
 
 def route_library_logs() -> None:
@@ -52,7 +62,7 @@ def route_library_logs() -> None:
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
-        logger.addHandler(logging.FileHandler(path, encoding="utf-8"))
+        logger.addHandler(RunLogHandler(Path(path)))
         logger.propagate = False
 
 
@@ -64,6 +74,7 @@ def library_output_to_run_log() -> Iterator[None]:
     if not path:
         yield
         return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as log_file, contextlib.redirect_stdout(log_file):
         route_library_logs()
         yield
