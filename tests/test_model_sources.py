@@ -87,8 +87,10 @@ def test_torch_export_file(tmp_cfg, tmp_path):
                                   dynamic_shapes={"input": {0: torch.export.Dim("batch")}})
     torch.export.save(program, path)
     prepared, (fp32, int8, *_) = quantize_ort(tmp_cfg, str(path))
-    x = torch.randn(4, 3, 32, 32)
-    assert torch.allclose(prepared.model.module(x), program.module()(x))
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    # Same graph and weights, two module objects: kernels may pick different blockings (float sums in another
+    # order), so equal within float32 rounding, not bit for bit.
+    torch.testing.assert_close(prepared.model.module(x), program.module()(x), rtol=1e-4, atol=1e-5)
     assert int8.manifest["source_weights_sha256"] == sha256_file(path)
 
 
