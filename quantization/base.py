@@ -160,10 +160,24 @@ class Quantizer(ABC):
         The ONNX toolchains' default: symmetric per-channel, scale = absmax / 127."""
         return WeightScheme(per_channel=True, qmin=-127, qmax=127, divisor=127.0)
 
+    def reads_torch_model(self) -> bool:
+        """Whether :meth:`quantize` reads the PyTorch model, so the transforms (which change that model) apply;
+        a toolchain given an ONNX file to quantize says False."""
+        return True
+
+    def bias_correction_state(self, model: LoadedModel) -> str:
+        """What the manifest of a calibrated artifact says about bias correction: applied, off, or why not."""
+        if "bias_correction" in model.transforms:
+            return "applied"
+        if "bias_correction" in model.not_applied:
+            return f"not applied: {model.not_applied['bias_correction']}"
+        return "on" if self.cfg.transforms.bias_correction else "off"
+
     def model_facts(self, model: LoadedModel) -> dict[str, Any]:
         """What a runner needs to know about the model, and the target it was built for: in every manifest."""
         return {"arch": model.arch, "num_classes": model.num_classes, "input_shape": list(model.input_shape),
-                "transforms": list(model.transforms), "graph_rewrites": list(model.graph_rewrites),
+                "transforms": list(model.transforms), "bias_correction": self.bias_correction_state(model),
+                "graph_rewrites": list(model.graph_rewrites),
                 "class_names": list(model.class_names),
                 "preprocess": dict(model.preprocess), "target": self.target.name,
                 "calibration": dict(model.calibration),  # kept by build_manifest for calibrated artifacts only

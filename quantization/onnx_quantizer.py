@@ -157,6 +157,9 @@ class OnnxQuantizer(Quantizer):
                        timer: StageTimer) -> None:
         """Write the Q/DQ ONNX for ``fp32`` into ``out``, its stages timed in ``timer``."""
 
+    def reads_torch_model(self) -> bool:
+        return self.onnx_path is None
+
     def export_fp32(self, model: LoadedModel) -> Artifact:
         if self._fp32 is not None:
             return self._fp32
@@ -194,8 +197,8 @@ class OnnxQuantizer(Quantizer):
         if not model.transforms:
             return self.export_fp32(model)
         if self.onnx_path is not None:
-            raise SuiteError("transforms (--cle, --bias-correction) work on the torch model and cannot apply "
-                             "to a given --onnx-path")
+            raise SuiteError("transforms (--cle, --bias-correction) work on the PyTorch model and cannot apply "
+                             "to an ONNX model source")
         return self._export(model)
 
     def quantizable_layers(self, model: LoadedModel) -> list[str]:

@@ -146,6 +146,51 @@ def test_transforms_are_recorded_and_leave_the_fp32_reference_alone(tmp_cfg):
     assert prepared.model.transforms == []  # the loaded model itself is never modified
 
 
+def test_bias_correction_is_on_by_default_and_off_with_the_flag(tmp_cfg):
+    """NNCF-style default: every calibrated artifact says whether the correction reached it; the flag turns it off,
+    and the corrected biases are in the file (not only in the manifest)."""
+    import argparse
+
+    from quantization.run_config import config_from_args, load_config
+    from utils.cli import add_config_arg, add_transform_args
+
+    assert load_config().transforms.bias_correction is True
+    tmp_cfg.calibration.size = tmp_cfg.data.limit = 64
+    prepared = prepare(tmp_cfg)
+    fp32, on = run_toolchain("ort", tmp_cfg, prepared)[:2]
+    tmp_cfg.transforms.bias_correction = False
+    off = run_toolchain("ort", tmp_cfg, prepared)[1]
+    assert (on.manifest["bias_correction"], off.manifest["bias_correction"]) == ("applied", "off")
+    assert on.path.name.endswith("_bc.onnx") and not off.path.name.endswith("_bc.onnx")
+    assert "bias_correction" not in fp32.manifest  # an FP32 export has no calibration recipe
+
+    def biases(path) -> dict[str, bytes]:
+        graph = onnx.load(str(path)).graph
+        return {t.name: t.raw_data for t in graph.initializer if "bias" in t.name}
+    assert biases(on.path) != biases(off.path)
+
+    parser = argparse.ArgumentParser()
+    add_config_arg(parser)
+    add_transform_args(parser)
+    assert config_from_args(parser.parse_args(["--no-bias-correction"])).transforms.bias_correction is False
+    assert config_from_args(parser.parse_args([])).transforms.bias_correction is True
+
+
+def test_an_onnx_source_is_quantized_as_it_is_and_says_so(tmp_cfg, tmp_path):
+    """Bias correction runs on the PyTorch model: with an ONNX file as the source it cannot apply, and the
+    manifest says why instead of failing the run; --cle, asked for by name, is refused in one line."""
+    tmp_cfg.calibration.size = tmp_cfg.data.limit = 64
+    prepared = prepare(tmp_cfg)
+    source = run_toolchain("ort", tmp_cfg, prepared)[0].path
+    tmp_cfg.onnx.onnx_path = str(source)
+    int8 = run_toolchain("ort", tmp_cfg, prepare(tmp_cfg))[1]
+    assert int8.manifest["transforms"] == [] and not int8.path.name.endswith("_bc.onnx")
+    assert int8.manifest["bias_correction"].startswith("not applied: the source is an ONNX file")
+    tmp_cfg.transforms.cle = True
+    with pytest.raises(SuiteError, match="--cle works on the PyTorch model"):
+        run_toolchain("ort", tmp_cfg, prepare(tmp_cfg))
+
+
 def _op_counts(path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for node in onnx.load(str(path)).graph.node:
@@ -168,6 +213,7 @@ def test_transformed_artifacts_keep_the_plain_artifact_structure(tmp_cfg):
     """Same operators, same count: the transforms cost no INT8 latency."""
     tmp_cfg.calibration.size = 64
     tmp_cfg.data.limit = 64
+    tmp_cfg.transforms.bias_correction = False
     prepared = prepare(tmp_cfg)
     variant = copy.deepcopy(tmp_cfg)
     variant.transforms.cle = variant.transforms.bias_correction = True

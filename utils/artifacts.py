@@ -285,6 +285,9 @@ def build_manifest(*, name: str, toolchain: str, kind: str, precision: str, sett
     }
     if extra:
         manifest.update(extra)
+    bias_correction = manifest.pop("bias_correction", None)
+    if calibration_ids and bias_correction is not None:  # a calibrated artifact's recipe, not an FP32 export's
+        manifest["bias_correction"] = bias_correction
     facts = manifest.pop("calibration", None) or {}
     if calibration_ids and facts.get("ids_sha256") == ids_sha256(calibration_ids):
         manifest["calibration"] = facts  # seed, content digests, disjointness: only where they describe the ids

@@ -55,7 +55,9 @@ def option(group: argparse._ArgumentGroup, flag: str, dest: str, help: str, **kw
     defaults = getattr(group, "config_defaults", _DEFAULTS)
     if "choices" not in kwargs and "." in dest and field_choices(defaults, dest):
         kwargs["choices"] = list(field_choices(defaults, dest))
-    if kwargs.get("action") != "store_true":
+    if kwargs.get("action") is argparse.BooleanOptionalAction:  # --x / --no-x: the default as on or off
+        help = f"{help} (default: {'on' if field_of(defaults, dest)[0] else 'off'})"
+    elif kwargs.get("action") != "store_true":
         help = f"{help} (default: {_shown(field_of(defaults, dest)[0])})"
         kwargs.setdefault("metavar", None if "choices" in kwargs else flag.lstrip("-").upper().replace("-", "_"))
     group.add_argument(flag, dest=dest, default=None, help=help, **kwargs)
@@ -166,7 +168,9 @@ def add_transform_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--cle-relu6", "transforms.cle_relu6", "conv pairs through ReLU6: skip (exact) or relu (replace ReLU6 "
            "by ReLU as in DFQ/AIMET; changes the FP32 model)", choices=["skip", "relu"])
     option(g, "--bias-correction", "transforms.bias_correction", "empirical bias correction: fold each layer's mean "
-           "weight-rounding error, measured on the calibration images, into its bias", action="store_true")
+           "weight-rounding error, measured on the calibration images, into its bias; --no-bias-correction turns "
+           "it off (a PyTorch source only: an ONNX source is quantized as it is)",
+           action=argparse.BooleanOptionalAction)
 
 
 def quiet_known_warnings() -> None:

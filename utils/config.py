@@ -66,7 +66,9 @@ class TransformConfig:
 
     cle: bool = False  # cross-layer equalization over conv -> ReLU -> conv pairs (BN folded first)
     cle_relu6: str = "skip"  # pairs through ReLU6: skip (exact) | relu (replace ReLU6 by ReLU, as DFQ/AIMET)
-    bias_correction: bool = False  # empirical: fold the mean weight-rounding error into each bias
+    # empirical: fold the mean weight-rounding error into each bias. On by default, as NNCF's fast bias
+    # correction is: measured over 4 CIFAR ResNets x 3 calibration seeds and EfficientNet-Lite0 (docs/accuracy_recovery.md)
+    bias_correction: bool = True
 
 
 @dataclass

@@ -47,6 +47,7 @@ class LoadedModel:
     input_shape: tuple[int, int, int]  # the data's (C, H, W): what the artifacts are built for
     weights_path: Path | None
     transforms: list[str] = field(default_factory=list)  # passes applied since loading (cle, bias_correction)
+    not_applied: dict[str, str] = field(default_factory=dict)  # passes asked for that cannot apply -> why
     # rewrites at load that keep the function (same_padding_convs): in the manifest, not in the file name,
     # because an artifact name must say what changes results and these change none
     graph_rewrites: list[str] = field(default_factory=list)

@@ -98,6 +98,9 @@ class TensorRTQuantizer(Quantizer):
                 "workspace_gib": t.workspace_gib}
 
     # ------------------------------------------------------------------ runs anywhere
+    def reads_torch_model(self) -> bool:
+        return self.qdq.reads_torch_model()
+
     def qdq_onnx(self, model: LoadedModel, calibration: CalibrationSet) -> tuple[Artifact, QdqReport]:
         """The Q/DQ ONNX TensorRT builds from (one ModelOpt run), checked against TensorRT's rules."""
         artifact = self.qdq.quantize(model, calibration)
