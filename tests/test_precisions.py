@@ -68,6 +68,18 @@ def test_torch_fp32_rows_forbid_implicit_reduced_precision(tmp_path: Path):
         assert runner.ran_in == "fp32 (matmul precision highest)"
     finally:
         torch.set_float32_matmul_precision("highest")
+    assert torch.backends.mkldnn.conv.fp32_precision == "ieee"  # oneDNN convolutions too, not only matmul
+
+
+def test_a_torch_fp32_row_leaves_torch_export_working(tmp_path: Path):
+    """One `mls compare` process opens FX's FP32 row, then PT2E exports: the precision set for the first must
+    not break the second (seen: the generic oneDNN flag left cuDNN's TF32 flags inconsistent, and every later
+    torch.export in the process failed)."""
+    from evaluation.pipelines.torch_runner import true_fp32
+
+    true_fp32()
+    torch._C._get_cudnn_allow_tf32()  # raised "a mix of the legacy and new APIs" after the generic flag
+    torch.export.export(torch.nn.Conv2d(3, 4, 3).eval(), (torch.zeros(1, 3, 8, 8),), strict=True)
 
 
 def test_eval_precisions_are_checked_when_the_config_is_built():

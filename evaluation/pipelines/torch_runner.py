@@ -20,10 +20,16 @@ log = logging.getLogger(__name__)
 
 
 def true_fp32() -> str:
-    """Forbid implicit reduced precision for FP32 math in this process; returns what torch now reports."""
+    """Forbid implicit reduced precision for FP32 math in this process; returns what torch now reports.
+
+    oneDNN's precision is set per operator family, never through the generic ``torch.backends.mkldnn.
+    fp32_precision``: setting that one (torch 2.14) also rewrites cuDNN's conv/RNN flags, after which every
+    ``torch.export`` in the process (PT2E) fails with "a mix of the legacy and new APIs to set the TF32 flags"."""
     torch.set_float32_matmul_precision("highest")
-    if hasattr(torch.backends.mkldnn, "fp32_precision"):
-        torch.backends.mkldnn.fp32_precision = "ieee"
+    for family in ("conv", "matmul", "rnn"):
+        backend = getattr(torch.backends.mkldnn, family, None)
+        if backend is not None and hasattr(backend, "fp32_precision"):
+            backend.fp32_precision = "ieee"
     return f"fp32 (matmul precision {torch.get_float32_matmul_precision()})"
 
 
