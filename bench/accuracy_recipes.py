@@ -86,12 +86,16 @@ def main() -> None:
     parser.add_argument("--no-nncf", action="store_true", help="leave the NNCF peer out")
     parser.add_argument("--ort-histogram", action="store_true", help="also run ORT Entropy/Percentile (needs RAM: "
                         + HISTOGRAM_ROWS_NEED + ")")
+    parser.add_argument("--no-bias-correction", action="store_true",
+                        help="every default row without bias correction (the defaults before issue #32)")
     parser.add_argument("--rounds", type=int, default=20, help="latency rounds at batch 1 (0: no latency)")
     parser.add_argument("--out", default="results/bench/accuracy_recipes.json")
     args = parser.parse_args()
     quiet_known_warnings()
     setup_logging()
     cfg, prepared = efficientnet_prepared()
+    if args.no_bias_correction:
+        cfg = with_overrides(cfg, {"transforms": {"bias_correction": False}})
     recipe = load_recipe(args.recipe)
     defaults = [d for d in DEFAULTS if args.ort_histogram or not (d[1] == "ort" and
                                                                   d[2]["ort"]["calibration_method"] != "minmax")]

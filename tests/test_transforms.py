@@ -246,5 +246,6 @@ def test_each_toolchain_states_its_weight_grid(tmp_cfg):
 
 
 def test_apply_transforms_without_request_is_identity(tmp_cfg):
+    tmp_cfg.transforms.bias_correction = False
     prepared = prepare(tmp_cfg)
     assert apply_transforms(prepared.model, tmp_cfg.transforms, prepared.calibration, WeightScheme(), 32) is prepared.model
