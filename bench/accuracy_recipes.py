@@ -27,7 +27,7 @@ from evaluation.pipelines.loop import collect_logits, evaluation_batches, open_r
 from quantization.registry import quantizer_class  # noqa: E402
 from quantization.workflow import make_quantizer, run_toolchain  # noqa: E402
 from utils.benchmark import interleaved_latency  # noqa: E402
-from utils.cli import quiet_known_warnings, setup_logging  # noqa: E402
+from utils.cli import csv_list, quiet_known_warnings, setup_logging  # noqa: E402
 from utils.config import load_recipe, resolve_path, with_overrides  # noqa: E402
 from utils.data import sample_batch  # noqa: E402
 from utils.hardware import cpu_isa, cpu_model_name  # noqa: E402
@@ -41,6 +41,7 @@ DEFAULTS = [
                 "clamp_observers": "shared"}}, ["torch"]),
     ("this suite's FX defaults (histogram, per-channel, 8/8 bits with VNNI, ReLU6 outputs observed clamped)",
      "torch_fx", {"torch": {"observer": "histogram", "granularity": "per_channel"}}, ["torch"]),
+    ("this suite's PT2E defaults (X86InductorQuantizer, torchao)", "torch_pt2e", {}, ["torch_compile"]),
     ("ModelOpt ONNX int8, max", "modelopt", {"modelopt": {"calibration_method": "max"}}, ONNX_RUNTIMES),
     ("ModelOpt ONNX int8, entropy", "modelopt", {"modelopt": {"calibration_method": "entropy"}}, ONNX_RUNTIMES),
     ("ORT quantize_static QDQ u8/s8 per-channel, MinMax", "ort",
@@ -65,12 +66,18 @@ def cpu_summary() -> str:
     return f"{cpu_model_name()}, int8 dot product: {', '.join(dots) or 'none (AVX2 16-bit pair sums)'}"
 
 
-def top1_per_pair(runners: dict, prepared) -> dict[str, float]:
-    """One pass over the evaluation images; every (artifact, runtime) runner predicts each batch."""
+def predictions_per_pair(runners: dict, prepared) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One pass over the evaluation images; every (artifact, runtime) runner predicts each batch.
+    Returns each pair's top-1 class per image, and the labels."""
     batches = evaluation_batches(prepared.splits, 50)
     logits = collect_logits({key: runner.predict for key, runner in runners.items()}, batches, desc="accuracy")
-    y = batches.labels
-    return {key: 100.0 * int(np.sum(out.argmax(1) == y)) / len(y) for key, out in logits.items()}
+    return {key: out.argmax(1) for key, out in logits.items()}, batches.labels
+
+
+def top1_per_pair(runners: dict, prepared) -> dict[str, float]:
+    """Top-1 % of every (artifact, runtime) pair on the evaluation images."""
+    predicted, y = predictions_per_pair(runners, prepared)
+    return {key: 100.0 * int(np.sum(p == y)) / len(y) for key, p in predicted.items()}
 
 
 def p50_latencies(runners: dict, prepared, rounds: int) -> dict[str, float]:
@@ -88,6 +95,8 @@ def main() -> None:
                         + HISTOGRAM_ROWS_NEED + ")")
     parser.add_argument("--no-bias-correction", action="store_true",
                         help="every default row without bias correction (the defaults before issue #32)")
+    parser.add_argument("--toolchains", type=csv_list(), default=None,
+                        help="only these toolchains' rows (comma-separated; default: all)")
     parser.add_argument("--rounds", type=int, default=20, help="latency rounds at batch 1 (0: no latency)")
     parser.add_argument("--out", default="results/bench/accuracy_recipes.json")
     args = parser.parse_args()
@@ -99,11 +108,14 @@ def main() -> None:
     recipe = load_recipe(args.recipe)
     defaults = [d for d in DEFAULTS if args.ort_histogram or not (d[1] == "ort" and
                                                                   d[2]["ort"]["calibration_method"] != "minmax")]
-    if len(defaults) < len(DEFAULTS):
+    if args.toolchains:
+        defaults = [d for d in defaults if d[1] in args.toolchains]
+    if len(defaults) < len(DEFAULTS) and not args.toolchains:
         print(f"skipped: ORT Entropy and Percentile rows ({HISTOGRAM_ROWS_NEED}; --ort-histogram runs them)")
     rows = [(label, tc, with_overrides(cfg, o), rts, "default") for label, tc, o, rts in defaults]
     rows += [(f"this suite, {args.recipe}: {tc}", tc, with_overrides(cfg, o), cpu_runtimes(tc), "recipe")
-             for tc, o in recipe.items() if tc in ("torch_fx", "ort", "modelopt")]
+             for tc, o in recipe.items() if tc in ("torch_fx", "ort", "modelopt")
+             and (not args.toolchains or tc in args.toolchains)]
     pairs: dict[str, tuple] = {}
     fp32_of: dict[tuple[str, str], str] = {}
     table = []
@@ -124,28 +136,34 @@ def main() -> None:
         peer = nncf_artifact(onnx_fp32, prepared.calibration.as_array(),
                              resolve_path(cfg.models_dir) / "nncf" / "efficientnet_lite0_nncf_int8.xml")
         pairs["NNCF @ openvino"] = (peer, "openvino")
+        nncf_fp32_key = fp32_of.get(("ort", "openvino"), f"FP32 {onnx_fp32.path.name} @ openvino")
+        pairs.setdefault(nncf_fp32_key, (onnx_fp32, "openvino"))
         table.append({"label": "OpenVINO NNCF nncf.quantize (defaults: fast bias correction on)", "toolchain": "nncf",
                       "kind": "peer", "artifact": peer.path.name, "runtime": "openvino", "key": "NNCF @ openvino",
-                      "fp32_key": fp32_of[("ort", "openvino")], "transforms": [], "settings": {}})
+                      "fp32_key": nncf_fp32_key, "transforms": [], "settings": {}})
     runners = open_runners(pairs)
-    top1 = top1_per_pair(runners, prepared)
+    predicted, labels = predictions_per_pair(runners, prepared)
+    top1 = {key: 100.0 * int(np.sum(p == labels)) / len(labels) for key, p in predicted.items()}
     p50 = {}
     if args.rounds:
-        for toolchain in ("torch_fx", "ort", "modelopt"):
+        for toolchain in ("torch_fx", "torch_pt2e", "ort", "modelopt"):
             for runtime in cpu_runtimes(toolchain):
                 keys = {r["fp32_key"] for r in table if r["toolchain"] == toolchain and r["runtime"] == runtime}
                 keys |= {r["key"] for r in table if r["toolchain"] == toolchain and r["runtime"] == runtime}
                 p50.update(p50_latencies({k: runners[k] for k in sorted(keys)}, prepared, args.rounds))
     print(f"\nEfficientNet-Lite0, 1000 evaluation images, 300 calibration images; CPU: {cpu_summary()}\n")
-    print("| toolchain and settings | runtime | FP32 top-1 % | INT8 top-1 % | drop pp | p50 b1 ms (FP32 -> INT8) |")
-    print("|---|---|---|---|---|---|")
+    print("| toolchain and settings | runtime | FP32 top-1 % | INT8 top-1 % | drop pp | agreement with FP32 % "
+          "| p50 b1 ms (FP32 -> INT8) |")
+    print("|---|---|---|---|---|---|---|")
     for r in table:
         r["fp32_top1"], r["int8_top1"] = top1[r["fp32_key"]], top1[r["key"]]
         r["drop_pp"] = r["fp32_top1"] - r["int8_top1"]
+        # top-1 on 1,000 images moves by 0.1 pp per image either way; agreement counts every changed answer
+        r["agreement_pct"] = 100.0 * float(np.mean(predicted[r["key"]] == predicted[r["fp32_key"]]))
         lat = (f"{p50[r['fp32_key']]:.1f} -> {p50[r['key']]:.1f}" if r["key"] in p50 else "-")
         r["p50_ms"] = {"fp32": p50.get(r["fp32_key"]), "int8": p50.get(r["key"])}
         name = r["label"] + (f" [{'+'.join(r['transforms'])}]" if r["transforms"] else "")
-        print(f"| {name} | {r['runtime']} | {r['fp32_top1']:.2f} | {r['int8_top1']:.2f} | {r['drop_pp']:+.2f} | {lat} |")
+        print(f"| {name} | {r['runtime']} | {r['fp32_top1']:.2f} | {r['int8_top1']:.2f} | {r['drop_pp']:+.2f} | {r['agreement_pct']:.1f} | {lat} |")
     out = resolve_path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cpu": cpu_summary(), "rows": table}, indent=2, default=str), encoding="utf-8")
