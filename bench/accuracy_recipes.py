@@ -163,7 +163,8 @@ def main() -> None:
         lat = (f"{p50[r['fp32_key']]:.1f} -> {p50[r['key']]:.1f}" if r["key"] in p50 else "-")
         r["p50_ms"] = {"fp32": p50.get(r["fp32_key"]), "int8": p50.get(r["key"])}
         name = r["label"] + (f" [{'+'.join(r['transforms'])}]" if r["transforms"] else "")
-        print(f"| {name} | {r['runtime']} | {r['fp32_top1']:.2f} | {r['int8_top1']:.2f} | {r['drop_pp']:+.2f} | {r['agreement_pct']:.1f} | {lat} |")
+        print(f"| {name} | {r['runtime']} | {r['fp32_top1']:.2f} | {r['int8_top1']:.2f} | {r['drop_pp']:+.2f} "
+              f"| {r['agreement_pct']:.1f} | {lat} |")
     out = resolve_path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cpu": cpu_summary(), "rows": table}, indent=2, default=str), encoding="utf-8")

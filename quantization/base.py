@@ -160,6 +160,10 @@ class Quantizer(ABC):
         The ONNX toolchains' default: symmetric per-channel, scale = absmax / 127."""
         return WeightScheme(per_channel=True, qmin=-127, qmax=127, divisor=127.0)
 
+    def bias_correction_excluded(self) -> str | None:
+        """Why this toolchain takes no bias correction even when it is on (None: it takes it)."""
+        return None
+
     def reads_torch_model(self) -> bool:
         """Whether :meth:`quantize` reads the PyTorch model, so the transforms (which change that model) apply;
         a toolchain given an ONNX file to quantize says False."""

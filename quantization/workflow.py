@@ -35,13 +35,18 @@ class Prepared:
 
         Bias correction depends on the toolchain's weight grid, so the result is kept per grid."""
         cfg, batch_size = quantizer.cfg.transforms, quantizer.calibration_batch_size()
+        model = self.model
+        excluded = quantizer.bias_correction_excluded() if cfg.bias_correction else None
+        if excluded:
+            cfg = replace(cfg, bias_correction=False)
+            model = replace(model, not_applied={**model.not_applied, "bias_correction": excluded})
         if not requested(cfg):
-            return self.model
+            return model
         if not quantizer.reads_torch_model():
             return self._as_onnx_source(cfg)
         key = (repr(cfg), quantizer.weight_scheme(), batch_size)
         if key not in self._transformed:
-            self._transformed[key] = apply_transforms(self.model, cfg, self.calibration, quantizer.weight_scheme(),
+            self._transformed[key] = apply_transforms(model, cfg, self.calibration, quantizer.weight_scheme(),
                                                       batch_size)
         return self._transformed[key]
 

@@ -72,6 +72,7 @@ def test_qat_from_per_tensor_end_to_end(tmp_path: Path):
     manifest = json.loads(Path(row["path"] + ".manifest.json").read_text())
     settings = manifest["settings"]
     assert settings["qat_steps"] == 40 and settings["qat_freeze_bn_after"] == 25
+    assert manifest["bias_correction"].startswith("not applied: QAT fine-tunes")  # the default skips QAT, says why
     assert all(i.startswith("train/") for i in manifest["calibration_sample_ids"])  # trained on training images
     assert row["top1_drop_pp"] <= 1.0  # fine-tuned on CIFAR-10 training images: no loss against FP32
 

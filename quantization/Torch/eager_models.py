@@ -80,6 +80,11 @@ def quantizable_twin(model: LoadedModel) -> nn.Module:
         raise SuiteError(f"eager-mode PTQ needs a quantizable variant of the model: {model.arch} has none "
                          f"(have: demo, {', '.join(CIFAR_DEPTHS)}, {', '.join(TORCHVISION_QUANTIZABLE)}); "
                          "use --mode fx, which needs no model changes")
+    source = dict(model.module.named_modules())
+    for name, layer in twin.named_modules():  # bias correction gives bias-free convs a bias: the twin takes it
+        bias = getattr(source.get(name), "bias", None)
+        if isinstance(layer, (nn.Conv2d, nn.Linear)) and layer.bias is None and isinstance(bias, torch.Tensor):
+            layer.bias = nn.Parameter(torch.zeros_like(bias))
     missing, unexpected = twin.load_state_dict(model.module.state_dict(), strict=False)
     if missing or unexpected:
         raise SuiteError(f"the quantizable {arch} does not match the weights (missing {missing[:3]}, "

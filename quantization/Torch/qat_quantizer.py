@@ -72,6 +72,11 @@ class QatQuantizer(TorchScriptQuantizer):
         bits = "_w7" if weight_bits(t, self.target) == 7 else ""
         return f"qat_{t.qat_engine}_{t.backend}_{t.granularity}{bits}_{t.qat_steps}steps"
 
+    def bias_correction_excluded(self) -> str | None:
+        # the correction folds BN into the conv and leaves an identity BN, which training mode would turn back into
+        # batch normalisation; and fine-tuning learns the biases the correction would set
+        return "QAT fine-tunes weights and biases on the training images, which replaces the correction"
+
     def _prepared(self, model: LoadedModel) -> torch.nn.Module:
         t = self.cfg.torch
         if t.qat_engine == "fx":

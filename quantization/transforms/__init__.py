@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.config import TransformConfig
 from utils.data import CalibrationSet
 from utils.models import LoadedModel
+
+log = logging.getLogger(__name__)
 
 
 def requested(cfg: TransformConfig) -> bool:
@@ -21,21 +24,34 @@ def requested(cfg: TransformConfig) -> bool:
 
 def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: CalibrationSet,
                      scheme: WeightScheme, batch_size: int) -> LoadedModel:
-    """A transformed copy of ``model`` (the input is left untouched); the same model if none is asked."""
+    """A transformed copy of ``model`` (the input is left untouched); the same model if none is asked.
+
+    Cross-layer equalization is asked for by name, so a model it cannot trace is an error. Bias correction is
+    a default: on such a model (a TorchScript or torch.export file, data-dependent control flow) it is
+    recorded as not applied, with the reason, and the run goes on, as NNCF skips an algorithm it cannot apply."""
     if not requested(cfg):
         return model
     from quantization.transforms.bias_correction import correct_bias
     from quantization.transforms.cle import equalize_chains
+    from quantization.transforms.graph import UntraceableModel
 
     module = copy.deepcopy(model.module).eval()
     applied: list[str] = []
+    not_applied: dict[str, str] = {}
     if cfg.cle:
         equalize_chains(module, relu6=cfg.cle_relu6)
         applied.append("cle_relu6_to_relu" if cfg.cle_relu6 == "relu" else "cle")
     if cfg.bias_correction:
-        correct_bias(module, calibration.batches(batch_size), scheme)
-        applied.append("bias_correction")
-    return dataclasses.replace(model, module=module, transforms=[*model.transforms, *applied])
+        try:
+            correct_bias(module, calibration.batches(batch_size), scheme)
+            applied.append("bias_correction")
+        except UntraceableModel as exc:  # raised before the module is changed
+            not_applied["bias_correction"] = str(exc)
+            log.info("bias correction not applied: %s", exc)
+    if not applied:
+        return dataclasses.replace(model, not_applied={**model.not_applied, **not_applied})
+    return dataclasses.replace(model, module=module, transforms=[*model.transforms, *applied],
+                               not_applied={**model.not_applied, **not_applied})
 
 
 __all__ = ["apply_transforms", "requested", "WeightScheme"]

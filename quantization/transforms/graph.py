@@ -14,6 +14,11 @@ from torch import fx, nn
 from utils.errors import SuiteError
 from utils.models import is_depthwise
 
+
+class UntraceableModel(SuiteError):
+    """torch.fx cannot trace the model (TorchScript, torch.export programs, data-dependent control flow)."""
+
+
 LEAVES = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.Identity)
 
 
@@ -26,7 +31,7 @@ def trace_layers(model: nn.Module) -> fx.GraphModule:
     try:
         graph = _LayerTracer().trace(model)
     except Exception as exc:
-        raise SuiteError(f"the transforms cannot trace {type(model).__name__}: {str(exc).splitlines()[0]}") from exc
+        raise UntraceableModel(f"the transforms cannot trace {type(model).__name__}: {str(exc).splitlines()[0]}") from exc
     return fx.GraphModule(model, graph)
 
 
