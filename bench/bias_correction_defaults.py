@@ -23,11 +23,11 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench.accuracy_recipes import cpu_runtimes, cpu_summary, top1_per_pair  # noqa: E402
-from bench.torch_modes_cifar import CIFAR, WEIGHTS  # noqa: E402
+from bench.torch_modes_cifar import CIFAR, WEIGHTS, parse_cifar_bench_args  # noqa: E402
 from evaluation.pipelines.loop import open_runners  # noqa: E402
 from quantization.run_config import RunConfig  # noqa: E402
 from quantization.workflow import make_quantizer, prepare, run_toolchain  # noqa: E402
-from utils.cli import csv_list, quiet_known_warnings, setup_logging  # noqa: E402
+from utils.cli import csv_list  # noqa: E402
 from utils.config import resolve_path, with_overrides  # noqa: E402
 
 SETTINGS = {"off": False, "on": True}
@@ -96,11 +96,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="a seeded N of the test images (default: all)")
     parser.add_argument("--models-dir", default="models/bench_bias_correction")
     parser.add_argument("--out", default="results/bench/bias_correction_defaults.json")
-    args = parser.parse_args()
-    quiet_known_warnings()
-    setup_logging()
-    if not CIFAR.is_dir():
-        raise SystemExit(f"needs {CIFAR} (the pretrained CIFAR-10 ResNets and their images)")
+    args = parse_cifar_bench_args(parser)
     rows = []
     for arch in args.arch:
         for seed in args.seeds:

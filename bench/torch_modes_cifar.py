@@ -42,6 +42,17 @@ VARIANTS = [  # (column, toolchain, torch overrides)
 ]
 
 
+def parse_cifar_bench_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """A CIFAR bench's start: its arguments, the known warnings quiet, logging on, and one line if the assets
+    are absent."""
+    args = parser.parse_args()
+    quiet_known_warnings()
+    setup_logging()
+    if not CIFAR.is_dir():
+        raise SystemExit(f"needs {CIFAR} (the pretrained CIFAR-10 ResNets and their images)")
+    return args
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=csv_list(), default=sorted(WEIGHTS))
@@ -49,11 +60,7 @@ def main() -> None:
     parser.add_argument("--qat-steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--out", default="results/bench/torch_modes_cifar.json")
-    args = parser.parse_args()
-    quiet_known_warnings()
-    setup_logging()
-    if not CIFAR.is_dir():
-        raise SystemExit(f"needs {CIFAR} (the pretrained CIFAR-10 ResNets and their images)")
+    args = parse_cifar_bench_args(parser)
     rows = []
     for arch in args.arch:
         cfg = load_config(resolve_path("configs/cifar10_resnet20.yaml"), {
