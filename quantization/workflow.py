@@ -50,7 +50,6 @@ class Prepared:
                                                       batch_size)
         return self._transformed[key]
 
-
     def _as_onnx_source(self, cfg: TransformConfig) -> LoadedModel:
         """An ONNX file is quantized as it is: bias correction (on by default) is recorded as not applied,
         cross-layer equalization (asked for by name) is refused."""
