@@ -74,10 +74,13 @@ def predictions_per_pair(runners: dict, prepared) -> tuple[dict[str, np.ndarray]
     return {key: out.argmax(1) for key, out in logits.items()}, batches.labels
 
 
+def top1_of(predicted: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
+    return {key: 100.0 * int(np.sum(p == labels)) / len(labels) for key, p in predicted.items()}
+
+
 def top1_per_pair(runners: dict, prepared) -> dict[str, float]:
     """Top-1 % of every (artifact, runtime) pair on the evaluation images."""
-    predicted, y = predictions_per_pair(runners, prepared)
-    return {key: 100.0 * int(np.sum(p == y)) / len(y) for key, p in predicted.items()}
+    return top1_of(*predictions_per_pair(runners, prepared))
 
 
 def p50_latencies(runners: dict, prepared, rounds: int) -> dict[str, float]:
@@ -143,7 +146,7 @@ def main() -> None:
                       "fp32_key": nncf_fp32_key, "transforms": [], "settings": {}})
     runners = open_runners(pairs)
     predicted, labels = predictions_per_pair(runners, prepared)
-    top1 = {key: 100.0 * int(np.sum(p == labels)) / len(labels) for key, p in predicted.items()}
+    top1 = top1_of(predicted, labels)
     p50 = {}
     if args.rounds:
         for toolchain in ("torch_fx", "torch_pt2e", "ort", "modelopt"):

@@ -162,7 +162,7 @@ class Quantizer(ABC):
 
     def bias_correction_excluded(self) -> str | None:
         """Why this toolchain takes no bias correction even when it is on (None: it takes it)."""
-        return None
+        return None if self.reads_torch_model() else "the source is an ONNX file (the correction runs on the PyTorch model)"
 
     def reads_torch_model(self) -> bool:
         """Whether :meth:`quantize` reads the PyTorch model, so the transforms (which change that model) apply;

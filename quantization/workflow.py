@@ -14,7 +14,7 @@ from quantization.registry import quantizer_class
 from quantization.run_config import RunConfig
 from quantization.transforms import apply_transforms, requested
 from utils.artifacts import Artifact
-from utils.config import TransformConfig, replace_section
+from utils.config import replace_section
 from utils.data import CalibrationSet, DataSplits, calibration_set, check_disjoint_content, load_splits
 from utils.errors import SuiteError, ToolchainUnavailable
 from utils.model_sources import ModelSource, check_source, needs_python_module, parse_source, with_source_preprocessing
@@ -38,26 +38,18 @@ class Prepared:
         model = self.model
         excluded = quantizer.bias_correction_excluded() if cfg.bias_correction else None
         if excluded:
+            log.info("bias correction not applied: %s", excluded)
             cfg = replace(cfg, bias_correction=False)
             model = replace(model, not_applied={**model.not_applied, "bias_correction": excluded})
         if not requested(cfg):
             return model
-        if not quantizer.reads_torch_model():
-            return self._as_onnx_source(cfg)
+        if not quantizer.reads_torch_model():  # an ONNX file is quantized as it is; --cle was asked for by name
+            raise SuiteError("--cle works on the PyTorch model and cannot apply to an ONNX model source")
         key = (repr(cfg), quantizer.weight_scheme(), batch_size)
         if key not in self._transformed:
             self._transformed[key] = apply_transforms(model, cfg, self.calibration, quantizer.weight_scheme(),
                                                       batch_size)
         return self._transformed[key]
-
-    def _as_onnx_source(self, cfg: TransformConfig) -> LoadedModel:
-        """An ONNX file is quantized as it is: bias correction (on by default) is recorded as not applied,
-        cross-layer equalization (asked for by name) is refused."""
-        if cfg.cle:
-            raise SuiteError("--cle works on the PyTorch model and cannot apply to an ONNX model source")
-        why = "the source is an ONNX file (the correction runs on the PyTorch model)"
-        log.info("bias correction not applied: %s", why)
-        return replace(self.model, not_applied={**self.model.not_applied, "bias_correction": why})
 
 
 def prepare(cfg: RunConfig) -> Prepared:
