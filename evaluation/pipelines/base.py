@@ -100,6 +100,12 @@ class Runner(ABC):
         return self.precision
 
     @property
+    def kernel_note(self) -> str | None:
+        """One line on how the runtime executes an INT8 artifact where that explains its speed (quantized ops it
+        runs as float kernels); None where there is nothing to say. Read after the measurements."""
+        return None
+
+    @property
     def label(self) -> str:
         return pair_label(self.artifact, self.runtime, self.precision)
 

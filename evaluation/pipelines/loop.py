@@ -104,6 +104,7 @@ class PairResult:
     precision: str = ""  # the row's compute precision (fp32 = true FP32, bf16, fp16, int8); "" = the artifact's
     ran_in: str = ""  # what the runtime reports it computed in (OpenVINO's compiled hint, torch's matmul precision)
     correct: np.ndarray | None = None  # per evaluation image: top-1 right (paired intervals of every drop)
+    kernel_note: str | None = None  # how the runtime executes an INT8 artifact, where that explains its speed
 
     def __post_init__(self) -> None:
         self.precision = self.precision or self.artifact.precision
@@ -231,7 +232,8 @@ def evaluate_runtime(runtime: str, rows: list[Row], splits: DataSplits, cfg: Run
             metrics=classification_metrics(out, y, splits.num_classes),
             latency=latency[key(runner)], peak_rss_bytes=memory[key(runner)],
             predictions=out.argmax(axis=1), reference=runner.reference,
-            precision=runner.precision, ran_in=runner.ran_in, correct=out.argmax(axis=1) == y))
+            precision=runner.precision, ran_in=runner.ran_in, correct=out.argmax(axis=1) == y,
+            kernel_note=runner.kernel_note))
     return results
 
 

@@ -5,7 +5,10 @@ is chosen from what the machine really has, and the one the session actually use
 """
 from __future__ import annotations
 
+import functools
 import logging
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -33,10 +36,14 @@ def choose_providers() -> list[str]:
     return providers
 
 
-def make_session(path: str, threads: int | None, providers: list[str] | None = None, optimize: bool = True):
+def make_session(path: str, threads: int | None, providers: list[str] | None = None, optimize: bool = True,
+                 save_optimized: str | None = None):
+    """An ONNX Runtime session (``save_optimized``: also write the graph it optimised there)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if save_optimized:
+        options.optimized_model_filepath = save_optimized
     options.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     if threads:
@@ -71,6 +78,22 @@ class OnnxRuntimeRunner(Runner):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0].astype(np.float32, copy=False)
+
+    @functools.cached_property
+    def kernel_note(self) -> str | None:
+        """For a Q/DQ file: how many of its quantized ops ONNX Runtime runs as integer kernels, and why not the rest
+        (``onnxruntime_kernels``). Read from a second session that saves its optimised graph, opened after the
+        measurements so that it adds nothing to this row's memory."""
+        if self.artifact.kind != "onnx_qdq" or not self.optimize:
+            return None
+        import onnx
+
+        from evaluation.pipelines.onnxruntime_kernels import kernel_note
+
+        with tempfile.TemporaryDirectory(prefix="ort-optimized-") as scratch:
+            saved = str(Path(scratch) / "optimized.onnx")
+            make_session(str(self.artifact.path), 1, ["CPUExecutionProvider"], save_optimized=saved)
+            return kernel_note(onnx.load(str(self.artifact.path)), onnx.load(saved))
 
 
 class OnnxRuntimeReferenceRunner(OnnxRuntimeRunner):

@@ -62,6 +62,7 @@ def result_row(result: Any) -> dict[str, Any]:
         "latency": {str(b): s for b, s in result.latency.items()},
         "speedup": {str(b): s for b, s in comp.get("speedup", {}).items()},
         "path": str(artifact.path),
+        "kernel_note": result.kernel_note,
     }
     return row
 
@@ -104,8 +105,9 @@ def provenance(artifacts: list[Any]) -> dict[str, str]:
 
 
 def warnings_for(rows: list[dict[str, Any]], max_drop_pp: float) -> list[str]:
-    """Plain-language warnings: a reduced precision slower than true FP32 or losing too much accuracy on a runtime,
-    and latencies whose tail is far from their median (p99 > 3x p50: another process, a page-in, a recompile)."""
+    """Plain-language warnings: a reduced precision slower than true FP32 (with the runtime's reason where it gives
+    one: ``kernel_note``) or losing too much accuracy on a runtime, and latencies whose tail is far from their median
+    (p99 > 3x p50: another process, a page-in, a recompile)."""
     notes = []
     for row in rows:
         tails = [f"{lat['p99_ms'] / lat['p50_ms']:.1f} at batch {batch}" for batch, lat in row["latency"].items()
@@ -115,14 +117,16 @@ def warnings_for(rows: list[dict[str, Any]], max_drop_pp: float) -> list[str]:
                          "with more --rounds and nothing else running")
         if row["precision"] == "fp32" or row.get("is_reference"):
             continue  # a reference runtime's latency is float math plus Q/DQ, never an INT8 speed
-        for batch, speedup in row["speedup"].items():
-            if speedup < 1.0:
-                better = [r for r in rows if r["artifact"] == row["artifact"] and r["precision"] == row["precision"]
-                          and r["runtime"] != row["runtime"] and not r.get("is_reference")
-                          and r["speedup"].get(batch, 0) > 1.0]
-                hint = f"; it runs faster than FP32 on {better[0]['runtime']}" if better else ""
-                notes.append(f"{row_label(row)}: {row['precision'].upper()} is slower than true FP32 on "
-                             f"{row['runtime']} at batch {batch} ({speedup:.2f}x){hint}")
+        slower = {batch: speedup for batch, speedup in row["speedup"].items() if speedup < 1.0}
+        for batch, speedup in slower.items():
+            better = [r for r in rows if r["artifact"] == row["artifact"] and r["precision"] == row["precision"]
+                      and r["runtime"] != row["runtime"] and not r.get("is_reference")
+                      and r["speedup"].get(batch, 0) > 1.0]
+            hint = f"; it runs faster than FP32 on {better[0]['runtime']}" if better else ""
+            notes.append(f"{row_label(row)}: {row['precision'].upper()} is slower than true FP32 on "
+                         f"{row['runtime']} at batch {batch} ({speedup:.2f}x){hint}")
+        if slower and row.get("kernel_note"):
+            notes.append(f"{row_label(row)}: why it is slower: {row['kernel_note']}")
         if row["top1_drop_pp"] is not None and row["top1_drop_pp"] > max_drop_pp:
             notes.append(f"{row_label(row)}: loses {row['top1_drop_pp']:.2f} pp top-1 vs true FP32 "
                          f"(more than the {max_drop_pp:g} pp budget)")

@@ -79,8 +79,9 @@ class ModelOptQuantizer(OnnxQuantizer):
     toolchain = "modelopt"
     folder = "modelopt"
     section = "modelopt"
-    # OpenVINO first: ONNX Runtime's CPU EP runs ModelOpt's s8 activations through slow generic kernels
-    # (EfficientNet-Lite0 on AVX2: 0.33x FP32 speed on ORT, 1.17x on OpenVINO, same accuracy)
+    # OpenVINO first: ONNX Runtime's CPU EP fuses almost none of ModelOpt's Q/DQ (placed for TensorRT) into integer
+    # kernels and runs DequantizeLinear + float kernels (EfficientNet-Lite0 on AVX2: 0.33x FP32 speed on ORT, 1.17x
+    # on OpenVINO, same accuracy); the report says why (evaluation/pipelines/onnxruntime_kernels.py)
     runtimes = ("openvino", "onnxruntime", "onnxruntime_reference")
     runs_by_default = True
     calibrations = {"minmax": "max", "entropy": "entropy"}
