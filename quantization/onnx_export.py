@@ -1,7 +1,8 @@
 """FP32 ONNX export shared by the ModelOpt, ONNX Runtime and TensorRT toolchains.
 
 One file per model and opset (dynamic batch axis, checked with ``onnx.checker``), reused by every
-ONNX toolchain so their INT8 artifacts share one FP32 reference.
+ONNX toolchain so their INT8 artifacts share one FP32 reference. After torch's export, zero Pads are folded
+into the Conv that follows (``onnx_pad_fold``: same math, a Q/DQ placement OpenVINO runs at full speed).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+#: graph passes applied after torch's export, recorded in the manifest: a cached export without them is redone
+EXPORT_PASSES = ("pads_into_convs",)
 
 # module -> {(file, opset, input shape): Artifact}: the exports of this process. Random-weights models
 # have no weights file to match an earlier export against, so without it every ONNX toolchain and
@@ -75,7 +78,8 @@ def _export_or_reuse(module: torch.nn.Module, input_shape: tuple[int, ...], fina
             previous = load_artifact(final)
             if (previous.manifest.get("source_weights_sha256") == weights_sha
                     and previous.manifest.get("settings", {}).get("opset") == opset
-                    and previous.manifest.get("input_shape") == list(input_shape) and weights_sha):
+                    and previous.manifest.get("input_shape") == list(input_shape) and weights_sha
+                    and previous.manifest.get("settings", {}).get("export_passes") == list(EXPORT_PASSES)):
                 log.info("reusing FP32 ONNX %s", final)
                 return previous
         except SuiteError as exc:  # no manifest, or a file that no longer matches its sha256: export again
@@ -87,12 +91,25 @@ def _export_or_reuse(module: torch.nn.Module, input_shape: tuple[int, ...], fina
             torch.onnx.export(module.eval(), (example,), str(tmp), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], opset_version=opset, dynamo=False,
                               dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        _apply_passes(tmp)
         check_onnx_file(tmp)
 
     manifest = build_manifest(name=name, toolchain="onnx", kind="onnx", precision="fp32",
-                              settings={"mode": "fp32", "opset": opset, "input_name": INPUT_NAME},
+                              settings={"mode": "fp32", "opset": opset, "input_name": INPUT_NAME,
+                                        "export_passes": list(EXPORT_PASSES)},
                               source_weights=source_weights, calibration_ids=None, extra=extra)
     return write_artifact(final, write, manifest, toolchain="onnx", kind="onnx", precision="fp32")
+
+
+def _apply_passes(path: Path) -> None:
+    """EXPORT_PASSES on the file torch wrote (rewritten only where a pass changed it)."""
+    import onnx
+
+    from quantization.onnx_pad_fold import fold_pads_into_convs
+
+    model = onnx.load(str(path))
+    if fold_pads_into_convs(model):
+        onnx.save(model, str(path))
 
 
 def onnx_input_names(path: Path) -> list[str]:
