@@ -249,3 +249,9 @@ def test_apply_transforms_without_request_is_identity(tmp_cfg):
     tmp_cfg.transforms.bias_correction = False
     prepared = prepare(tmp_cfg)
     assert apply_transforms(prepared.model, tmp_cfg.transforms, prepared.calibration, WeightScheme(), 32) is prepared.model
+
+
+@pytest.mark.parametrize("qmin,qmax,bits", [(-128, 127, 8), (-127, 127, 8), (-64, 64, 7), (-64, 63, 7)])
+def test_the_weight_scheme_names_its_bits_as_the_manifests_do(qmin, qmax, bits):
+    """The log line of bias correction: ModelOpt/ORT's restricted 8-bit range once read "7-bit"."""
+    assert WeightScheme(qmin=qmin, qmax=qmax).describe().startswith(f"{bits}-bit ")

@@ -7,6 +7,7 @@ scale) and the transforms quantize with exactly that.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -34,7 +35,9 @@ class WeightScheme:
                                    depthwise_range=None)
 
     def describe(self) -> str:
-        bits = (self.qmax - self.qmin + 1).bit_length() - 1
+        """E.g. "8-bit per-channel symmetric": the restricted 8-bit range (255 levels) is 8-bit, the 7-bit
+        overflow-fix grid (|q| <= 64, 129 levels) 7-bit."""
+        bits = round(math.log2(self.qmax - self.qmin + 1))
         return f"{bits}-bit {'per-channel' if self.per_channel else 'per-tensor'} symmetric"
 
 
