@@ -14,7 +14,7 @@ def test_precedence_defaults_yaml_cli(tmp_path: Path):
     assert cfg.calibration.size == 32  # CLI wins
     assert cfg.calibration.seed == 3  # YAML wins over default
     assert cfg.torch.observer == "minmax"
-    assert cfg.torch.backend == "x86"  # None override leaves the default
+    assert cfg.torch.backend == "auto"  # None override leaves the default
 
 
 def test_unknown_key_is_a_clear_error(tmp_path: Path):

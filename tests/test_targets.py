@@ -46,8 +46,11 @@ def test_the_weight_bit_policy_is_the_targets_and_every_toolchain_reads_it():
         assert make_quantizer("ort", cfg).weight_bits() == expected
         assert make_quantizer("modelopt", cfg).weight_bits() == expected
         assert make_quantizer("torch_pt2e", cfg).weight_bits() == expected
-        assert weight_bits(cfg.torch, TARGETS[name]) == expected  # x86 backend, 8-bit activations
-        assert depthwise_weight_bits(cfg.torch, TARGETS[name]) == TARGETS[name].weight_bits(fbgemm_depthwise=True)
+        fx = make_quantizer("torch_fx", cfg).cfg.torch  # --backend auto, resolved for the target
+        assert weight_bits(fx, TARGETS[name]) == expected  # 8-bit activations
+        on_fbgemm = fx.backend in ("x86", "fbgemm")  # oneDNN on x86-vnni: its depthwise kernel sums in 32 bits
+        assert on_fbgemm == (name != "x86-vnni")
+        assert depthwise_weight_bits(fx, TARGETS[name]) == TARGETS[name].weight_bits(fbgemm_depthwise=on_fbgemm)
     qnnpack = load_config(None, {"target": "x86-avx2", "torch.backend": "qnnpack"}).torch
     assert weight_bits(qnnpack, TARGETS["x86-avx2"]) == 8  # not FBGEMM's kernels: the fix does not apply
 

@@ -61,7 +61,7 @@ def _fx_int8(model: torch.nn.Module, x: torch.Tensor, clamp: str):
 
     from quantization.Torch.fx_quantizer import observe_clamped_ranges
 
-    cfg = TorchQuantConfig(observer="minmax", clamp_observers=clamp)
+    cfg = TorchQuantConfig(observer="minmax", clamp_observers=clamp, backend="x86")
     # the INT8 model runs on this machine's kernels, so it is built for this machine's target
     prepared = prepare_fx(model, qc.build_qconfig_mapping(cfg, resolve_target("auto")), example_inputs=(x[:1],))
     tightened = observe_clamped_ranges(prepared) if clamp == "clamped" else 0
@@ -142,3 +142,25 @@ def test_default_calibration_batch_follows_whether_the_observer_depends_on_batch
     assert FxQuantizer(cfg).calibration_batch_size() == batch
     cfg.calibration.batch_size = 7
     assert FxQuantizer(cfg).calibration_batch_size() == 7
+
+
+@pytest.mark.parametrize("mode, target, expected", [
+    ("fx", "x86-vnni", "onednn"), ("fx", "x86-amx", "onednn"), ("fx", "x86-avx2", "x86"), ("fx", "arm64", "x86"),
+    ("fx", "tensorrt", "x86"), ("eager", "x86-vnni", "x86"), ("qat", "x86-amx", "x86"), ("dynamic", "x86-vnni", "x86"),
+])
+def test_backend_auto_follows_the_mode_and_the_target(mode, target, expected):
+    """oneDNN where FBGEMM's depthwise kernel would cost the FX depthwise weights a bit (VNNI/AMX), else x86."""
+    assert qc.resolve_backend("auto", mode, TARGETS[target]) == expected
+    assert qc.resolve_backend("x86", mode, TARGETS[target]) == "x86"  # a named engine is kept
+
+
+@pytest.mark.parametrize("target, engine, depthwise_bits", [("x86-vnni", "onednn", 8), ("x86-avx2", "x86", 7)])
+def test_the_fx_quantizer_runs_the_resolved_engine_everywhere(tmp_cfg, target, engine, depthwise_bits):
+    from quantization.workflow import make_quantizer
+
+    tmp_cfg.target = target
+    assert tmp_cfg.torch.backend == "auto"
+    quantizer = make_quantizer("torch_fx", tmp_cfg)
+    assert quantizer.cfg.torch.backend == engine and tmp_cfg.torch.backend == "auto"  # the caller's config untouched
+    assert quantizer.settings()["backend"] == engine and quantizer.tag().startswith(f"fx_{engine}_")
+    assert quantizer.settings()["depthwise_weight_bits"] == depthwise_bits

@@ -12,7 +12,8 @@ from utils.config import Section, choice, non_negative
 @dataclass(slots=True)
 class TorchQuantConfig:
     mode: str = choice("fx", "eager", "pt2e", "dynamic", "qat")  # torch_PTQ.py picks the toolchain from it
-    backend: str = choice("x86", "fbgemm", "onednn", "qnnpack")
+    # auto: per mode and deployment target (qconfig.resolve_backend: oneDNN for FX on VNNI/AMX, x86 elsewhere)
+    backend: str = choice("auto", "x86", "fbgemm", "onednn", "qnnpack")
     granularity: str = choice("per_channel", "per_tensor")
     # histogram: torch.ao's L2 range search on a fast exact histogram (histogram_observer.py, the default);
     # torchao_histogram: torch.ao's own HistogramObserver, kept to compare against
@@ -46,7 +47,8 @@ def add_mode_arg(parser: argparse.ArgumentParser) -> None:
 
 def add_torch_args(parser: argparse.ArgumentParser) -> None:
     g = section_group(parser, "Torch quantization", SECTION)
-    option(g, "--backend", "torch.backend", "quantized engine")
+    option(g, "--backend", "torch.backend", "quantized engine; auto: onednn for fx on CPUs with VNNI/AMX (its "
+           "depthwise convs keep 8-bit weights), x86 otherwise")
     option(g, "--granularity", "torch.granularity", "weight scales")
     option(g, "--observer", "torch.observer", "activation observer: minmax, moving_average_minmax, histogram "
            "(torch.ao's L2-optimal range search on a fast exact histogram), torchao_histogram (torch.ao's own, "

@@ -10,6 +10,7 @@ time (qint8) and the activations per batch at run time, so no calibration data i
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,12 @@ def tokenize(tokenizer: Any, sentences: list[str]) -> dict[str, torch.Tensor]:
 def quantize_torch(encoder: SentenceEncoder, cfg: TorchQuantConfig | None = None, target: str = "auto") -> nn.Module:
     """Dynamic INT8 of every Linear; default settings: per-channel weights, 8-bit activations, 7-bit weights
     where ``target`` (auto: this machine's CPU) adds pairs in 16 bits."""
+    from quantization.Torch.qconfig import resolve_backend
     from utils.targets import resolve_target
 
-    quantized = dynamic_int8(encoder, cfg or TorchQuantConfig(), resolve_target(target))
+    cfg, machine = cfg or TorchQuantConfig(), resolve_target(target)
+    cfg = dataclasses.replace(cfg, backend=resolve_backend(cfg.backend, "dynamic", machine))
+    quantized = dynamic_int8(encoder, cfg, machine)
     log.info("dynamic INT8: %d Linear layers to qint8", len(dynamic_layers(encoder)))
     return quantized
 

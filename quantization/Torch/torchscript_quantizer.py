@@ -17,6 +17,7 @@ from quantization.base import Quantizer, float_suffix
 from quantization.run_config import RunConfig
 from quantization.Torch.qconfig import (
     BATCH_INDEPENDENT_OBSERVERS,
+    resolve_backend,
     saturation_risk,
     use_reduce_range,
     validate,
@@ -45,6 +46,9 @@ class TorchScriptQuantizer(Quantizer):
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
+        backend = resolve_backend(cfg.torch.backend, self.mode, self.target)
+        if backend != cfg.torch.backend:  # --backend auto: the engine this mode and target take, everywhere after
+            self.cfg = replace_section(cfg, "torch", backend=backend)
         self.timer = StageTimer(self.toolchain)  # stages of the latest quantize(), in its manifest
 
     def settings(self) -> dict[str, Any]:
