@@ -86,7 +86,10 @@ def _predict(path: str, kind: str, images: np.ndarray, optimize: bool) -> np.nda
         return session.run(None, {session.get_inputs()[0].name: images})[0]
     import torch
 
-    torch.backends.quantized.engine = "x86"
+    from utils.artifacts import load_artifact
+
+    # the engine the artifact was built for (FX on x86-vnni: oneDNN), as the torch runner sets it before loading
+    torch.backends.quantized.engine = load_artifact(Path(path)).manifest.get("settings", {}).get("backend") or "x86"
     module = torch.jit.load(path, map_location="cpu").eval()
     with torch.inference_mode():
         return module(torch.from_numpy(images)).float().numpy()
