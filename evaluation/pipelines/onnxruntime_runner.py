@@ -84,16 +84,20 @@ class OnnxRuntimeRunner(Runner):
         """For a Q/DQ file: how many of its quantized ops ONNX Runtime runs as integer kernels, and why not the rest
         (``onnxruntime_kernels``). Read from a second session that saves its optimised graph, opened after the
         measurements so that it adds nothing to this row's memory."""
-        if self.artifact.kind != "onnx_qdq" or not self.optimize:
-            return None
+        if self.artifact.kind != "onnx_qdq" or not self.optimize or self.device != "CPUExecutionProvider":
+            return None  # the selectors read here are the CPU EP's; a GPU EP fuses by its own rules
         import onnx
 
         from evaluation.pipelines.onnxruntime_kernels import kernel_note
 
-        with tempfile.TemporaryDirectory(prefix="ort-optimized-") as scratch:
-            saved = str(Path(scratch) / "optimized.onnx")
-            make_session(str(self.artifact.path), 1, ["CPUExecutionProvider"], save_optimized=saved)
-            return kernel_note(onnx.load(str(self.artifact.path)), onnx.load(saved))
+        try:
+            with tempfile.TemporaryDirectory(prefix="ort-optimized-") as scratch:
+                saved = str(Path(scratch) / "optimized.onnx")
+                make_session(str(self.artifact.path), 1, ["CPUExecutionProvider"], save_optimized=saved)
+                return kernel_note(onnx.load(str(self.artifact.path)), onnx.load(saved))
+        except Exception:  # a diagnosis, never a reason to lose the measured row
+            log.debug("no kernel note for %s", self.artifact.path, exc_info=True)
+            return None
 
 
 class OnnxRuntimeReferenceRunner(OnnxRuntimeRunner):
