@@ -117,7 +117,7 @@ def test_resnet20_fx_ranges_and_predictions_match_torchao(tmp_path):
         variant = copy.deepcopy(cfg)
         variant.torch.observer = observer
         quantizer = make_quantizer("torch_fx", variant)
-        torch.backends.quantized.engine = variant.torch.backend
+        torch.backends.quantized.engine = quantizer.cfg.torch.backend  # --backend auto, resolved
         modules[observer], _ = quantizer._quantized_module(prepared.model, prepared.calibration)
     fast, reference = (_activation_scales(modules[o]) for o in ("histogram", "torchao_histogram"))
     assert fast.keys() == reference.keys() and len(fast) > 20
