@@ -25,6 +25,7 @@ import numpy as np
 
 from utils.artifacts import Artifact
 from utils.onnx_qdq import node_attr, quantize_constant
+from utils.onnx_qdq import producers as graph_producers
 from utils.targets import INT16_MAX, Target
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def onnx_int8_layers(path: Path) -> list[LayerWeights]:
 
     model = onnx.load(str(path))
     inits = {i.name: i for i in model.graph.initializer}
-    producers = {out: node for node in model.graph.node for out in node.output}
+    producers = graph_producers(model.graph)
 
     def int8_weight(name: str) -> np.ndarray | None:
         dq = producers.get(name)

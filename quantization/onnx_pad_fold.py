@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from utils.onnx_qdq import consumers as graph_consumers
+from utils.onnx_qdq import producers as graph_producers
+
 log = logging.getLogger(__name__)
 
 
@@ -27,8 +30,8 @@ def _constant_value(model: Any, name: str, producers: dict[str, Any], initialize
 
     if name in initializers:
         return numpy_helper.to_array(initializers[name])
-    needed, stack, used_inits = [], [name], set()
-    seen: set[str] = set()
+    needed: set[str] = set()  # first output of each node the value depends on (a node's identity here)
+    stack, used_inits, seen = [name], set(), set()
     while stack:
         tensor = stack.pop()
         if tensor in seen or not tensor:
@@ -40,10 +43,9 @@ def _constant_value(model: Any, name: str, producers: dict[str, Any], initialize
         node = producers.get(tensor)
         if node is None:
             return None  # a graph input: not a constant
-        if node not in needed:
-            needed.append(node)
-            stack.extend(node.input)
-    order = [n for n in model.graph.node if n in needed]  # the graph's own (topological) order
+        needed.add(node.output[0])
+        stack.extend(node.input)
+    order = [n for n in model.graph.node if n.output and n.output[0] in needed]  # the graph's (topological) order
     graph = helper.make_graph(order, "pads", [], [helper.make_tensor_value_info(name, 0, None)],
                               [initializers[i] for i in used_inits])
     sub = helper.make_model(graph, opset_imports=model.opset_import)
@@ -77,12 +79,8 @@ def fold_pads_into_convs(model: Any) -> int:
     Returns how many were folded. The Pad's constant subgraph, now unused, is removed with it."""
     from onnx import helper
 
-    producers = {out: n for n in model.graph.node for out in n.output}
+    producers, consumers = graph_producers(model.graph), graph_consumers(model.graph)
     initializers = {i.name: i for i in model.graph.initializer}
-    consumers: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
     graph_outputs = {o.name for o in model.graph.output}
     folded = []
     for pad in [n for n in model.graph.node if n.op_type == "Pad"]:

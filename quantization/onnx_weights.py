@@ -15,12 +15,13 @@ scale; re-gridding weights without it broke them completely), so such a bias is 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
+from utils.onnx_qdq import consumers as graph_consumers
 from utils.onnx_qdq import node_attr, quantize_constant
+from utils.onnx_qdq import producers as graph_producers
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,7 @@ def fold_weight_quantizers(model, weight_bits: int = 8) -> FoldResult:
         raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits}")
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    users: dict[str, list] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            users[name].append(node)
-    producers = {out: node for node in graph.node for out in node.output}
+    users, producers = graph_consumers(graph), graph_producers(graph)
     new_inits, dropped_nodes, rescaled_scales = [], set(), {}
     biases = 0
     for node in list(graph.node):
@@ -60,7 +57,7 @@ def fold_weight_quantizers(model, weight_bits: int = 8) -> FoldResult:
         if zp_name not in inits or node.input[1] not in inits:
             continue
         zero_point = numpy_helper.to_array(inits[zp_name])
-        dequantizers = users[node.output[0]]
+        dequantizers = users.get(node.output[0], [])
         if zero_point.dtype != np.int8 or np.any(zero_point != 0) or not dequantizers or \
                 any(d.op_type != "DequantizeLinear" for d in dequantizers):
             continue
@@ -85,7 +82,7 @@ def fold_weight_quantizers(model, weight_bits: int = 8) -> FoldResult:
             dq.input[1] = scale_name
             if weight_bits == 7:
                 biases += sum(_rescale_int32_bias(consumer, dq.output[0], producers, inits, new_inits)
-                              for consumer in users[dq.output[0]])
+                              for consumer in users.get(dq.output[0], []))
         dropped_nodes.add(id(node))
     kept = [n for n in graph.node if id(n) not in dropped_nodes]
     del graph.node[:]

@@ -1,8 +1,25 @@
 """What a QuantizeLinear of a constant computes, in numpy: shared by the ModelOpt weight fold (which stores
-it) and the static saturation check (which reads it), so both see the same INT8 values."""
+it) and the static saturation check (which reads it), so both see the same INT8 values. Also the graph maps
+every ONNX graph pass here walks (who produces a tensor, who reads it)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+
+def producers(graph: Any) -> dict[str, Any]:
+    """Tensor name -> the node that writes it."""
+    return {out: node for node in graph.node for out in node.output}
+
+
+def consumers(graph: Any) -> dict[str, list[Any]]:
+    """Tensor name -> the nodes that read it, in graph order."""
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
 
 
 def node_attr(node, name: str, default: int) -> int:

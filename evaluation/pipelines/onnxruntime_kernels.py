@@ -18,6 +18,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from utils.onnx_qdq import consumers as graph_consumers
+from utils.onnx_qdq import producers as graph_producers
+
 #: float ops a Q/DQ toolchain quantizes (the ones with integer kernels in ONNX Runtime's CPU EP)
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 #: what ONNX Runtime fuses them into (on x86, QLinearConv in its NHWC form, com.microsoft domain)
@@ -36,28 +39,21 @@ SIGNED_SHARED = ("signed INT8 input from a Q/DQ pair shared with other ops (x86 
 
 def int8_activations_fuse() -> bool:
     """ONNX Runtime's ``QDQIsInt8Allowed``: its Conv/MatMul selectors take signed INT8 activations on ARM only."""
-    import platform
+    from utils.targets import this_machine_target
 
-    return platform.machine().lower() in ("aarch64", "arm64")
-
-
-def _consumers(model: Any) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            out.setdefault(name, []).append(node)
-    return out
+    return this_machine_target().name == "arm64"
 
 
-def _producers(model: Any) -> dict[str, Any]:
-    return {name: node for node in model.graph.node for name in node.output}
+def _zero_point(node: Any, initializers: dict[str, Any]) -> Any:
+    """The zero-point initializer of a QuantizeLinear/DequantizeLinear (None where it has none)."""
+    return initializers.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
 
 
 def _clips_at_bottom(q: Any, initializers: dict[str, Any]) -> bool:
     """Whether QuantizeLinear ``q`` maps every negative value to its smallest integer (as a Relu would)."""
     from onnx import numpy_helper
 
-    zero = initializers.get(q.input[2]) if len(q.input) > 2 and q.input[2] else None
+    zero = _zero_point(q, initializers)
     if zero is None:
         return True  # no zero point: uint8 0, the bottom
     return zero.data_type in RANGE_BOTTOM and int(numpy_helper.to_array(zero).flat[0]) == RANGE_BOTTOM[zero.data_type]
@@ -66,7 +62,7 @@ def _clips_at_bottom(q: Any, initializers: dict[str, Any]) -> bool:
 def _signed_and_shared(dq: Any, producers: dict[str, Any], consumers: dict[str, list[Any]],
                        initializers: dict[str, Any]) -> bool:
     """A signed-INT8 DequantizeLinear that feeds several ops, or whose QuantizeLinear feeds several DQs."""
-    zero = initializers.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
+    zero = _zero_point(dq, initializers)
     if zero is None or zero.data_type != 3:  # onnx.TensorProto.INT8
         return False
     q = producers.get(dq.input[0])
@@ -78,10 +74,11 @@ def float_causes(model: Any) -> tuple[int, int, Counter]:
 
     A quantized op is a Conv/MatMul/Gemm whose activation input comes from DequantizeLinear; one op can have
     several causes."""
-    producers, consumers = _producers(model), _consumers(model)
+    producers, consumers = graph_producers(model.graph), graph_consumers(model.graph)
     initializers = {init.name: init for init in model.graph.initializer}
     causes: Counter = Counter()
     total = explained = 0
+    signed_fuses = int8_activations_fuse()
     for node in model.graph.node:
         dq = producers.get(node.input[0]) if node.input else None
         if node.op_type not in QUANTIZED_OPS or dq is None or dq.op_type != "DequantizeLinear":
@@ -99,7 +96,7 @@ def float_causes(model: Any) -> tuple[int, int, Counter]:
             found.append(SHARED_OUTPUT)
         elif clip is not None and not _clips_at_bottom(quantizers[0], initializers):
             found.append(CLIP_KEPT)
-        if _signed_and_shared(dq, producers, consumers, initializers) and not int8_activations_fuse():
+        if not signed_fuses and _signed_and_shared(dq, producers, consumers, initializers):
             found.append(SIGNED_SHARED)
         causes.update(found)
         explained += bool(found)
