@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from quantization.run_config import RunConfig
+from quantization.transforms import BIAS_CORRECTION
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact
 from utils.config import replace_section, resolve_path
@@ -20,7 +21,7 @@ from utils.models import LoadedModel
 from utils.names import fit_name
 from utils.targets import Target, resolve_target
 
-TRANSFORM_TAGS = {"cle": "cle", "cle_relu6_to_relu": "cle6", "bias_correction": "bc"}
+TRANSFORM_TAGS = {"cle": "cle", "cle_relu6_to_relu": "cle6", "bias_correction": "bc", "bias_correction_sequential": "bcs"}
 
 #: images per calibration forward pass when ``--calib-batch-size`` is not given, for ranges that do not
 #: depend on the batching (running min/max, an exact histogram): small batches keep each layer's
@@ -171,8 +172,9 @@ class Quantizer(ABC):
 
     def bias_correction_state(self, model: LoadedModel) -> str:
         """What the manifest of a calibrated artifact says about bias correction: applied, off, or why not."""
-        if "bias_correction" in model.transforms:
-            return "applied"
+        for method, name in BIAS_CORRECTION.items():
+            if name in model.transforms:
+                return f"applied ({method})"
         if "bias_correction" in model.not_applied:
             return f"not applied: {model.not_applied['bias_correction']}"
         return "on" if self.cfg.transforms.bias_correction else "off"

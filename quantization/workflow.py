@@ -34,7 +34,7 @@ class Prepared:
         """The model ``quantizer`` should quantize: the FP32 model after the configured transforms.
 
         Bias correction depends on the toolchain's weight grid, so the result is kept per grid."""
-        cfg, batch_size = quantizer.cfg.transforms, quantizer.calibration_batch_size()
+        cfg = quantizer.cfg.transforms
         model = self.model
         excluded = quantizer.bias_correction_excluded() if cfg.bias_correction else None
         if excluded:
@@ -45,10 +45,9 @@ class Prepared:
             return model
         if not quantizer.reads_torch_model():  # an ONNX file is quantized as it is; --cle was asked for by name
             raise SuiteError("--cle works on the PyTorch model and cannot apply to an ONNX model source")
-        key = (repr(cfg), quantizer.weight_scheme(), batch_size)
+        key = (repr(cfg), quantizer.weight_scheme())
         if key not in self._transformed:
-            self._transformed[key] = apply_transforms(model, cfg, self.calibration, quantizer.weight_scheme(),
-                                                      batch_size)
+            self._transformed[key] = apply_transforms(model, cfg, self.calibration, quantizer.weight_scheme())
         return self._transformed[key]
 
 

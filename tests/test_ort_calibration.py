@@ -178,3 +178,37 @@ def test_histogram_calibration_holds_one_batch_of_outputs(tmp_path):
         child.join()
     print({k: f"{v / 2**20:.0f} MiB" for k, v in growth.items()})
     assert growth[True] < 0.5 * growth[False]
+
+
+@pytest.mark.parametrize("method", ["MinMax", "Entropy"])
+def test_modelopt_max_calibration_gets_the_same_optimised_cpu_session(method, tmp_path):
+    """ModelOpt's own session factory (every optimisation off), wrapped as the ModelOpt child installs it: a
+    MinMax calibrator on the CPU gets ORT's optimised session, whose ranges are ORT's within float rounding;
+    a histogram calibrator keeps ModelOpt's session."""
+    pytest.importorskip("modelopt.onnx.quantization")
+    import onnxruntime as ort
+    from modelopt.onnx.quantization import ort_patching
+    from onnxruntime.quantization.calibrate import HistogramCalibrater, MinMaxCalibrater
+
+    from quantization.ModelOpt.calibration_session import optimised_for_cpu_max
+    from quantization.ORT.ort_calibration import _OneBatch, default_op_types, feed_batches
+
+    fp32, feed = tmp_path / "fp32.onnx", _feed(64)
+    _tiny_onnx(fp32)
+    kind = MinMaxCalibrater if method == "MinMax" else HistogramCalibrater
+    calibrator = kind(str(fp32), default_op_types(), augmented_model_path=str(tmp_path / "mo_aug.onnx"))
+    calibrator.augment_graph()
+    optimised_for_cpu_max(ort_patching._create_inference_session_with_ep_config)(
+        calibrator, execution_providers=["CPUExecutionProvider"])
+    level = calibrator.infer_session.get_session_options().graph_optimization_level
+    if method != "MinMax":
+        assert level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return
+    assert level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for batch in feed_batches(feed, STEP):
+        calibrator.collect_data(_OneBatch(batch))
+    wrapped = _bounds(calibrator.compute_data())
+    own = _bounds(_orts_own_ranges(fp32, feed, method, tmp_path))
+    assert wrapped.keys() == own.keys() and len(own) >= 5
+    for name, (low, high) in own.items():
+        assert wrapped[name] == pytest.approx((low, high), abs=1e-5 * max(high - low, 1e-6)), name

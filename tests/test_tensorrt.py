@@ -77,7 +77,7 @@ def test_script_writes_the_qdq_onnx_then_says_what_is_missing(tmp_path: Path):
     qdq = list((models / "tensorrt").glob("*_modelopt_int8_max_fp16_bc.onnx"))  # bias correction: a default
     assert len(qdq) == 1
     manifest = json.loads(qdq[0].with_name(qdq[0].name + ".manifest.json").read_text())
-    assert manifest["bias_correction"] == "applied"
+    assert manifest["bias_correction"] == "applied (fast)"
     assert manifest["settings"]["high_precision_dtype"] == "fp16"
     assert require_valid_qdq(qdq[0], manifest["settings"]["nodes_excluded"]).ok
     assert not list(models.rglob("*.plan"))

@@ -96,7 +96,8 @@ def test_fake_quantize_weight_grids():
     assert per_tensor[1, 0] == 0  # 0.003 is below half a step of the tensor-wide grid (1/127)
 
 
-def test_bias_correction_reduces_the_mean_output_shift_on_held_out_batches():
+@pytest.mark.parametrize("method", ["fast", "sequential"])
+def test_bias_correction_reduces_the_mean_output_shift_on_held_out_batches(method):
     prepared = prepare(_demo_cfg())
     model = copy.deepcopy(prepared.model.module).eval()
     fold_batchnorm(model)
@@ -111,11 +112,53 @@ def test_bias_correction_reduces_the_mean_output_shift_on_held_out_batches():
 
     before = relative_shift(model)
     corrected = copy.deepcopy(model)
-    correct_bias(corrected, prepared.calibration.batches(32), PER_TENSOR_7BIT)
+    correct_bias(corrected, prepared.calibration.batches(32), PER_TENSOR_7BIT, method)
     after = relative_shift(corrected)
     improved = sum(after[n] < before[n] for n in layers)
     assert improved >= 0.8 * len(layers), f"only {improved}/{len(layers)} layers improved"
     assert sum(after.values()) < 0.5 * sum(before.values())
+
+
+def test_fast_bias_correction_is_the_exact_mean_rounding_error_on_fp32_inputs():
+    """The fast pass sums inputs and convolves once: it must equal, per layer, the mean over every sample and
+    output position of (Q(W) - W) x computed the long way on each batch (padding, strides, groups and the
+    linear head included), whatever the batching."""
+    from quantization.transforms.bias_correction import LAYERS, _rounding_shifts
+    from quantization.transforms.weight_scheme import fake_quantize_weight
+
+    from torchvision.models import mobilenet_v3_small
+
+    torch.manual_seed(0)
+    model = mobilenet_v3_small(num_classes=10).eval()  # depthwise, stride 2, 5x5 kernels, a linear head
+    fold_batchnorm(model)
+    images = torch.randn(20, 3, 64, 64)
+    layers = [n for n, m in model.named_modules() if isinstance(m, LAYERS)]
+    sums, counts = {}, {}
+
+    def hook(name):
+        def run(module, inputs):
+            error = fake_quantize_weight(module.weight, PER_TENSOR_7BIT) - module.weight
+            if isinstance(module, nn.Linear):
+                y = inputs[0] @ error.T
+                sums[name], counts[name] = sums.get(name, 0) + y.reshape(-1, y.shape[-1]).sum(0), counts.get(name, 0) + y.numel() // y.shape[-1]
+            else:
+                y = module._conv_forward(inputs[0], error, None)
+                sums[name] = sums.get(name, 0) + y.sum(dim=(0, 2, 3))
+                counts[name] = counts.get(name, 0) + y.numel() // y.shape[1]
+        return run
+
+    modules = dict(model.named_modules())
+    handles = [modules[n].register_forward_pre_hook(hook(n)) for n in layers]
+    with torch.inference_mode():
+        for batch in images.split(16):
+            model(batch)
+    for handle in handles:
+        handle.remove()
+    fast = _rounding_shifts(model, images.split(3), layers, PER_TENSOR_7BIT)
+    assert set(fast) == set(layers)
+    for name in layers:
+        expected = sums[name] / counts[name]
+        assert torch.allclose(fast[name], expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max())), name
 
 
 def _demo_cfg():
@@ -160,7 +203,7 @@ def test_bias_correction_is_on_by_default_and_off_with_the_flag(tmp_cfg):
     fp32, on = run_toolchain("ort", tmp_cfg, prepared)[:2]
     tmp_cfg.transforms.bias_correction = False
     off = run_toolchain("ort", tmp_cfg, prepared)[1]
-    assert (on.manifest["bias_correction"], off.manifest["bias_correction"]) == ("applied", "off")
+    assert (on.manifest["bias_correction"], off.manifest["bias_correction"]) == ("applied (fast)", "off")
     assert on.path.name.endswith("_bc.onnx") and not off.path.name.endswith("_bc.onnx")
     assert "bias_correction" not in fp32.manifest  # an FP32 export has no calibration recipe
 
@@ -248,7 +291,7 @@ def test_each_toolchain_states_its_weight_grid(tmp_cfg):
 def test_apply_transforms_without_request_is_identity(tmp_cfg):
     tmp_cfg.transforms.bias_correction = False
     prepared = prepare(tmp_cfg)
-    assert apply_transforms(prepared.model, tmp_cfg.transforms, prepared.calibration, WeightScheme(), 32) is prepared.model
+    assert apply_transforms(prepared.model, tmp_cfg.transforms, prepared.calibration, WeightScheme()) is prepared.model
 
 
 @pytest.mark.parametrize("qmin,qmax,bits", [(-128, 127, 8), (-127, 127, 8), (-64, 64, 7), (-64, 63, 7)])

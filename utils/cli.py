@@ -171,6 +171,10 @@ def add_transform_args(parser: argparse.ArgumentParser) -> None:
            "weight-rounding error, measured on the calibration images, into its bias; --no-bias-correction turns "
            "it off (a PyTorch source only: an ONNX source is quantized as it is)",
            action=argparse.BooleanOptionalAction)
+    option(g, "--bias-correction-method", "transforms.bias_correction_method", "fast: one FP32 pass, each layer "
+           "corrected for its own weight rounding on FP32 inputs (NNCF's default kind); sequential: each layer "
+           "corrected given the quantized layers before it (a second pass and several GB more memory)",
+           choices=["fast", "sequential"])
 
 
 def quiet_known_warnings() -> None:

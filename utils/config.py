@@ -69,6 +69,9 @@ class TransformConfig:
     # empirical: fold the mean weight-rounding error into each bias. On by default, as NNCF's fast bias
     # correction is: measured over 4 CIFAR ResNets x 3 calibration seeds and EfficientNet-Lite0 (docs/accuracy_recovery.md)
     bias_correction: bool = True
+    # fast: one streaming FP32 pass, each layer's own rounding (NNCF's default kind); sequential: each layer
+    # given the quantized layers before it (a second pass, the whole sample's activations in memory)
+    bias_correction_method: str = choice("fast", "sequential")
 
 
 @dataclass

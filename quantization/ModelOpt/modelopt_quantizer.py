@@ -41,7 +41,10 @@ def default_calibration_eps() -> list[str]:
 def _quantize_in_child(kwargs: dict[str, Any], scratch: str) -> None:
     from modelopt.onnx.quantization import quantize
 
+    from quantization.ModelOpt.calibration_session import install
     from utils.console import library_output_to_run_log
+
+    install()  # max calibration in an optimised CPU session, as the ORT toolchain's
 
     tempfile.tempdir = scratch  # ModelOpt's intermediate tmp*.onnx and ORT's ort.quant.* go there, not to /tmp
     with library_output_to_run_log():  # its logger writes to stdout ("Failed to get GPU count" on every CPU run)

@@ -17,13 +17,22 @@ from utils.models import LoadedModel
 
 log = logging.getLogger(__name__)
 
+#: the name each bias-correction method is recorded under in ``LoadedModel.transforms`` (and the manifest)
+BIAS_CORRECTION = {"fast": "bias_correction", "sequential": "bias_correction_sequential"}
+
 
 def requested(cfg: TransformConfig) -> bool:
     return cfg.cle or cfg.bias_correction
 
 
+#: images per forward pass of the transforms: neither correction depends on the batching (both sum over the
+#: sample), and small batches keep each layer's activations in cache (EfficientNet-Lite0, 300 images, 2 cores,
+#: x86-vnni: an FP32 pass takes 4.1 s at 8 against 11.4 s at 32)
+TRANSFORM_BATCH = 8
+
+
 def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: CalibrationSet,
-                     scheme: WeightScheme, batch_size: int) -> LoadedModel:
+                     scheme: WeightScheme) -> LoadedModel:
     """A transformed copy of ``model`` (the input is left untouched); the same model if none is asked.
 
     Cross-layer equalization is asked for by name, so a model it cannot trace is an error. Bias correction is
@@ -43,8 +52,8 @@ def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: Cali
         applied.append("cle_relu6_to_relu" if cfg.cle_relu6 == "relu" else "cle")
     if cfg.bias_correction:
         try:
-            correct_bias(module, calibration.batches(batch_size), scheme)
-            applied.append("bias_correction")
+            correct_bias(module, calibration.batches(TRANSFORM_BATCH), scheme, cfg.bias_correction_method)
+            applied.append(BIAS_CORRECTION[cfg.bias_correction_method])
         except UntraceableModel as exc:  # raised before the module is changed
             not_applied["bias_correction"] = str(exc)
             log.info("bias correction not applied: %s", exc)
@@ -54,4 +63,4 @@ def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: Cali
                                not_applied={**model.not_applied, **not_applied})
 
 
-__all__ = ["apply_transforms", "requested", "WeightScheme"]
+__all__ = ["apply_transforms", "requested", "BIAS_CORRECTION", "WeightScheme"]

@@ -1,11 +1,19 @@
 """Empirical bias correction (Nagel et al. 2019, "Data-Free Quantization", section 4.2).
 
-Rounding a layer's weights shifts the mean of its outputs: E[(W - Q(W)) x] is rarely zero, and the
-shifts add up through depth. Layer by layer, in execution order, the mean output per channel of the
-FP32 model and of the model with weight-quantized layers (those before it already corrected) are
-measured on the calibration batches; the difference is folded into the layer's bias. Each layer is
-thus unbiased on that data given the quantized layers before it. The weights are not touched: the
-toolchain's own quantizer later produces exactly the grid simulated here.
+Rounding a layer's weights shifts the mean of its outputs by E[(Q(W) - W) x], rarely zero, and the
+shifts add up through depth. Two ways to measure it on the calibration batches, both folding the
+negated shift into the layer's bias (the weights are not touched: the toolchain's own quantizer later
+produces exactly the grid simulated here):
+
+- ``fast`` (the default, NNCF's "fast bias correction" in kind): one streaming FP32 pass. A conv or
+  linear layer is linear in its input, so the mean of (Q(W) - W) x over the data is (Q(W) - W) applied
+  to the mean input; each layer's hook convolves the batch's summed input with the rounding error
+  (padding and strides included, so the result is exact for FP32 inputs, not a per-channel estimate).
+  Each layer is corrected for its own rounding, on FP32 inputs; memory stays at one batch.
+- ``sequential``: each layer is made unbiased given the already quantized and corrected layers before
+  it (the model's weight-quantized twin, in one forward pass over the whole sample at once): it also
+  absorbs the shifts that earlier layers pass on, at the price of a second pass and every layer's
+  activations for the whole sample in memory.
 """
 from __future__ import annotations
 
@@ -71,20 +79,82 @@ def _shaped(shift: torch.Tensor, output: torch.Tensor, linear: bool) -> torch.Te
     return shift if linear else shift.reshape(1, -1, *([1] * (output.dim() - 2)))
 
 
-def correct_bias(model: nn.Module, batches: Iterable[torch.Tensor], scheme: WeightScheme) -> int:
+METHODS = ("fast", "sequential")
+
+
+def _rounding_shifts(model: nn.Module, batches: Iterable[torch.Tensor], layers: list[str],
+                     scheme: WeightScheme) -> dict[str, torch.Tensor]:
+    """Per layer, the mean per output channel of (Q(W) - W) x over the FP32 inputs x of ``batches``.
+
+    The pass only sums each layer's inputs over the samples (one tensor per layer and input shape);
+    the rounding error meets them once, at the end, which keeps the pass at the cost of a forward."""
+    modules = dict(model.named_modules())
+    sums: dict[str, dict[tuple, torch.Tensor]] = {n: {} for n in layers}
+    counts: dict[str, dict[tuple, int]] = {n: {} for n in layers}
+
+    def hook(name: str):
+        def run(module: nn.Module, inputs: tuple) -> None:
+            x = inputs[0]
+            if isinstance(module, nn.Linear):  # every row of every sample is one output position
+                x = x.reshape(-1, x.shape[-1])
+            shape = tuple(x.shape[1:])
+            sums[name][shape] = sums[name].get(shape, 0) + x.sum(dim=0, keepdim=True)
+            counts[name][shape] = counts[name].get(shape, 0) + x.shape[0]
+        return run
+
+    handles = [modules[n].register_forward_pre_hook(hook(n)) for n in layers]
+    try:
+        with torch.inference_mode():
+            for images in batches:
+                model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    shifts = {}
+    with torch.inference_mode():
+        for name in layers:
+            module = modules[name]
+            error = fake_quantize_weight(module.weight, scheme.for_module(module)) - module.weight.detach()
+            total, positions = 0, 0
+            for shape, summed in sums[name].items():
+                if isinstance(module, nn.Linear):
+                    total, positions = total + (summed @ error.T)[0], positions + counts[name][shape]
+                else:  # convolution is linear in x: the summed input's output is the sum of the outputs
+                    y = module._conv_forward(summed, error, None)
+                    total = total + y.sum(dim=(0, *range(2, y.dim())))
+                    positions += counts[name][shape] * y[0, 0].numel()
+            if positions:
+                shifts[name] = total / positions
+    return shifts
+
+
+def correct_bias(model: nn.Module, batches: Iterable[torch.Tensor], scheme: WeightScheme,
+                 method: str = "fast") -> int:
     """Fold each conv/linear's mean output shift under weight quantization into its bias, in place.
 
     BatchNorm is folded first: every toolchain quantizes the BN-folded weights, so that is the grid
-    whose rounding error must be measured (it differs from the raw conv's under per-tensor scales).
-    The sequential correction runs in one forward pass of the weight-quantized twin over the whole
-    calibration sample: each layer's hook measures its shift, corrects its own output, and so the
-    layers after it see the corrected values, exactly as layer-by-layer passes would."""
+    whose rounding error must be measured (it differs from the raw conv's under per-tensor scales)."""
+    if method not in METHODS:
+        raise ValueError(f"bias correction method {method!r}: expected one of {', '.join(METHODS)}")
     model.eval()
     fold_batchnorm(model)
-    batches = list(batches)
     layers = [n for n, m in model.named_modules() if isinstance(m, LAYERS)]
-    reference = mean_outputs(model, tqdm(batches, desc="bias correction: FP32 means", unit="batch",
-                                                   disable=progress_disabled()), layers)
+    batches = tqdm(batches, desc=f"bias correction ({method})", unit="batch", disable=progress_disabled())
+    if method == "fast":
+        shifts = {n: -s for n, s in _rounding_shifts(model, batches, layers, scheme).items()}
+    else:
+        shifts = _sequential_shifts(model, list(batches), layers, scheme)
+    return _fold(model, shifts, scheme, method)
+
+
+def _sequential_shifts(model: nn.Module, batches: list[torch.Tensor], layers: list[str],
+                       scheme: WeightScheme) -> dict[str, torch.Tensor]:
+    """Per layer, FP32 mean output minus the weight-quantized twin's, the layers before it already corrected.
+
+    One forward pass of the twin over the whole calibration sample at once: each layer's hook measures its
+    shift, corrects its own output, and so the layers after it see the corrected values, exactly as
+    layer-by-layer passes would."""
+    reference = mean_outputs(model, batches, layers)
     quantized = weight_quantized(model, scheme)
     shifts: dict[str, torch.Tensor] = {}
 
@@ -107,6 +177,10 @@ def correct_bias(model: nn.Module, batches: Iterable[torch.Tensor], scheme: Weig
     finally:
         for handle in handles:
             handle.remove()
+    return shifts
+
+
+def _fold(model: nn.Module, shifts: dict[str, torch.Tensor], scheme: WeightScheme, method: str) -> int:
     modules = dict(model.named_modules())
     for name, shift in shifts.items():
         layer = modules[name]
@@ -115,5 +189,5 @@ def correct_bias(model: nn.Module, batches: Iterable[torch.Tensor], scheme: Weig
                 layer.bias = nn.Parameter(shift.clone())
             else:
                 layer.bias.add_(shift)
-    log.info("bias correction (%s weights): %d layers corrected", scheme.describe(), len(shifts))
+    log.info("bias correction (%s, %s weights): %d layers corrected", method, scheme.describe(), len(shifts))
     return len(shifts)

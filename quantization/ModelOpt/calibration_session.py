@@ -1,0 +1,55 @@
+"""ModelOpt's CPU calibration session, with ONNX Runtime's graph optimisations on for max calibration.
+
+ModelOpt 0.47 installs its own ``CalibraterBase.create_inference_session``
+(``modelopt/onnx/quantization/ort_patching.py``, ``_create_inference_session_with_ep_config``): every graph
+optimisation off (``ORT_DISABLE_ALL``) and the CPU memory arena off, whatever the execution provider. On a CPU
+that session runs the augmented FP32 graph (each calibrated tensor feeding a ReduceMin and a ReduceMax) with
+ONNX Runtime's unfused reference layouts. The suite's own ORT toolchain calibrates MinMax in a fully optimised
+session (quantization/ORT/ort_calibration.py): the calibrated tensors survive the fusions, because each feeds
+its Reduce nodes, and the ranges move by float rounding only. This module gives ModelOpt's max calibration the
+same session, where it runs on the CPU execution provider alone; entropy (histograms) and any GPU or
+TensorRT provider keep ModelOpt's own. ModelOpt's session is still built first (it also sets the calibrator's
+Q/DQ grouping); it is replaced only when it would run on the CPU.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _cpu_only(session: Any) -> bool:
+    return session.get_providers() == ["CPUExecutionProvider"]
+
+
+def optimised_for_cpu_max(create: Any) -> Any:
+    """Wrap ModelOpt's session factory ``create(calibrator, **kwargs)``: for a MinMax calibrator whose session
+    runs on the CPU alone, swap in a session of the same model with ``ORT_ENABLE_ALL``."""
+    import onnxruntime as ort
+    from onnxruntime.quantization.calibrate import MinMaxCalibrater
+
+    def create_session(calibrator: Any, **kwargs: Any) -> None:
+        create(calibrator, **kwargs)
+        if not (isinstance(calibrator, MinMaxCalibrater) and _cpu_only(calibrator.infer_session)):
+            return
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        path = kwargs.get("model_path") or calibrator.augmented_model_path
+        calibrator.infer_session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        log.info("ModelOpt max calibration: ONNX Runtime session with full graph optimisations on the CPU")
+
+    return create_session
+
+
+def install() -> None:
+    """Make ModelOpt's ``quantize()`` install the wrapped factory: it reads the module attribute each time it
+    patches ONNX Runtime's calibrators, so replacing the attribute before the call is enough."""
+    from modelopt.onnx.quantization import ort_patching
+
+    original = ort_patching._create_inference_session_with_ep_config
+    if getattr(original, "__wrapped_by_suite__", False):
+        return
+    wrapped = optimised_for_cpu_max(original)
+    wrapped.__wrapped_by_suite__ = True
+    ort_patching._create_inference_session_with_ep_config = wrapped
