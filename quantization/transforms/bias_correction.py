@@ -42,6 +42,17 @@ def _channel_sum(y: torch.Tensor, linear: bool) -> torch.Tensor:
     return y.transpose(0, 1).reshape(y.shape[1], y.shape[0], -1).mean(dim=2).sum(dim=1)
 
 
+def _run_hooked(model: nn.Module, batches: Iterable[torch.Tensor], handles: list) -> None:
+    """Run ``batches`` through ``model`` for the hooks behind ``handles``, which are removed whatever happens."""
+    try:
+        with torch.inference_mode():
+            for images in batches:
+                model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def mean_outputs(model: nn.Module, batches: Iterable[torch.Tensor], layers: list[str]) -> dict[str, torch.Tensor]:
     """Mean output per channel of each of ``layers`` over ``batches``."""
     modules = dict(model.named_modules())
@@ -54,14 +65,13 @@ def mean_outputs(model: nn.Module, batches: Iterable[torch.Tensor], layers: list
         return run
 
     handles = [modules[n].register_forward_hook(hook(n)) for n in layers]
-    try:
-        with torch.inference_mode():
-            for images in batches:
-                model(images)
-                count += images.shape[0]
-    finally:
-        for handle in handles:
-            handle.remove()
+    def counted() -> Iterable[torch.Tensor]:
+        nonlocal count
+        for images in batches:
+            count += images.shape[0]
+            yield images
+
+    _run_hooked(model, counted(), handles)
     return {n: s / count for n, s in sums.items()}
 
 
@@ -103,13 +113,7 @@ def _rounding_shifts(model: nn.Module, batches: Iterable[torch.Tensor], layers: 
         return run
 
     handles = [modules[n].register_forward_pre_hook(hook(n)) for n in layers]
-    try:
-        with torch.inference_mode():
-            for images in batches:
-                model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
+    _run_hooked(model, batches, handles)
     shifts = {}
     with torch.inference_mode():
         for name in layers:
@@ -169,14 +173,8 @@ def _sequential_shifts(model: nn.Module, batches: list[torch.Tensor], layers: li
 
     q_modules = dict(quantized.named_modules())
     handles = [q_modules[n].register_forward_hook(hook(n)) for n in layers]
-    try:
-        with torch.inference_mode():
-            log.info("bias correction: one pass of the weight-quantized model over %d images",
-                     sum(b.shape[0] for b in batches))
-            quantized(torch.cat(batches))
-    finally:
-        for handle in handles:
-            handle.remove()
+    log.info("bias correction: one pass of the weight-quantized model over %d images", sum(b.shape[0] for b in batches))
+    _run_hooked(quantized, [torch.cat(batches)], handles)
     return shifts
 
 
