@@ -37,7 +37,8 @@ from utils.cli import csv_list  # noqa: E402
 
 STAGES = ("bias correction", "export", "feed", "prepare", "calibrate", "statistics", "convert", "quantize", "save")
 # (row label, toolchain, config overrides)
-ROWS = {"torch_fx": ("FX histogram (fast)", "torch_fx", {"observer": "histogram"}),
+ROWS = {"torch_fx": ("FX minmax (the default)", "torch_fx", {"observer": "minmax"}),
+        "torch_fx_histogram": ("FX histogram (fast)", "torch_fx", {"observer": "histogram"}),
         "torch_fx_torchao": ("FX histogram (torch.ao)", "torch_fx", {"observer": "torchao_histogram"}),
         "torch_pt2e": ("PT2E X86InductorQuantizer", "torch_pt2e", {}),
         "modelopt": ("ModelOpt int8 max", "modelopt", {"calibration_method": "max"}),

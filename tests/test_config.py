@@ -193,11 +193,11 @@ def test_variants_leave_the_config_they_came_from_unchanged():
 
     cfg = load_config(None, {"ort.calibration_method": "entropy"})
     variant = with_overrides(cfg, {"ort": {"granularity": "per_tensor"}, "calibration": {"size": 8}})
-    other = replace_section(cfg, "torch", observer="minmax")
-    assert (cfg.ort.granularity, cfg.calibration.size, cfg.torch.observer) == ("per_channel", 256, "histogram")
+    other = replace_section(cfg, "torch", observer="histogram")
+    assert (cfg.ort.granularity, cfg.calibration.size, cfg.torch.observer) == ("per_channel", 256, "minmax")
     assert (variant.ort.granularity, variant.ort.calibration_method, variant.calibration.size) == \
         ("per_tensor", "entropy", 8)
-    assert other.torch.observer == "minmax" and other.ort is cfg.ort
+    assert other.torch.observer == "histogram" and other.ort is cfg.ort
 
 
 def test_a_run_config_crosses_process_boundaries_intact():

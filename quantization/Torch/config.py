@@ -15,9 +15,10 @@ class TorchQuantConfig:
     # auto: per mode and deployment target (qconfig.resolve_backend: oneDNN for FX on VNNI/AMX, x86 elsewhere)
     backend: str = choice("auto", "x86", "fbgemm", "onednn", "qnnpack")
     granularity: str = choice("per_channel", "per_tensor")
-    # histogram: torch.ao's L2 range search on a fast exact histogram (histogram_observer.py, the default);
-    # torchao_histogram: torch.ao's own HistogramObserver, kept to compare against
-    observer: str = choice("histogram", "minmax", "moving_average_minmax", "torchao_histogram", "percentile")
+    # minmax (the default since 2026-12-06: with bias correction it beat histogram on EfficientNet-Lite0 and the
+    # CIFAR ResNets x 3 seeds, and calibrates faster; docs/accuracy_recovery.md); histogram: torch.ao's L2 range
+    # search on a fast exact histogram (histogram_observer.py); torchao_histogram: torch.ao's own, to compare against
+    observer: str = choice("minmax", "histogram", "moving_average_minmax", "torchao_histogram", "percentile")
     percentile: float = 99.99
     # Saturation-safe bit widths on CPUs whose u8 x s8 kernels add pairs in 16 bits (no VNNI/AMX):
     # auto gives up one weight bit there (7-bit weights, 8-bit activations), none with VNNI/AMX.
