@@ -123,10 +123,9 @@ def test_fast_bias_correction_is_the_exact_mean_rounding_error_on_fp32_inputs():
     """The fast pass sums inputs and convolves once: it must equal, per layer, the mean over every sample and
     output position of (Q(W) - W) x computed the long way on each batch (padding, strides, groups and the
     linear head included), whatever the batching."""
-    from quantization.transforms.bias_correction import LAYERS, _rounding_shifts
-    from quantization.transforms.weight_scheme import fake_quantize_weight
-
     from torchvision.models import mobilenet_v3_small
+
+    from quantization.transforms.bias_correction import LAYERS, _rounding_shifts
 
     torch.manual_seed(0)
     model = mobilenet_v3_small(num_classes=10).eval()  # depthwise, stride 2, 5x5 kernels, a linear head
@@ -139,8 +138,8 @@ def test_fast_bias_correction_is_the_exact_mean_rounding_error_on_fp32_inputs():
         def run(module, inputs):
             error = fake_quantize_weight(module.weight, PER_TENSOR_7BIT) - module.weight
             if isinstance(module, nn.Linear):
-                y = inputs[0] @ error.T
-                sums[name], counts[name] = sums.get(name, 0) + y.reshape(-1, y.shape[-1]).sum(0), counts.get(name, 0) + y.numel() // y.shape[-1]
+                y = (inputs[0] @ error.T).reshape(-1, error.shape[0])
+                sums[name], counts[name] = sums.get(name, 0) + y.sum(0), counts.get(name, 0) + y.shape[0]
             else:
                 y = module._conv_forward(inputs[0], error, None)
                 sums[name] = sums.get(name, 0) + y.sum(dim=(0, 2, 3))
