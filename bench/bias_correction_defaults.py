@@ -31,7 +31,7 @@ from evaluation.pipelines.loop import open_runners  # noqa: E402
 from quantization.run_config import RunConfig  # noqa: E402
 from quantization.workflow import make_quantizer, prepare, run_toolchain  # noqa: E402
 from utils.cli import csv_list  # noqa: E402
-from utils.config import resolve_path, with_overrides  # noqa: E402
+from utils.config import load_into, resolve_path, with_overrides  # noqa: E402
 
 # setting -> transforms overrides: the correction off, and each of its methods
 SETTINGS = {"off": {"bias_correction": False},
@@ -51,7 +51,7 @@ def cifar_config(arch: str, seed: int, limit: int | None, models_dir: str) -> Ru
 
 def one_sample(arch: str, seed: int, toolchains: list[str], args: argparse.Namespace) -> list[dict]:
     """Every toolchain at each setting, calibrated on one seed's sample; one pass over the test images."""
-    cfg = with_overrides(cifar_config(arch, seed, args.limit, args.models_dir), args.overrides)
+    cfg = load_into(cifar_config(arch, seed, args.limit, args.models_dir), None, args.overrides)
     prepared = prepare(cfg)
     pairs, rows = {}, []
     for toolchain in toolchains:
@@ -108,13 +108,12 @@ def main() -> None:
     args = parse_cifar_bench_args(parser)
     if unknown := set(args.settings) - set(SETTINGS):
         parser.error(f"unknown setting(s) {sorted(unknown)}: choose from {', '.join(SETTINGS)}")
-    args.overrides = {}
+    args.overrides = {}  # dotted, as the CLI's flags (utils.config.load_into)
     for item in args.set:
         key, sep, value = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not (sep and dot and section and name):
+        if not sep or "." not in key:
             parser.error(f"--set {item}: expected SECTION.KEY=VALUE")
-        args.overrides.setdefault(section, {})[name] = yaml.safe_load(value)
+        args.overrides[key] = yaml.safe_load(value)
     rows = []
     for arch in args.arch:
         for seed in args.seeds:

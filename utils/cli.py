@@ -173,8 +173,7 @@ def add_transform_args(parser: argparse.ArgumentParser) -> None:
            action=argparse.BooleanOptionalAction)
     option(g, "--bias-correction-method", "transforms.bias_correction_method", "fast: one FP32 pass, each layer "
            "corrected for its own weight rounding on FP32 inputs (NNCF's default kind); sequential: each layer "
-           "corrected given the quantized layers before it (a second pass and several GB more memory)",
-           choices=["fast", "sequential"])
+           "corrected given the quantized layers before it (a second pass and several GB more memory)")
 
 
 def quiet_known_warnings() -> None:

@@ -26,17 +26,15 @@ def _cpu_only(session: Any) -> bool:
 def optimised_for_cpu_max(create: Any) -> Any:
     """Wrap ModelOpt's session factory ``create(calibrator, **kwargs)``: for a MinMax calibrator whose session
     runs on the CPU alone, swap in a session of the same model with ``ORT_ENABLE_ALL``."""
-    import onnxruntime as ort
     from onnxruntime.quantization.calibrate import MinMaxCalibrater
+
+    from quantization.ORT.ort_calibration import minmax_session
 
     def create_session(calibrator: Any, **kwargs: Any) -> None:
         create(calibrator, **kwargs)
         if not (isinstance(calibrator, MinMaxCalibrater) and _cpu_only(calibrator.infer_session)):
             return
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        path = kwargs.get("model_path") or calibrator.augmented_model_path
-        calibrator.infer_session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        calibrator.infer_session = minmax_session(kwargs.get("model_path") or calibrator.augmented_model_path)
         log.info("ModelOpt max calibration: ONNX Runtime session with full graph optimisations on the CPU")
 
     return create_session

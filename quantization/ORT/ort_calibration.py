@@ -88,8 +88,18 @@ def calibrated_ranges(model_path: Path, feed: dict[str, np.ndarray], step: int, 
     return copy.deepcopy(_RANGES[key])
 
 
-def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method: str, op_types: list[str]) -> Any:
+def minmax_session(augmented_model_path: str) -> Any:
+    """ONNX Runtime's fully optimised CPU session for a MinMax calibration graph: the calibrated tensors survive
+    the fusions (each feeds its ReduceMin/ReduceMax), the ranges move by float rounding only (module docstring).
+    ModelOpt's max calibration on the CPU runs in it too (quantization/ModelOpt/calibration_session.py)."""
     import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(augmented_model_path, options, providers=["CPUExecutionProvider"])
+
+
+def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method: str, op_types: list[str]) -> Any:
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
     from tqdm import tqdm
@@ -98,10 +108,7 @@ def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method:
         calibrator = create_calibrator(model_path, op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=getattr(CalibrationMethod, method))
         if method == "MinMax":  # the one calibrator whose time is the session's (see the module docstring)
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            calibrator.infer_session = ort.InferenceSession(calibrator.augmented_model_path, options,
-                                                            providers=["CPUExecutionProvider"])
+            calibrator.infer_session = minmax_session(calibrator.augmented_model_path)
         n = len(next(iter(feed.values())))
         for batch in tqdm(feed_batches(feed, step), desc=f"calibrating (ORT {method})", unit="batch",
                           total=n // step, disable=progress_disabled()):

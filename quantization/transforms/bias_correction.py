@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from quantization.transforms import BIAS_CORRECTION
 from quantization.transforms.bn_fold import fold_batchnorm
 from quantization.transforms.weight_scheme import WeightScheme, fake_quantize_weight
 from utils.console import progress_disabled
@@ -89,9 +90,6 @@ def _shaped(shift: torch.Tensor, output: torch.Tensor, linear: bool) -> torch.Te
     return shift if linear else shift.reshape(1, -1, *([1] * (output.dim() - 2)))
 
 
-METHODS = ("fast", "sequential")
-
-
 def _rounding_shifts(model: nn.Module, batches: Iterable[torch.Tensor], layers: list[str],
                      scheme: WeightScheme) -> dict[str, torch.Tensor]:
     """Per layer, the mean per output channel of (Q(W) - W) x over the FP32 inputs x of ``batches``.
@@ -138,8 +136,8 @@ def correct_bias(model: nn.Module, batches: Iterable[torch.Tensor], scheme: Weig
 
     BatchNorm is folded first: every toolchain quantizes the BN-folded weights, so that is the grid
     whose rounding error must be measured (it differs from the raw conv's under per-tensor scales)."""
-    if method not in METHODS:
-        raise ValueError(f"bias correction method {method!r}: expected one of {', '.join(METHODS)}")
+    if method not in BIAS_CORRECTION:
+        raise ValueError(f"bias correction method {method!r}: expected one of {', '.join(BIAS_CORRECTION)}")
     model.eval()
     fold_batchnorm(model)
     layers = [n for n, m in model.named_modules() if isinstance(m, LAYERS)]
