@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from utils.onnx_qdq import consumers as graph_consumers
+from utils.onnx_qdq import node_attr
 from utils.onnx_qdq import producers as graph_producers
 
 log = logging.getLogger(__name__)
@@ -52,17 +53,8 @@ def _constant_value(model: Any, name: str, producers: dict[str, Any], initialize
     return np.asarray(ReferenceEvaluator(sub).run(None, {})[0])
 
 
-def _attribute(node: Any, name: str, default: Any) -> Any:
-    from onnx import helper
-
-    for attr in node.attribute:
-        if attr.name == name:
-            return helper.get_attribute_value(attr)
-    return default
-
-
 def _zero_constant_pad(pad: Any, producers: dict[str, Any], initializers: dict[str, Any], model: Any) -> bool:
-    mode = _attribute(pad, "mode", b"constant")
+    mode = node_attr(pad, "mode", b"constant")
     if (mode.decode() if isinstance(mode, bytes) else mode) != "constant":
         return False
     if len(pad.input) > 3 and pad.input[3]:
@@ -88,7 +80,7 @@ def fold_pads_into_convs(model: Any) -> int:
         if len(users) != 1 or pad.output[0] in graph_outputs:
             continue
         conv = users[0]
-        if conv.op_type != "Conv" or conv.input[0] != pad.output[0] or _attribute(conv, "auto_pad", b"NOTSET") not in (
+        if conv.op_type != "Conv" or conv.input[0] != pad.output[0] or node_attr(conv, "auto_pad", b"NOTSET") not in (
                 b"NOTSET", "NOTSET"):
             continue
         if not _zero_constant_pad(pad, producers, initializers, model):
@@ -99,7 +91,7 @@ def fold_pads_into_convs(model: Any) -> int:
         begin, end = amounts[:4].tolist(), amounts[4:].tolist()
         if begin[:2] != [0, 0] or end[:2] != [0, 0] or min(begin + end) < 0:
             continue  # padding the batch or the channels, or cropping: not a conv's padding
-        current = list(_attribute(conv, "pads", [0, 0, 0, 0]))
+        current = list(node_attr(conv, "pads", [0, 0, 0, 0]))
         new = [current[0] + begin[2], current[1] + begin[3], current[2] + end[2], current[3] + end[3]]
         for attr in list(conv.attribute):
             if attr.name == "pads":

@@ -22,11 +22,13 @@ def consumers(graph: Any) -> dict[str, list[Any]]:
     return readers
 
 
-def node_attr(node, name: str, default: int) -> int:
-    """An integer attribute of an ONNX node (``default`` where the node does not set it)."""
+def node_attr(node: Any, name: str, default: Any) -> Any:
+    """An attribute of an ONNX node, as its Python value (int, bytes, list...), ``default`` where it is not set."""
+    from onnx import helper
+
     for attribute in node.attribute:
         if attribute.name == name:
-            return int(attribute.i)
+            return helper.get_attribute_value(attribute)
     return default
 
 
