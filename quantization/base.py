@@ -69,6 +69,9 @@ class Quantizer(ABC):
     #: where the sweep writes a variant's settings in the class's section: (calibration field, granularity
     #: field, None where the toolchain has a single granularity)
     calibration_fields: ClassVar[tuple[str, str | None] | None] = None
+    #: whether its own calibration pass runs the FP32 layers in torch and gathers the fast bias correction's
+    #: statistics there (``LoadedModel.bias_correction_pending``), so the transforms need no pass of their own
+    gathers_bias_statistics: ClassVar[bool] = False
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg

@@ -297,3 +297,39 @@ def test_apply_transforms_without_request_is_identity(tmp_cfg):
 def test_the_weight_scheme_names_its_bits_as_the_manifests_do(qmin, qmax, bits):
     """The log line of bias correction: ModelOpt/ORT's restricted 8-bit range once read "7-bit"."""
     assert WeightScheme(qmin=qmin, qmax=qmax).describe().startswith(f"{bits}-bit ")
+
+
+
+def test_fx_gathers_the_fast_correction_in_its_calibration_pass_with_the_separate_pass_biases(tmp_cfg):
+    """FX sums the layers' inputs while its observers calibrate (no pass of its own): the corrected biases must be
+    those of the separate pass on the same images, through torch.ao's fusion and the stride-2 'SAME' depthwise
+    rewrite (only the subsampled outputs count), and differ from the uncorrected ones."""
+    from utils.stages import StageTimer
+
+    tmp_cfg.model.arch = "efficientnet_lite0"
+    tmp_cfg.torch.backend = "x86"  # the backend FX rewrites stride-2 depthwise convs for (depthwise_fast_path)
+    tmp_cfg.calibration.size = tmp_cfg.data.limit = 32
+    prepared = prepare(tmp_cfg)
+
+    def biases(gathers: bool, correct: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
+        tmp_cfg.transforms.bias_correction = correct
+        quantizer = make_quantizer("torch_fx", tmp_cfg)
+        quantizer.gathers_bias_statistics = gathers
+        model = prepared.model_for(quantizer)
+        assert model.bias_correction_pending is (gathers and correct)
+        assert model.transforms == (["bias_correction"] if correct else [])
+        quantizer.timer = StageTimer("torch_fx")
+        module, _ = quantizer._quantized_module(model, prepared.calibration)
+        return {n: m.bias().detach().clone() for n, m in module.named_modules()
+                if callable(getattr(m, "bias", None)) and m.bias() is not None}, quantizer.timer.seconds
+
+    gathered, stages = biases(True)
+    separate, _ = biases(False)
+    uncorrected, _ = biases(False, correct=False)
+    assert "bias correction" in stages
+    assert set(gathered) == set(separate) == set(uncorrected) and len(gathered) > 40
+    moved = 0
+    for name in gathered:
+        assert torch.allclose(gathered[name], separate[name], rtol=1e-4, atol=1e-5), name
+        moved += not torch.allclose(gathered[name], uncorrected[name], rtol=1e-4, atol=1e-5)
+    assert moved > 0.8 * len(gathered)

@@ -83,6 +83,7 @@ def subsample_strided_depthwise(model: nn.Module) -> tuple[nn.Module, int]:
         parent = model.get_submodule(parent_name) if parent_name else model
         conv = getattr(parent, child)[1]
         dense = rebuilt_conv(conv, stride=1, padding=(conv.kernel_size[0] - 1) // 2)
+        dense.output_subsample = (2, 1)  # for bias correction: only these outputs are the strided conv's
         setattr(parent, child, SubsampledConv(dense, stride=2, offset=1))
     gm = fx.symbolic_trace(model)
     for node in gm.graph.nodes:

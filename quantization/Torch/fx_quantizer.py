@@ -9,6 +9,7 @@ ReLU6 does, so the model computes the same function with the full 8 bits where t
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -23,6 +24,7 @@ from quantization.Torch.depthwise_fast_path import subsample_strided_depthwise
 from quantization.Torch.histogram_observer import FastHistogramObserver
 from quantization.Torch.qconfig import build_qconfig_mapping, depthwise_convs, depthwise_weight_bits, weight_range
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
+from quantization.transforms.bias_correction import InputSums, corrected_layers
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
@@ -106,6 +108,7 @@ class FxQuantizer(TorchScriptQuantizer):
         "entropy": "torch.ao has no KL-divergence observer (its HistogramObserver minimises MSE: use mse)"}
     granularities = ("per_tensor", "per_channel")
     calibration_fields = ("observer", "granularity")
+    gathers_bias_statistics = True
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "clamp_observers": self.cfg.torch.clamp_observers,
@@ -143,8 +146,12 @@ class FxQuantizer(TorchScriptQuantizer):
             tightened = observe_clamped_ranges(prepared) if clamp == "clamped" else 0
         if tightened:
             log.info("FX: %d conv outputs followed by ReLU6/clamp take the clamped range", tightened)
-        with self.timer.stage("calibrate"):
+        sums = InputSums(corrected_layers(prepared)) if model.bias_correction_pending else None
+        with self.timer.stage("calibrate"), sums or contextlib.nullcontext():
             calibrate(prepared, calibration, self.calibration_batch_size(), "calibrating (FX)")
+        if sums is not None:  # the fast correction, from the calibration pass's own FP32 inputs
+            with self.timer.stage("bias correction"):
+                sums.fold(self.weight_scheme())
         with self.timer.stage("statistics"):  # observers that keep their qparams: convert_fx reuses them
             for observer in prepared.modules():
                 if isinstance(observer, FastHistogramObserver):

@@ -32,8 +32,12 @@ TRANSFORM_BATCH = 8
 
 
 def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: CalibrationSet,
-                     scheme: WeightScheme) -> LoadedModel:
+                     scheme: WeightScheme, in_calibration: bool = False) -> LoadedModel:
     """A transformed copy of ``model`` (the input is left untouched); the same model if none is asked.
+
+    ``in_calibration``: the quantizer gathers the fast correction's statistics in its own calibration pass
+    (:class:`~quantization.transforms.bias_correction.InputSums`) and folds it there; here BatchNorm is folded
+    and the model marked ``bias_correction_pending``, which saves a pass over the calibration images.
 
     Cross-layer equalization is asked for by name, so a model it cannot trace is an error. Bias correction is
     a default: on such a model (a TorchScript or torch.export file, data-dependent control flow) it is
@@ -41,6 +45,7 @@ def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: Cali
     if not requested(cfg):
         return model
     from quantization.transforms.bias_correction import correct_bias
+    from quantization.transforms.bn_fold import fold_batchnorm
     from quantization.transforms.cle import equalize_chains
     from quantization.transforms.graph import UntraceableModel
 
@@ -50,17 +55,22 @@ def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: Cali
     if cfg.cle:
         equalize_chains(module, relu6=cfg.cle_relu6)
         applied.append("cle_relu6_to_relu" if cfg.cle_relu6 == "relu" else "cle")
+    pending = in_calibration and cfg.bias_correction and cfg.bias_correction_method == "fast"
     if cfg.bias_correction:
         try:
-            correct_bias(module, calibration.batches(TRANSFORM_BATCH), scheme, cfg.bias_correction_method)
+            if pending:
+                fold_batchnorm(module)  # the grid the quantizer's pass measures is the folded weights'
+            else:
+                correct_bias(module, calibration.batches(TRANSFORM_BATCH), scheme, cfg.bias_correction_method)
             applied.append(BIAS_CORRECTION[cfg.bias_correction_method])
         except UntraceableModel as exc:  # raised before the module is changed
             not_applied["bias_correction"] = str(exc)
+            pending = False
             log.info("bias correction not applied: %s", exc)
     if not applied:
         return dataclasses.replace(model, not_applied={**model.not_applied, **not_applied})
     return dataclasses.replace(model, module=module, transforms=[*model.transforms, *applied],
-                               not_applied={**model.not_applied, **not_applied})
+                               not_applied={**model.not_applied, **not_applied}, bias_correction_pending=pending)
 
 
 __all__ = ["apply_transforms", "requested", "BIAS_CORRECTION", "WeightScheme"]
