@@ -69,9 +69,6 @@ class Quantizer(ABC):
     #: where the sweep writes a variant's settings in the class's section: (calibration field, granularity
     #: field, None where the toolchain has a single granularity)
     calibration_fields: ClassVar[tuple[str, str | None] | None] = None
-    #: whether its own calibration pass runs the FP32 layers in torch and gathers the fast bias correction's
-    #: statistics there (``LoadedModel.bias_correction_pending``), so the transforms need no pass of their own
-    gathers_bias_statistics: ClassVar[bool] = False
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -167,6 +164,11 @@ class Quantizer(ABC):
     def bias_correction_excluded(self) -> str | None:
         """Why this toolchain takes no bias correction even when it is on (None: it takes it)."""
         return None if self.reads_torch_model() else "the source is an ONNX file (the correction runs on the PyTorch model)"
+
+    def gathers_bias_statistics(self) -> bool:
+        """Whether its own calibration pass runs the FP32 layers and gathers the fast bias correction's statistics
+        there (``LoadedModel.bias_correction_pending``), so the transforms need no pass of their own."""
+        return False
 
     def reads_torch_model(self) -> bool:
         """Whether :meth:`quantize` reads the PyTorch model, so the transforms (which change that model) apply;

@@ -79,7 +79,8 @@ def _export_or_reuse(module: torch.nn.Module, input_shape: tuple[int, ...], fina
             if (previous.manifest.get("source_weights_sha256") == weights_sha
                     and previous.manifest.get("settings", {}).get("opset") == opset
                     and previous.manifest.get("input_shape") == list(input_shape) and weights_sha
-                    and previous.manifest.get("settings", {}).get("export_passes") == list(EXPORT_PASSES)):
+                    and previous.manifest.get("settings", {}).get("export_passes") == list(EXPORT_PASSES)
+                    and previous.manifest.get("transform_inputs") == extra.get("transform_inputs")):
                 log.info("reusing FP32 ONNX %s", final)
                 return previous
         except SuiteError as exc:  # no manifest, or a file that no longer matches its sha256: export again

@@ -5,6 +5,7 @@ calibration sample; only the quantize call differs, so everything around it live
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import time
@@ -154,8 +155,10 @@ class OnnxQuantizer(Quantizer):
 
     @abstractmethod
     def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path,
-                       timer: StageTimer) -> None:
-        """Write the Q/DQ ONNX for ``fp32`` into ``out``, its stages timed in ``timer``."""
+                       timer: StageTimer, pending_correction: bool) -> None:
+        """Write the Q/DQ ONNX for ``fp32`` into ``out``, its stages timed in ``timer``; with
+        ``pending_correction``, apply the fast bias correction from the calibration session's own input sums
+        (quantization/transforms/onnx_bias_correction.py)."""
 
     def reads_torch_model(self) -> bool:
         return self.onnx_path is None
@@ -177,9 +180,12 @@ class OnnxQuantizer(Quantizer):
 
     def _export(self, model: LoadedModel) -> Artifact:
         final = self.output_dir().parent / "onnx" / f"{self.artifact_stem(model, f'fp32_opset{self.cfg.onnx.opset}')}.onnx"
+        extra = self.model_facts(model)
+        if model.transforms:  # a file of an earlier run is reused only if made from the same images and grid
+            extra["transform_inputs"] = {"calibration_ids_sha256": model.calibration.get("ids_sha256"),
+                                         "weight_scheme": repr(self.weight_scheme())}
         return export_onnx(model.module, model.input_shape, final, name=f"{model.arch} FP32 ONNX",
-                           opset=self.cfg.onnx.opset, source_weights=model.weights_path,
-                           extra=self.model_facts(model))
+                           opset=self.cfg.onnx.opset, source_weights=model.weights_path, extra=extra)
 
     def source_facts(self, model: LoadedModel) -> dict[str, Any]:
         """Every source file by its own sha256: a given ``--onnx`` is the source of the weights (not ``--weights``,
@@ -193,9 +199,12 @@ class OnnxQuantizer(Quantizer):
         return facts
 
     def source_onnx(self, model: LoadedModel) -> Artifact:
-        """The FP32 ONNX to quantize: the reference itself, or the transformed model's own export."""
+        """The FP32 ONNX to quantize: the reference itself (also for a bias correction made on the ONNX graph), or
+        the transformed model's own export."""
         if not model.transforms:
             return self.export_fp32(model)
+        if model.bias_correction_pending and len(model.transforms) == 1:  # the reference, named and recorded as such
+            return self.export_fp32(dataclasses.replace(model, transforms=[], bias_correction_pending=False))
         if self.onnx_path is not None:
             raise SuiteError("transforms (--cle, --bias-correction) work on the PyTorch model and cannot apply "
                              "to an ONNX model source")
@@ -238,7 +247,7 @@ class OnnxQuantizer(Quantizer):
                                                                      range(len(next(iter(feed.values()))))]
 
         def write(tmp: Path) -> None:
-            self._quantize_file(fp32.path, feed, exclude, tmp, timer)
+            self._quantize_file(fp32.path, feed, exclude, tmp, timer, model.bias_correction_pending)
             with timer.stage("save"):
                 check_onnx_file(tmp)
             manifest["quantize_seconds"] = round(time.perf_counter() - start, 2)

@@ -45,10 +45,11 @@ class Prepared:
             return model
         if not quantizer.reads_torch_model():  # an ONNX file is quantized as it is; --cle was asked for by name
             raise SuiteError("--cle works on the PyTorch model and cannot apply to an ONNX model source")
-        key = (repr(cfg), quantizer.weight_scheme(), quantizer.gathers_bias_statistics)
+        gathers = quantizer.gathers_bias_statistics()
+        key = (repr(cfg), quantizer.weight_scheme(), gathers)
         if key not in self._transformed:
             self._transformed[key] = apply_transforms(model, cfg, self.calibration, quantizer.weight_scheme(),
-                                                      in_calibration=quantizer.gathers_bias_statistics)
+                                                      in_calibration=gathers)
         return self._transformed[key]
 
 

@@ -112,13 +112,41 @@ def test_calibrated_ranges_are_orts_own(method, tmp_path):
     fp32, feed = tmp_path / "fp32.onnx", _feed(64)
     _tiny_onnx(fp32)
     own = _bounds(_orts_own_ranges(fp32, feed, method, tmp_path))
-    fast = _bounds(calibrated_ranges(fp32, feed, STEP, method, default_op_types()))
+    fast = _bounds(calibrated_ranges(fp32, feed, STEP, method, default_op_types()).ranges)
     assert fast.keys() == own.keys() and len(own) >= 5
     if method != "MinMax":
         assert fast == own
     for name, (low, high) in own.items():
         tolerance = 1e-5 * max(high - low, 1e-6)  # fused kernels round differently
         assert fast[name] == pytest.approx((low, high), abs=tolerance), name
+
+
+def test_input_sums_come_from_the_minmax_session_and_leave_its_ranges_alone(tmp_path):
+    """The fast bias correction's sums ride in the MinMax session: the ranges are those of the session without
+    them, and each Conv/Gemm input's sum over the images is numpy's over the same inputs."""
+    import onnx
+    import onnxruntime as ort
+
+    from quantization.ORT.ort_calibration import calibrated_ranges, default_op_types
+    from quantization.transforms.onnx_bias_correction import correctable_nodes
+
+    fp32, feed = tmp_path / "fp32.onnx", _feed(32)
+    _tiny_onnx(fp32)
+    plain = calibrated_ranges(fp32, feed, STEP, "MinMax", default_op_types())
+    summed = calibrated_ranges(fp32, feed, STEP, "MinMax", default_op_types(), input_sums=True)
+    assert _bounds(summed.ranges) == _bounds(plain.ranges) and plain.input_sums is None
+    nodes = correctable_nodes(onnx.load(str(fp32)))
+    assert set(summed.input_sums) == set(nodes) and summed.samples == 32
+    model = onnx.load(str(fp32))
+    inputs = {node.input[0] for node in nodes.values()}
+    model.graph.output.extend(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in inputs)
+    values = dict(zip([o.name for o in model.graph.output],
+                      ort.InferenceSession(model.SerializeToString()).run(None, feed), strict=True))
+    for name, node in nodes.items():
+        expected = values[node.input[0]].astype(np.float64).sum(axis=0, keepdims=True)
+        assert np.allclose(summed.input_sums[name], expected, rtol=1e-4, atol=1e-4), name
+    with pytest.raises(ValueError, match="MinMax session only"):
+        calibrated_ranges(fp32, feed, STEP, "Percentile", default_op_types(), input_sums=True)
 
 
 def test_ranges_are_computed_once_per_model_and_images(tmp_path, monkeypatch):
@@ -129,17 +157,17 @@ def test_ranges_are_computed_once_per_model_and_images(tmp_path, monkeypatch):
 
     fp32 = tmp_path / "fp32.onnx"
     _tiny_onnx(fp32)
-    first = calibrated_ranges(fp32, _feed(32), STEP, "MinMax", default_op_types())
+    first = calibrated_ranges(fp32, _feed(32), STEP, "MinMax", default_op_types()).ranges
 
     def no_calibration(*args, **kwargs):
         raise AssertionError("calibrated again")
 
     monkeypatch.setattr(calibrate, "create_calibrator", no_calibration)
-    again = calibrated_ranges(fp32, _feed(32), STEP, "MinMax", default_op_types())
+    again = calibrated_ranges(fp32, _feed(32), STEP, "MinMax", default_op_types()).ranges
     assert _bounds(again) == _bounds(first)
     name = next(iter(again))
     again[name] = TensorData(lowest=np.float32(-1e9), highest=np.float32(1e9))  # the quantizer edits ranges: copies
-    assert _bounds(calibrated_ranges(fp32, _feed(32), STEP, "MinMax", default_op_types()))[name] == _bounds(first)[name]
+    assert _bounds(calibrated_ranges(fp32, _feed(32), STEP, "MinMax", default_op_types()).ranges)[name] == _bounds(first)[name]
     for other in ({"feed": _feed(32, seed=1)}, {"method": "Percentile"}, {"step": 8}):
         args = {"feed": _feed(32), "step": STEP, "method": "MinMax", **other}
         with pytest.raises(AssertionError, match="calibrated again"):

@@ -314,7 +314,7 @@ def test_fx_gathers_the_fast_correction_in_its_calibration_pass_with_the_separat
     def biases(gathers: bool, correct: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
         tmp_cfg.transforms.bias_correction = correct
         quantizer = make_quantizer("torch_fx", tmp_cfg)
-        quantizer.gathers_bias_statistics = gathers
+        quantizer.gathers_bias_statistics = lambda: gathers
         model = prepared.model_for(quantizer)
         assert model.bias_correction_pending is (gathers and correct)
         assert model.transforms == (["bias_correction"] if correct else [])
@@ -330,6 +330,46 @@ def test_fx_gathers_the_fast_correction_in_its_calibration_pass_with_the_separat
     assert set(gathered) == set(separate) == set(uncorrected) and len(gathered) > 40
     moved = 0
     for name in gathered:
-        assert torch.allclose(gathered[name], separate[name], rtol=1e-4, atol=1e-5), name
+        assert torch.allclose(gathered[name], separate[name], rtol=1e-4, atol=1e-5), (
+            name, (gathered[name] - separate[name]).abs().max())
         moved += not torch.allclose(gathered[name], uncorrected[name], rtol=1e-4, atol=1e-5)
     assert moved > 0.8 * len(gathered)
+
+
+def test_ort_minmax_gathers_the_fast_correction_in_its_calibration_session_with_the_separate_pass_biases(
+        tmp_cfg, monkeypatch):
+    """ORT's MinMax session sums each Conv/Gemm input (quantization/transforms/onnx_bias_correction.py) and the
+    correction is folded into the ONNX graph before Q/DQ: each layer's bias shift must be the one the separate
+    PyTorch pass folds (padding, strides, groups and the head included), into the graph ORT quantizes."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    import quantization.ORT.ort_quantizer as ort_quantizer
+
+    tmp_cfg.calibration.size = tmp_cfg.data.limit = 64
+    prepared = prepare(tmp_cfg)
+    seen: list[dict[str, np.ndarray]] = []
+    write_qdq = ort_quantizer.write_qdq
+
+    def spy(model, *args, **kwargs):
+        inits = {t.name: t for t in model.graph.initializer}
+        seen.append({n.name: numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node
+                     if n.op_type in ("Conv", "Gemm") and len(n.input) > 2})
+        return write_qdq(model, *args, **kwargs)
+
+    monkeypatch.setattr(ort_quantizer, "write_qdq", spy)
+    for gathers, correct in ((True, True), (False, True), (False, False)):
+        tmp_cfg.transforms.bias_correction = correct
+        quantizer = make_quantizer("ort", tmp_cfg)
+        quantizer.gathers_bias_statistics = lambda gathers=gathers: gathers
+        model = prepared.model_for(quantizer)
+        assert model.bias_correction_pending is (gathers and correct)
+        int8 = quantizer.quantize(model, prepared.calibration)
+        assert int8.manifest["bias_correction"] == ("applied (fast)" if correct else "off")
+        assert ("bias correction" in int8.manifest["quantize_seconds_by_stage"]) is (gathers and correct)
+    gathered, separate, plain = seen
+    assert set(gathered) == set(separate) == set(plain) and len(gathered) >= 10
+    for name in gathered:
+        shift, expected = gathered[name] - plain[name], separate[name] - plain[name]
+        assert np.abs(expected).max() > 0, name
+        assert np.allclose(shift, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max()), name

@@ -134,7 +134,7 @@ class ModelOptQuantizer(OnnxQuantizer):
         return f"modelopt_int8_{self.options.calibration_method}{suffix}{self.bits_tag()}"
 
     def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path,
-                       timer: StageTimer) -> None:
+                       timer: StageTimer, pending_correction: bool) -> None:
         """One stage, "quantize": ModelOpt calibrates and inserts Q/DQ inside one library call."""
         with timer.stage("quantize"):
             self._quantize_in_private_copy(fp32, feed, exclude, out)

@@ -29,6 +29,7 @@ import hashlib
 import logging
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +76,27 @@ def default_op_types() -> list[str]:
     return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
 
 
+@dataclass
+class Calibration:
+    """What a calibration pass gathered: ORT's ``TensorsData`` ranges, and with ``input_sums`` the fast bias
+    correction's statistics (quantization/transforms/onnx_bias_correction.py): node -> summed input, samples."""
+
+    ranges: Any
+    input_sums: dict[str, np.ndarray] | None = None
+    samples: int = 0
+
+
 def calibrated_ranges(model_path: Path, feed: dict[str, np.ndarray], step: int, method: str,
-                      op_types: list[str]) -> Any:
-    """ORT's ``TensorsData`` for ``model_path`` on ``feed``, ``step`` images a call, with ORT's
-    calibrator for ``method`` (MinMax | Entropy | Percentile); computed once per process for the same
-    model bytes, images, step, method and op types (a copy each time: the quantizer edits ranges)."""
-    key = (_digest(model_path, feed), step, method, tuple(op_types))
+                      op_types: list[str], input_sums: bool = False) -> Calibration:
+    """ORT's ranges for ``model_path`` on ``feed``, ``step`` images a call, with ORT's calibrator for ``method``
+    (MinMax | Entropy | Percentile), and with ``input_sums`` (MinMax only) each Conv/Gemm input summed over the
+    images in the same pass; computed once per process for the same model bytes, images, step, method, op types
+    and sums (a copy each time: the quantizer edits ranges)."""
+    if input_sums and method != "MinMax":
+        raise ValueError(f"input sums are gathered in the MinMax session only, not {method}'s")
+    key = (_digest(model_path, feed), step, method, tuple(op_types), input_sums)
     if key not in _RANGES:
-        _RANGES[key] = _calibrate(model_path, feed, step, method, op_types)
+        _RANGES[key] = _calibrate(model_path, feed, step, method, op_types, input_sums)
     else:
         log.info("ORT %s ranges of %s reused (same model and calibration images)", method, model_path.name)
     return copy.deepcopy(_RANGES[key])
@@ -99,7 +113,8 @@ def minmax_session(augmented_model_path: str) -> Any:
     return ort.InferenceSession(augmented_model_path, options, providers=["CPUExecutionProvider"])
 
 
-def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method: str, op_types: list[str]) -> Any:
+def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method: str, op_types: list[str],
+               input_sums: bool) -> Calibration:
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
     from tqdm import tqdm
@@ -107,13 +122,34 @@ def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method:
     with tempfile.TemporaryDirectory(prefix="ort.calibrate.") as tmp:
         calibrator = create_calibrator(model_path, op_types, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
                                        calibrate_method=getattr(CalibrationMethod, method))
-        if method == "MinMax":  # the one calibrator whose time is the session's (see the module docstring)
+        summing = None
+        if input_sums:
+            summing = summing_session(calibrator.augmented_model_path, Path(tmp) / "augmented_sums.onnx")
+            calibrator.infer_session = summing
+        elif method == "MinMax":  # the one calibrator whose time is the session's (see the module docstring)
             calibrator.infer_session = minmax_session(calibrator.augmented_model_path)
         n = len(next(iter(feed.values())))
         for batch in tqdm(feed_batches(feed, step), desc=f"calibrating (ORT {method})", unit="batch",
                           total=n // step, disable=progress_disabled()):
             calibrator.collect_data(_OneBatch(batch))
-        return calibrator.compute_data()
+        ranges = calibrator.compute_data()
+        if summing is None:
+            return Calibration(ranges)
+        return Calibration(ranges, summing.sums, summing.count)
+
+
+def summing_session(augmented_model_path: str, out: Path) -> Any:
+    """:func:`minmax_session` over the MinMax calibration graph with each Conv/Gemm input summed over the batch,
+    as a :class:`~quantization.transforms.onnx_bias_correction.SummingSession` (the calibrator sees its own
+    outputs only); the graph with the sums is written to ``out``."""
+    import onnx
+
+    from quantization.transforms.onnx_bias_correction import SummingSession, add_input_sums, correctable_nodes
+
+    model = onnx.load(augmented_model_path)
+    outputs = add_input_sums(model, correctable_nodes(model))
+    onnx.save_model(model, str(out), save_as_external_data=model.ByteSize() > 1_800_000_000)
+    return SummingSession(minmax_session(str(out)), outputs)
 
 
 def load_for_quantization(prepped: Path, weight_type: Any, scratch: Path) -> tuple[Any, Path]:

