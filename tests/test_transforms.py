@@ -336,40 +336,67 @@ def test_fx_gathers_the_fast_correction_in_its_calibration_pass_with_the_separat
     assert moved > 0.8 * len(gathered)
 
 
-def test_ort_minmax_gathers_the_fast_correction_in_its_calibration_session_with_the_separate_pass_biases(
-        tmp_cfg, monkeypatch):
-    """ORT's MinMax session sums each Conv/Gemm input (quantization/transforms/onnx_bias_correction.py) and the
-    correction is folded into the ONNX graph before Q/DQ: each layer's bias shift must be the one the separate
-    PyTorch pass folds (padding, strides, groups and the head included), into the graph ORT quantizes."""
-    import numpy as np
+def _onnx_biases(model) -> dict:
     from onnx import numpy_helper
 
-    import quantization.ORT.ort_quantizer as ort_quantizer
+    inits = {t.name: t for t in model.graph.initializer}
+    return {n.name: numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node
+            if n.op_type in ("Conv", "Gemm") and len(n.input) > 2 and n.input[2] in inits}
 
-    tmp_cfg.calibration.size = tmp_cfg.data.limit = 64
-    prepared = prepare(tmp_cfg)
-    seen: list[dict[str, np.ndarray]] = []
-    write_qdq = ort_quantizer.write_qdq
 
-    def spy(model, *args, **kwargs):
-        inits = {t.name: t for t in model.graph.initializer}
-        seen.append({n.name: numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node
-                     if n.op_type in ("Conv", "Gemm") and len(n.input) > 2})
-        return write_qdq(model, *args, **kwargs)
+def _assert_same_shifts(gathered: dict, separate: dict, plain: dict) -> None:
+    import numpy as np
 
-    monkeypatch.setattr(ort_quantizer, "write_qdq", spy)
-    for gathers, correct in ((True, True), (False, True), (False, False)):
-        tmp_cfg.transforms.bias_correction = correct
-        quantizer = make_quantizer("ort", tmp_cfg)
-        quantizer.gathers_bias_statistics = lambda gathers=gathers: gathers
-        model = prepared.model_for(quantizer)
-        assert model.bias_correction_pending is (gathers and correct)
-        int8 = quantizer.quantize(model, prepared.calibration)
-        assert int8.manifest["bias_correction"] == ("applied (fast)" if correct else "off")
-        assert ("bias correction" in int8.manifest["quantize_seconds_by_stage"]) is (gathers and correct)
-    gathered, separate, plain = seen
     assert set(gathered) == set(separate) == set(plain) and len(gathered) >= 10
     for name in gathered:
         shift, expected = gathered[name] - plain[name], separate[name] - plain[name]
         assert np.abs(expected).max() > 0, name
         assert np.allclose(shift, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max()), name
+
+
+def _three_ways(tmp_cfg, toolchain: str, after) -> list:
+    """Quantize with the correction gathered in the toolchain's calibration, by the separate PyTorch pass, and
+    off; ``after(int8)`` of each, checking the manifests on the way."""
+    tmp_cfg.calibration.size = tmp_cfg.data.limit = 64
+    prepared = prepare(tmp_cfg)
+    seen = []
+    for gathers, correct in ((True, True), (False, True), (False, False)):
+        tmp_cfg.transforms.bias_correction = correct
+        quantizer = make_quantizer(toolchain, tmp_cfg)
+        assert quantizer.gathers_bias_statistics()  # the default on this machine (CPU, MinMax / max)
+        quantizer.gathers_bias_statistics = lambda gathers=gathers: gathers
+        model = prepared.model_for(quantizer)
+        assert model.bias_correction_pending is (gathers and correct)
+        int8 = quantizer.quantize(model, prepared.calibration)
+        assert int8.manifest["bias_correction"] == ("applied (fast)" if correct else "off")
+        seen.append(after(int8))
+    return seen
+
+
+def test_ort_minmax_gathers_the_fast_correction_in_its_calibration_session_with_the_separate_pass_biases(
+        tmp_cfg, monkeypatch):
+    """ORT's MinMax session sums each Conv/Gemm input (quantization/transforms/onnx_bias_correction.py) and the
+    correction is folded into the ONNX graph before Q/DQ: each layer's bias shift must be the one the separate
+    PyTorch pass folds (padding, strides, groups and the head included), into the graph ORT quantizes."""
+    import quantization.ORT.ort_quantizer as ort_quantizer
+
+    biases: list[dict] = []
+    write_qdq = ort_quantizer.write_qdq
+
+    def spy(model, *args, **kwargs):
+        biases.append(_onnx_biases(model))
+        return write_qdq(model, *args, **kwargs)
+
+    monkeypatch.setattr(ort_quantizer, "write_qdq", spy)
+    stages = _three_ways(tmp_cfg, "ort", lambda int8: "bias correction" in int8.manifest["quantize_seconds_by_stage"])
+    assert stages == [True, False, False]
+    _assert_same_shifts(*biases)
+
+
+def test_modelopt_max_gathers_the_fast_correction_in_its_calibration_session_with_the_separate_pass_biases(tmp_cfg):
+    """ModelOpt's max calibration runs in the suite's CPU session, which sums each Conv/Gemm input; the child
+    folds the correction into the float biases of ModelOpt's Q/DQ output (its weights already behind Q/DQ, read
+    from the calibration graph): the same shifts as the separate PyTorch pass, in the artifact itself."""
+    pytest.importorskip("modelopt.onnx.quantization", reason="needs nvidia-modelopt[onnx]")
+    gathered, separate, plain = _three_ways(tmp_cfg, "modelopt", lambda int8: _onnx_biases(onnx.load(str(int8.path))))
+    _assert_same_shifts(gathered, separate, plain)

@@ -14,6 +14,7 @@ Q/DQ grouping); it is replaced only when it would run on the CPU.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -23,27 +24,40 @@ def _cpu_only(session: Any) -> bool:
     return session.get_providers() == ["CPUExecutionProvider"]
 
 
+#: the sessions of this process's max calibrations that sum each Conv/Gemm input (``install(input_sums=True)``)
+SUMMING: list[Any] = []
+_ASK = {"input_sums": False}
+
+
 def optimised_for_cpu_max(create: Any) -> Any:
     """Wrap ModelOpt's session factory ``create(calibrator, **kwargs)``: for a MinMax calibrator whose session
-    runs on the CPU alone, swap in a session of the same model with ``ORT_ENABLE_ALL``."""
+    runs on the CPU alone, swap in a session of the same model with ``ORT_ENABLE_ALL``; with input sums asked
+    for, one that also sums each Conv/Gemm input for the fast bias correction (kept in :data:`SUMMING`)."""
     from onnxruntime.quantization.calibrate import MinMaxCalibrater
 
-    from quantization.ORT.ort_calibration import minmax_session
+    from quantization.ORT.ort_calibration import minmax_session, summing_session
 
     def create_session(calibrator: Any, **kwargs: Any) -> None:
         create(calibrator, **kwargs)
         if not (isinstance(calibrator, MinMaxCalibrater) and _cpu_only(calibrator.infer_session)):
             return
-        calibrator.infer_session = minmax_session(kwargs.get("model_path") or calibrator.augmented_model_path)
+        path = kwargs.get("model_path") or calibrator.augmented_model_path
+        if _ASK["input_sums"]:
+            calibrator.infer_session = summing_session(path, Path(path).with_suffix(".sums.onnx"))
+            SUMMING.append(calibrator.infer_session)
+        else:
+            calibrator.infer_session = minmax_session(path)
         log.info("ModelOpt max calibration: ONNX Runtime session with full graph optimisations on the CPU")
 
     return create_session
 
 
-def install() -> None:
+def install(input_sums: bool = False) -> None:
     """Make ModelOpt's ``quantize()`` install the wrapped factory: it reads the module attribute each time it
     patches ONNX Runtime's calibrators, so replacing the attribute before the call is enough."""
     from modelopt.onnx.quantization import ort_patching
+
+    _ASK["input_sums"] = input_sums
 
     original = ort_patching._create_inference_session_with_ep_config
     if getattr(original, "__wrapped_by_suite__", False):

@@ -38,20 +38,35 @@ def default_calibration_eps() -> list[str]:
     return ["cuda:0", "cpu"] if has_cuda_gpu() else ["cpu"]
 
 
-def _quantize_in_child(kwargs: dict[str, Any], scratch: str) -> None:
+def _quantize_in_child(kwargs: dict[str, Any], scratch: str, correction: WeightScheme | None = None) -> None:
+    """ModelOpt's ``quantize``; with ``correction`` (the weight grid), the fast bias correction from its max
+    calibration session's own input sums, folded into the float biases of the file it wrote."""
     from modelopt.onnx.quantization import quantize
 
-    from quantization.ModelOpt.calibration_session import install
+    from quantization.ModelOpt.calibration_session import SUMMING, install
     from utils.console import library_output_to_run_log
 
-    install()  # max calibration in an optimised CPU session, as the ORT toolchain's
+    install(input_sums=correction is not None)  # max calibration in an optimised CPU session, as the ORT toolchain's
 
     tempfile.tempdir = scratch  # ModelOpt's intermediate tmp*.onnx and ORT's ort.quant.* go there, not to /tmp
     with library_output_to_run_log():  # its logger writes to stdout ("Failed to get GPU count" on every CPU run)
         quantize(**kwargs)
+    if correction is None:
+        return
+    import onnx
+
+    from quantization.transforms.onnx_bias_correction import fold_shifts
+
+    if len(SUMMING) != 1:
+        raise RuntimeError(f"bias correction: expected one CPU max calibration session, ModelOpt ran {len(SUMMING)}")
+    session, output = SUMMING[0], kwargs["output_path"]
+    model = onnx.load(output)
+    fold_shifts(model, session.sums, session.count, correction, set(kwargs.get("nodes_to_exclude") or ()),
+                weights_from=session.model)
+    onnx.save_model(model, output)
 
 
-def run_modelopt_quantize(scratch: Path, **kwargs: Any) -> None:
+def run_modelopt_quantize(scratch: Path, correction: WeightScheme | None = None, **kwargs: Any) -> None:
     """Call ModelOpt's ``quantize`` in a fresh process (utils.child_process: with huge-page malloc,
     which its arena-less calibration session needs to run at the arena's speed).
 
@@ -63,7 +78,7 @@ def run_modelopt_quantize(scratch: Path, **kwargs: Any) -> None:
     in the system temp folder): the child's temp folder is ``scratch``, which the caller removes whatever
     happens.
     """
-    run_in_spawned_child(_quantize_in_child, kwargs, str(scratch))
+    run_in_spawned_child(_quantize_in_child, kwargs, str(scratch), correction)
 
 
 def calibration_shapes(feed: dict[str, np.ndarray], batch_size: int, histogram: bool = True) -> str:
@@ -133,13 +148,21 @@ class ModelOptQuantizer(OnnxQuantizer):
         suffix = "" if dtype == "fp32" else f"_{dtype}"
         return f"modelopt_int8_{self.options.calibration_method}{suffix}{self.bits_tag()}"
 
+    def gathers_bias_statistics(self) -> bool:
+        """max calibration on the CPU runs in the suite's session (calibration_session.py), where the fast
+        correction's input sums come along; entropy, and calibration on a GPU, keep ModelOpt's own."""
+        return self.options.calibration_method == "max" and self.calibration_eps() == ["cpu"]
+
     def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path,
                        timer: StageTimer, pending_correction: bool) -> None:
-        """One stage, "quantize": ModelOpt calibrates and inserts Q/DQ inside one library call."""
+        """One stage, "quantize": ModelOpt calibrates and inserts Q/DQ inside one library call (the pending bias
+        correction is folded into its output in the same child)."""
         with timer.stage("quantize"):
-            self._quantize_in_private_copy(fp32, feed, exclude, out)
+            self._quantize_in_private_copy(fp32, feed, exclude, out,
+                                           self.weight_scheme() if pending_correction else None)
 
-    def _quantize_in_private_copy(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path) -> None:
+    def _quantize_in_private_copy(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path,
+                                  correction: WeightScheme | None = None) -> None:
         reason = self.unavailable_reason()
         if reason:
             raise SuiteError(reason)
@@ -150,7 +173,7 @@ class ModelOptQuantizer(OnnxQuantizer):
             source = private / fp32.name  # write its output there too (a killed child leaves nothing in models/)
             shutil.copyfile(fp32, source)
             written = private / out.name
-            self._run_modelopt(source, feed, exclude, written, scratch=private)
+            self._run_modelopt(source, feed, exclude, written, scratch=private, correction=correction)
             if not written.is_file() or written.stat().st_size == 0:
                 raise SuiteError(f"ModelOpt wrote no model for {fp32.name}")
             model = onnx.load(str(written))
@@ -160,10 +183,11 @@ class ModelOptQuantizer(OnnxQuantizer):
         write_bytes(out, model.SerializeToString())
 
     def _run_modelopt(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path,
-                      scratch: Path) -> None:
+                      scratch: Path, correction: WeightScheme | None = None) -> None:
         m = self.options
         run_modelopt_quantize(
             scratch,
+            correction,
             onnx_path=str(fp32),
             quantize_mode="int8",
             calibration_data=feed,

@@ -149,7 +149,7 @@ def summing_session(augmented_model_path: str, out: Path) -> Any:
     model = onnx.load(augmented_model_path)
     outputs = add_input_sums(model, correctable_nodes(model))
     onnx.save_model(model, str(out), save_as_external_data=model.ByteSize() > 1_800_000_000)
-    return SummingSession(minmax_session(str(out)), outputs)
+    return SummingSession(minmax_session(str(out)), outputs, model)
 
 
 def load_for_quantization(prepped: Path, weight_type: Any, scratch: Path) -> tuple[Any, Path]:

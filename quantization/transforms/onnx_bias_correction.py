@@ -71,7 +71,8 @@ class SummingSession:
     that calls ``run(None, feed)`` and ``get_outputs()``: it sums the added outputs over every batch and shows
     the calibrator only the graph's other outputs, in their order."""
 
-    def __init__(self, session: Any, sum_outputs: dict[str, str]):
+    def __init__(self, session: Any, sum_outputs: dict[str, str], model: Any = None):
+        self.model = model  # the calibration graph, whose FP32 weights the sums meet
         self._session = session
         self._sum_outputs = sum_outputs
         self._names = [o.name for o in session.get_outputs()]
@@ -122,23 +123,27 @@ def _shift(node: Any, weight: np.ndarray, summed: np.ndarray, count: int, scheme
 
 
 def fold_shifts(model: Any, sums: dict[str, np.ndarray], count: int, scheme: WeightScheme,
-                skip: set[str] | frozenset = frozenset()) -> int:
-    """Fold each node's negated mean rounding shift into its bias in ``model`` (in place); nodes in ``skip``
-    (left in float) keep theirs. How many layers were corrected."""
+                skip: set[str] | frozenset = frozenset(), weights_from: Any = None) -> int:
+    """Fold each node's negated mean rounding shift into its float bias in ``model`` (in place); nodes in ``skip``
+    (left in float) keep theirs. The FP32 weights are read from ``weights_from`` (the calibration graph) where
+    ``model`` holds them behind Q/DQ already (ModelOpt's output), else from ``model``. How many layers were
+    corrected."""
     from onnx import numpy_helper
 
     inits = _initializers(model.graph)
+    weights = _initializers((weights_from or model).graph)
     users: dict[str, int] = {}
     for node in model.graph.node:
         for name in node.input:
             users[name] = users.get(name, 0) + 1
-    nodes = correctable_nodes(model)
+    layers = correctable_nodes(weights_from or model)
+    nodes = {n.name: n for n in model.graph.node if n.name in layers}
     corrected = 0
     for name, summed in sums.items():
         node = nodes.get(name)
         if node is None or name in skip:
             continue
-        weight = numpy_helper.to_array(inits[node.input[1]])
+        weight = numpy_helper.to_array(weights[layers[name].input[1]])
         shift = _shift(node, weight, summed, count, scheme).astype(np.float32)
         bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
         bias = numpy_helper.to_array(inits[bias_name]) if bias_name in inits else np.zeros(len(shift), np.float32)
@@ -156,5 +161,5 @@ def fold_shifts(model: Any, sums: dict[str, np.ndarray], count: int, scheme: Wei
                 node.input.append(new_name)
         corrected += 1
     log.info("bias correction (fast, in the ONNX calibration session, %s weights): %d of %d layers corrected",
-             scheme.describe(), corrected, len(nodes))
+             scheme.describe(), corrected, len(layers))
     return corrected
