@@ -240,3 +240,28 @@ def test_modelopt_max_calibration_gets_the_same_optimised_cpu_session(method, tm
     assert wrapped.keys() == own.keys() and len(own) >= 5
     for name, (low, high) in own.items():
         assert wrapped[name] == pytest.approx((low, high), abs=1e-5 * max(high - low, 1e-6)), name
+
+
+def test_the_onnx_fold_leaves_float_layers_alone(tmp_path):
+    """A layer left in float has no rounding error: excluded by name or op type, or (ModelOpt's output, weights
+    read from the calibration graph) without a DequantizeLinear on its weight, its bias is not touched."""
+    import copy
+
+    import onnx
+
+    from quantization.ORT.ort_calibration import calibrated_ranges, default_op_types
+    from quantization.transforms.onnx_bias_correction import correctable_nodes, fold_shifts
+    from quantization.transforms.weight_scheme import WeightScheme
+
+    fp32 = tmp_path / "fp32.onnx"
+    _tiny_onnx(fp32)
+    calibration = calibrated_ranges(fp32, _feed(32), STEP, "MinMax", default_op_types(), input_sums=True)
+    model = onnx.load(str(fp32))
+    names = list(correctable_nodes(model))
+    scheme = WeightScheme(per_channel=True, qmin=-127, qmax=127, divisor=127.0)
+    fold = lambda **kwargs: fold_shifts(copy.deepcopy(model), calibration.input_sums, calibration.samples,  # noqa: E731
+                                        scheme, **kwargs)
+    assert fold() == len(names) == 3  # two convs and the head
+    assert fold(skip={names[0]}) == 2
+    assert fold(skip_op_types={"Conv"}) == 1
+    assert fold(weights_from=model) == 0  # no weight behind a DequantizeLinear: nothing was quantized

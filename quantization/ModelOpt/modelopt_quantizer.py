@@ -62,7 +62,7 @@ def _quantize_in_child(kwargs: dict[str, Any], scratch: str, correction: WeightS
     session, output = SUMMING[0], kwargs["output_path"]
     model = onnx.load(output)
     fold_shifts(model, session.sums, session.count, correction, set(kwargs.get("nodes_to_exclude") or ()),
-                weights_from=session.model)
+                set(kwargs.get("op_types_to_exclude") or ()), weights_from=session.model)
     onnx.save_model(model, output)
 
 

@@ -94,7 +94,8 @@ class OrtQuantizer(OnnxQuantizer):
                                                 input_sums=pending_correction)
             if pending_correction:  # into the graph write_qdq quantizes, whose weights the sums met
                 with timer.stage("bias correction"):
-                    fold_shifts(model, calibration.input_sums, calibration.samples, self.weight_scheme(), set(exclude))
+                    fold_shifts(model, calibration.input_sums, calibration.samples, self.weight_scheme(), set(exclude),
+                                {n.op_type for n in model.graph.node} - set(op_types))
             with timer.stage("quantize"):
                 write_qdq(model, calibration.ranges, out, per_channel=m.granularity == "per_channel",
                           reduce_range=self.weight_bits() == 7,

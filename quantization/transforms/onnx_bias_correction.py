@@ -123,11 +123,15 @@ def _shift(node: Any, weight: np.ndarray, summed: np.ndarray, count: int, scheme
 
 
 def fold_shifts(model: Any, sums: dict[str, np.ndarray], count: int, scheme: WeightScheme,
-                skip: set[str] | frozenset = frozenset(), weights_from: Any = None) -> int:
-    """Fold each node's negated mean rounding shift into its float bias in ``model`` (in place); nodes in ``skip``
-    (left in float) keep theirs. The FP32 weights are read from ``weights_from`` (the calibration graph) where
-    ``model`` holds them behind Q/DQ already (ModelOpt's output), else from ``model``. How many layers were
-    corrected."""
+                skip: set[str] | frozenset = frozenset(), skip_op_types: set[str] | frozenset = frozenset(),
+                weights_from: Any = None) -> int:
+    """Fold each node's negated mean rounding shift into its float bias in ``model`` (in place); nodes named in
+    ``skip`` or of a type in ``skip_op_types`` (left in float) keep theirs.
+
+    ``weights_from``: the calibration graph, whose FP32 weights the sums met, where ``model`` holds them behind
+    Q/DQ already (ModelOpt's output); only the nodes whose weight there comes out of a DequantizeLinear are
+    corrected (a layer the toolchain left in float has no rounding error). Else the weights are ``model``'s own,
+    before Q/DQ (ORT). How many layers were corrected."""
     from onnx import numpy_helper
 
     inits = _initializers(model.graph)
@@ -136,12 +140,14 @@ def fold_shifts(model: Any, sums: dict[str, np.ndarray], count: int, scheme: Wei
     for node in model.graph.node:
         for name in node.input:
             users[name] = users.get(name, 0) + 1
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     layers = correctable_nodes(weights_from or model)
-    nodes = {n.name: n for n in model.graph.node if n.name in layers}
+    nodes = {n.name: n for n in model.graph.node if n.name in layers and n.name not in skip
+             and n.op_type not in skip_op_types and (weights_from is None or n.input[1] in dequantized)}
     corrected = 0
     for name, summed in sums.items():
         node = nodes.get(name)
-        if node is None or name in skip:
+        if node is None:
             continue
         weight = numpy_helper.to_array(weights[layers[name].input[1]])
         shift = _shift(node, weight, summed, count, scheme).astype(np.float32)
