@@ -11,7 +11,7 @@ is the one with huge-page malloc. The FP32 ONNX export is timed
 once per model (the "export" stage of the ONNX rows is then the reuse check). The suite's defaults include bias
 correction: its own column, inside the quantize time (the transforms' time, a separate pass over the calibration
 images where the toolchain cannot gather its statistics in its own calibration pass, plus the fold in the
-toolchain where it can). NNCF: OpenVINO model
+toolchain where it can; ModelOpt's fold runs in its child, inside its "quantize" stage). NNCF: OpenVINO model
 read (conversion) and ``nncf.quantize`` (its defaults, fast bias correction on).
 
 Times depend on the machine and its load: the header says which CPU and how many threads.

@@ -6,6 +6,8 @@ calibration sample; only the quantize call differs, so everything around it live
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import re
 import time
@@ -20,6 +22,7 @@ import torch
 from quantization.base import Quantizer, float_suffix
 from quantization.onnx_export import INPUT_NAME, check_onnx_file, export_onnx, onnx_input_names
 from quantization.run_config import RunConfig
+from quantization.transforms import BIAS_CORRECTION
 from utils.artifacts import Artifact, build_manifest, load_artifact, sha256_file, write_artifact
 from utils.config import replace_section
 from utils.data import CalibrationSet, DataSplits, TensorDataset, check_disjoint_content
@@ -29,6 +32,11 @@ from utils.models import LoadedModel
 from utils.stages import StageTimer
 
 log = logging.getLogger(__name__)
+
+
+def _digest_of(value: Any) -> str:
+    """A short hash of a JSON-able value (calibration content digests, preprocessing) for the export reuse check."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def onnx_node_names(path: Path) -> list[tuple[str, str]]:
@@ -183,6 +191,8 @@ class OnnxQuantizer(Quantizer):
         extra = self.model_facts(model)
         if model.transforms:  # a file of an earlier run is reused only if made from the same images and grid
             extra["transform_inputs"] = {"calibration_ids_sha256": model.calibration.get("ids_sha256"),
+                                         "calibration_content": _digest_of(model.calibration.get("digests")),
+                                         "preprocess": _digest_of(model.preprocess),
                                          "weight_scheme": repr(self.weight_scheme())}
         return export_onnx(model.module, model.input_shape, final, name=f"{model.arch} FP32 ONNX",
                            opset=self.cfg.onnx.opset, source_weights=model.weights_path, extra=extra)
@@ -201,10 +211,11 @@ class OnnxQuantizer(Quantizer):
     def source_onnx(self, model: LoadedModel) -> Artifact:
         """The FP32 ONNX to quantize: the reference itself (also for a bias correction made on the ONNX graph), or
         the transformed model's own export."""
+        if model.bias_correction_pending:  # corrected on the ONNX graph: exported (and named) without the correction
+            model = dataclasses.replace(model, transforms=[t for t in model.transforms if t not in BIAS_CORRECTION.values()],
+                                        bias_correction_pending=False)
         if not model.transforms:
             return self.export_fp32(model)
-        if model.bias_correction_pending and len(model.transforms) == 1:  # the reference, named and recorded as such
-            return self.export_fp32(dataclasses.replace(model, transforms=[], bias_correction_pending=False))
         if self.onnx_path is not None:
             raise SuiteError("transforms (--cle, --bias-correction) work on the PyTorch model and cannot apply "
                              "to an ONNX model source")

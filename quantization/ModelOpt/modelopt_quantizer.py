@@ -46,6 +46,7 @@ def _quantize_in_child(kwargs: dict[str, Any], scratch: str, correction: WeightS
     from quantization.ModelOpt.calibration_session import SUMMING, install
     from utils.console import library_output_to_run_log
 
+    SUMMING.clear()
     install(input_sums=correction is not None)  # max calibration in an optimised CPU session, as the ORT toolchain's
 
     tempfile.tempdir = scratch  # ModelOpt's intermediate tmp*.onnx and ORT's ort.quant.* go there, not to /tmp
@@ -59,10 +60,12 @@ def _quantize_in_child(kwargs: dict[str, Any], scratch: str, correction: WeightS
 
     if len(SUMMING) != 1:
         raise RuntimeError(f"bias correction: expected one CPU max calibration session, ModelOpt ran {len(SUMMING)}")
-    session, output = SUMMING[0], kwargs["output_path"]
+    session, output = SUMMING.pop(), kwargs["output_path"]
     model = onnx.load(output)
-    fold_shifts(model, session.sums, session.count, correction, set(kwargs.get("nodes_to_exclude") or ()),
-                set(kwargs.get("op_types_to_exclude") or ()), weights_from=session.model)
+    corrected = fold_shifts(model, session.sums, session.count, correction, set(kwargs.get("nodes_to_exclude") or ()),
+                            set(kwargs.get("op_types_to_exclude") or ()), weights_from=session.model)
+    if session.sums and not corrected:  # its output's node names no longer match the calibration graph's
+        raise RuntimeError("bias correction: no layer of ModelOpt's output matched the calibration graph")
     onnx.save_model(model, output)
 
 
@@ -151,7 +154,8 @@ class ModelOptQuantizer(OnnxQuantizer):
     def gathers_bias_statistics(self) -> bool:
         """max calibration on the CPU runs in the suite's session (calibration_session.py), where the fast
         correction's input sums come along; entropy, and calibration on a GPU, keep ModelOpt's own."""
-        return self.options.calibration_method == "max" and self.calibration_eps() == ["cpu"]
+        return (self.options.calibration_method == "max" and self.calibration_eps() == ["cpu"]
+                and self.high_precision_dtype() == "fp32")  # fp16 biases: the separate pass corrects before export
 
     def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path,
                        timer: StageTimer, pending_correction: bool) -> None:

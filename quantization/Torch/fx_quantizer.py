@@ -25,6 +25,7 @@ from quantization.Torch.histogram_observer import FastHistogramObserver
 from quantization.Torch.qconfig import build_qconfig_mapping, depthwise_convs, depthwise_weight_bits, weight_range
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
 from quantization.transforms.bias_correction import InputSums, corrected_layers
+from quantization.transforms.bn_fold import fold_batchnorm_if_traceable
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.data import CalibrationSet
 from utils.errors import SuiteError
@@ -130,6 +131,8 @@ class FxQuantizer(TorchScriptQuantizer):
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
         module = copy.deepcopy(model.module).eval()
+        if model.bias_correction_pending:  # the grid the correction measures: conv and BN as one, fused by torch.ao
+            fold_batchnorm_if_traceable(module)  # or not (a BN it does not fuse keeps the conv's raw weights)
         if self.cfg.torch.backend in ("x86", "fbgemm"):
             module, rewritten = subsample_strided_depthwise(module)
             if rewritten:

@@ -21,6 +21,7 @@ from torch.nn.utils import skip_init
 from quantization.base import Quantizer
 from quantization.Torch.calibration import calibrate
 from quantization.transforms.bias_correction import InputSums
+from quantization.transforms.bn_fold import fold_batchnorm_if_traceable
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact, build_manifest, write_artifact, write_saved
 from utils.data import CalibrationSet
@@ -214,8 +215,11 @@ class PT2EQuantizer(Quantizer):
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
         example = torch.randn(2, *model.input_shape)
+        module = copy.deepcopy(model.module).eval()
+        if model.bias_correction_pending:  # BN folded as the separate pass folds it: the same weights, the same grid
+            fold_batchnorm_if_traceable(module)
         with timer.stage("export"):
-            graph = _export(copy.deepcopy(model.module).eval(), example).module()
+            graph = _export(module, example).module()
         with timer.stage("prepare"):
             quantizer = X86InductorQuantizer().set_global(self.quantization_config())
             try:

@@ -37,9 +37,9 @@ def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: Cali
 
     ``in_calibration``: the quantizer gathers the fast correction's statistics in its own calibration pass and
     folds it there (FX: :class:`~quantization.transforms.bias_correction.InputSums`; ORT and ModelOpt:
-    quantization/transforms/onnx_bias_correction.py), which saves a pass over the calibration images; here
-    BatchNorm is only folded and the model marked ``bias_correction_pending`` (the ONNX toolchains quantize the
-    reference export then, whose BatchNorm the exporter has folded).
+    quantization/transforms/onnx_bias_correction.py), which saves a pass over the calibration images; the model
+    is only marked ``bias_correction_pending`` here, its module left as it is (the ONNX toolchains then quantize
+    the reference export itself, whose BatchNorm the exporter folds; FX folds BatchNorm in its own copy).
 
     Cross-layer equalization is asked for by name, so a model it cannot trace is an error. Bias correction is
     a default: on such a model (a TorchScript or torch.export file, data-dependent control flow) it is
@@ -47,27 +47,24 @@ def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: Cali
     if not requested(cfg):
         return model
     from quantization.transforms.bias_correction import correct_bias
-    from quantization.transforms.bn_fold import fold_batchnorm
     from quantization.transforms.cle import equalize_chains
     from quantization.transforms.graph import UntraceableModel
 
     pending = in_calibration and cfg.bias_correction and cfg.bias_correction_method == "fast"
-    module = copy.deepcopy(model.module).eval()
+    module = copy.deepcopy(model.module).eval() if cfg.cle or not pending else model.module
     applied: list[str] = []
     not_applied: dict[str, str] = {}
     if cfg.cle:
         equalize_chains(module, relu6=cfg.cle_relu6)
         applied.append("cle_relu6_to_relu" if cfg.cle_relu6 == "relu" else "cle")
-    if cfg.bias_correction:
+    if pending:
+        applied.append(BIAS_CORRECTION["fast"])
+    elif cfg.bias_correction:
         try:
-            if pending:  # BN folded as the correction folds it: a BN torch.ao does not fuse is no longer there
-                fold_batchnorm(module)
-            else:
-                correct_bias(module, calibration.batches(TRANSFORM_BATCH), scheme, cfg.bias_correction_method)
+            correct_bias(module, calibration.batches(TRANSFORM_BATCH), scheme, cfg.bias_correction_method)
             applied.append(BIAS_CORRECTION[cfg.bias_correction_method])
         except UntraceableModel as exc:  # raised before the module is changed
             not_applied["bias_correction"] = str(exc)
-            pending = False
             log.info("bias correction not applied: %s", exc)
     if not applied:
         return dataclasses.replace(model, not_applied={**model.not_applied, **not_applied})

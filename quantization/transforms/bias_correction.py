@@ -144,6 +144,7 @@ class InputSums:
         return self._handles
 
     def detach(self) -> None:
+        """Remove the hooks :meth:`attach` registered."""
         for handle in self._handles:
             handle.remove()
         self._handles = []

@@ -49,3 +49,14 @@ def fold_batchnorm(model: nn.Module) -> int:
         _fold_pair(modules[conv_name], modules[bn_name])
     return len(pairs)
 
+
+
+def fold_batchnorm_if_traceable(model: nn.Module) -> int:
+    """:func:`fold_batchnorm`, or nothing on a model the layer tracer cannot follow (its toolchain's own
+    tracing reports that one)."""
+    from quantization.transforms.graph import UntraceableModel
+
+    try:
+        return fold_batchnorm(model)
+    except UntraceableModel:
+        return 0

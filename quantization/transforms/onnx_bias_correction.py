@@ -71,7 +71,7 @@ class SummingSession:
     that calls ``run(None, feed)`` and ``get_outputs()``: it sums the added outputs over every batch and shows
     the calibrator only the graph's other outputs, in their order."""
 
-    def __init__(self, session: Any, sum_outputs: dict[str, str], model: Any = None):
+    def __init__(self, session: Any, sum_outputs: dict[str, str], model: Any = None) -> None:
         self.model = model  # the calibration graph, whose FP32 weights the sums meet
         self._session = session
         self._sum_outputs = sum_outputs
@@ -81,9 +81,11 @@ class SummingSession:
         self.count = 0  # samples seen
 
     def get_outputs(self) -> list:
+        """The calibration graph's own outputs: what the calibrator pairs with ``run``'s values."""
         return self._kept
 
     def run(self, output_names: Any, feed: dict[str, np.ndarray], *args: Any, **kwargs: Any) -> list:
+        """Run every output; keep the sums, return the rest in :meth:`get_outputs`' order."""
         if output_names is not None:  # a calibrator that names its outputs does not get the sums' graph
             raise ValueError("SummingSession runs the whole calibration graph (output_names None)")
         values = self._session.run(None, feed, *args, **kwargs)
