@@ -79,7 +79,12 @@ def test_torchscript_file(tmp_cfg, tmp_path):
     prepared, (fp32, int8, *_) = quantize_ort(tmp_cfg, str(path))
     assert int8.manifest["source_weights_sha256"] == sha256_file(path)
     assert int8.path.name.startswith("scripted-")
-    # bias correction (a default) needs an FX trace: not applied, with the reason, and the run goes on
+    # ORT MinMax corrects on the exported ONNX graph (its calibration session's input sums): no trace needed
+    assert int8.manifest["bias_correction"] == "applied (fast)"
+    # the separate PyTorch pass (ORT Entropy calibrates in ORT's own session) needs an FX trace: not applied, with
+    # the reason, and the run goes on
+    cfg = replace_section(tmp_cfg, "ort", calibration_method="entropy")
+    int8 = quantize_ort(cfg, str(path))[1][1]
     assert int8.manifest["bias_correction"].startswith("not applied: the transforms cannot trace")
 
 
