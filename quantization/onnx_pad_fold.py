@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from utils.onnx_qdq import consumers as graph_consumers
+from utils.onnx_qdq import initializers as graph_initializers
 from utils.onnx_qdq import node_attr
 from utils.onnx_qdq import producers as graph_producers
 
@@ -72,7 +73,7 @@ def fold_pads_into_convs(model: Any) -> int:
     from onnx import helper
 
     producers, consumers = graph_producers(model.graph), graph_consumers(model.graph)
-    initializers = {i.name: i for i in model.graph.initializer}
+    initializers = graph_initializers(model.graph)
     graph_outputs = {o.name for o in model.graph.output}
     folded = []
     for pad in [n for n in model.graph.node if n.op_type == "Pad"]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from utils.onnx_qdq import consumers as graph_consumers
-from utils.onnx_qdq import node_attr, quantize_constant
+from utils.onnx_qdq import initializers, node_attr, quantize_constant
 from utils.onnx_qdq import producers as graph_producers
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def fold_weight_quantizers(model, weight_bits: int = 8) -> FoldResult:
     if weight_bits not in (7, 8):
         raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits}")
     graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
+    inits = initializers(graph)
     users, producers = graph_consumers(graph), graph_producers(graph)
     new_inits, dropped_nodes, rescaled_scales = [], set(), {}
     biases = 0

@@ -13,6 +13,11 @@ def producers(graph: Any) -> dict[str, Any]:
     return {out: node for node in graph.node for out in node.output}
 
 
+def initializers(graph: Any) -> dict[str, Any]:
+    """Initializer name -> its TensorProto."""
+    return {t.name: t for t in graph.initializer}
+
+
 def consumers(graph: Any) -> dict[str, list[Any]]:
     """Tensor name -> the nodes that read it, in graph order."""
     readers: dict[str, list[Any]] = {}

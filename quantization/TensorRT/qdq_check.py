@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from utils.errors import SuiteError
+from utils.onnx_qdq import initializers
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 SHAPE_CONSUMERS = {"Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4),
@@ -48,7 +49,7 @@ def check_qdq_model(path: Path, allowed_float: list[str] | None = None) -> QdqRe
 
     model = onnx.load(str(path), load_external_data=False)
     graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
+    inits = initializers(graph)
     for node in graph.node:  # Constant nodes hold scales/zero points in some exporters
         if node.op_type == "Constant" and node.attribute:
             inits[node.output[0]] = node.attribute[0].t

@@ -50,7 +50,6 @@ def fold_batchnorm(model: nn.Module) -> int:
     return len(pairs)
 
 
-
 def fold_batchnorm_if_traceable(model: nn.Module) -> int:
     """:func:`fold_batchnorm`, or nothing on a model the layer tracer cannot follow (its toolchain's own
     tracing reports that one)."""

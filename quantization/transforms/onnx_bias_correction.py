@@ -22,20 +22,16 @@ import torch
 import torch.nn.functional as F
 
 from quantization.transforms.weight_scheme import WeightScheme, fake_quantize_weight
-from utils.onnx_qdq import node_attr
+from utils.onnx_qdq import consumers, initializers, node_attr, producers
 
 log = logging.getLogger(__name__)
 
 SUM_SUFFIX = "_bias_correction_sum"
 
 
-def _initializers(graph: Any) -> dict[str, Any]:
-    return {t.name: t for t in graph.initializer}
-
-
 def correctable_nodes(model: Any) -> dict[str, Any]:
     """Name -> node of each 2-D Conv and plain Gemm whose weight is an initializer: the layers corrected."""
-    inits = _initializers(model.graph)
+    inits = initializers(model.graph)
     nodes = {}
     for node in model.graph.node:
         if len(node.input) < 2 or node.input[1] not in inits or not node.name:
@@ -71,7 +67,7 @@ class SummingSession:
     that calls ``run(None, feed)`` and ``get_outputs()``: it sums the added outputs over every batch and shows
     the calibrator only the graph's other outputs, in their order."""
 
-    def __init__(self, session: Any, sum_outputs: dict[str, str], model: Any = None) -> None:
+    def __init__(self, session: Any, sum_outputs: dict[str, str], model: Any) -> None:
         self.model = model  # the calibration graph, whose FP32 weights the sums meet
         self._session = session
         self._sum_outputs = sum_outputs
@@ -136,28 +132,28 @@ def fold_shifts(model: Any, sums: dict[str, np.ndarray], count: int, scheme: Wei
     before Q/DQ (ORT). How many layers were corrected."""
     from onnx import numpy_helper
 
-    inits = _initializers(model.graph)
-    weights = _initializers((weights_from or model).graph)
-    users: dict[str, int] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
-    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    inits = initializers(model.graph)
+    weights = initializers((weights_from or model).graph)
+    readers, writers = consumers(model.graph), producers(model.graph)
+
+    def quantized(node: Any) -> bool:
+        return weights_from is None or getattr(writers.get(node.input[1]), "op_type", None) == "DequantizeLinear"
+
     layers = correctable_nodes(weights_from or model)
     nodes = {n.name: n for n in model.graph.node if n.name in layers and n.name not in skip
-             and n.op_type not in skip_op_types and (weights_from is None or n.input[1] in dequantized)}
+             and n.op_type not in skip_op_types and quantized(n)}
     corrected = 0
     for name, summed in sums.items():
         node = nodes.get(name)
         if node is None:
             continue
-        weight = numpy_helper.to_array(weights[layers[name].input[1]])
-        shift = _shift(node, weight, summed, count, scheme).astype(np.float32)
         bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        bias = numpy_helper.to_array(inits[bias_name]) if bias_name in inits else np.zeros(len(shift), np.float32)
         if bias_name is not None and bias_name not in inits:
             continue  # a computed bias: not this correction's to change
-        new_name = bias_name if bias_name and users.get(bias_name, 0) == 1 else f"{name}_bias_corrected"
+        weight = numpy_helper.to_array(weights[layers[name].input[1]])
+        shift = _shift(node, weight, summed, count, scheme).astype(np.float32)
+        bias = numpy_helper.to_array(inits[bias_name]) if bias_name else np.zeros(len(shift), np.float32)
+        new_name = bias_name if bias_name and len(readers[bias_name]) == 1 else f"{name}_bias_corrected"
         tensor = numpy_helper.from_array((bias - shift).astype(np.float32), new_name)
         if new_name in inits:
             inits[new_name].CopyFrom(tensor)
