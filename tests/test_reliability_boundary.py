@@ -126,9 +126,18 @@ _SIGNAL_IN_RUN = """
 import os, signal, sys
 from utils.cli import run_cli
 from utils import signals
+from utils.stages import StageTimer
 signum = int(sys.argv[1])
 before = {s: signal.getsignal(s) for s in signals.TERMINATION_SIGNALS}
 def main(argv):
+    if sys.argv[2] == "swallowed":  # C++ running Python (torch's traceback symbolisation) dropped the interrupt
+        with StageTimer("run").stage("calibrate"):
+            try:
+                os.kill(os.getpid(), signum)
+            except KeyboardInterrupt:
+                pass
+        print("artifact written")
+        return 0
     try:
         os.kill(os.getpid(), signum)
         raise AssertionError("the signal did not interrupt the run")
@@ -175,3 +184,12 @@ def test_a_signal_a_library_turned_into_another_exception_still_ends_the_run_as_
     done = _signal_in_run(signal.SIGTERM, "library")
     assert done.returncode == 143, done.stderr
     assert done.stderr.strip().splitlines() == ["terminated by SIGTERM"]
+
+
+def test_a_signal_a_library_swallowed_stops_the_run_at_the_end_of_the_stage():
+    """Seen in a real FX run: SIGTERM landed in an import that C++ code inside torch ran, which dropped the
+    interrupt, and the stopped run wrote its artifact with exit code 0. The stage that swallowed it re-raises it."""
+    done = _signal_in_run(signal.SIGTERM, "swallowed")
+    assert done.returncode == 143, done.stderr
+    assert "artifact written" not in done.stdout
+    assert done.stderr.strip().splitlines()[-1] == "terminated by SIGTERM"

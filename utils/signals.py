@@ -33,6 +33,7 @@ def exit_code(interrupt: BaseException) -> int:
 
 
 _received: list[int] = []
+_active: list[bool] = []  # inside termination_as_interrupt
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
@@ -45,6 +46,15 @@ def received() -> int | None:
     that turns the KeyboardInterrupt into an exception of its own (an import cut short, then an AttributeError
     from a half-imported module) must not turn a stopped run into an error."""
     return _received[0] if _received else None
+
+
+def raise_if_swallowed() -> None:
+    """Raise :class:`Terminated` if a termination signal arrived and its KeyboardInterrupt never reached the
+    suite. Python code that C++ runs (a callback, an import triggered inside a torch or ONNX Runtime call) can
+    drop the exception: the stopped run would go on to write its artifact. :class:`utils.stages.StageTimer`
+    calls this at the end of every stage, so such a run stops at the next stage boundary instead."""
+    if _active and _received:
+        raise Terminated(_received[0])
 
 
 @contextlib.contextmanager
@@ -61,9 +71,11 @@ def termination_as_interrupt() -> Iterator[None]:
         if signal.getsignal(signum) is signal.SIG_IGN:
             continue
         previous[signum] = signal.signal(signum, _raise_terminated)
+    _active.append(True)
     try:
         yield
     finally:
+        _active.pop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 

@@ -11,11 +11,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from utils.signals import raise_if_swallowed
+
 log = logging.getLogger(__name__)
 
 
 class StageTimer:
-    """Seconds per named stage; a stage entered twice adds up."""
+    """Seconds per named stage; a stage entered twice adds up. A stage that ends normally although a termination
+    signal arrived during it (a library swallowed the interrupt) raises it (utils.signals.raise_if_swallowed)."""
 
     def __init__(self, label: str):
         self.label = label
@@ -30,6 +33,7 @@ class StageTimer:
             elapsed = time.perf_counter() - start
             self.seconds[name] = round(self.seconds.get(name, 0.0) + elapsed, 3)
             log.info("%s: %s %.2f s", self.label, name, elapsed)
+        raise_if_swallowed()
 
     def total(self) -> float:
         return round(sum(self.seconds.values()), 2)

@@ -21,6 +21,7 @@ from torch.ao.quantization.observer import MovingAverageMinMaxObserver
 
 from quantization.Torch.calibration import calibrate
 from quantization.Torch.depthwise_fast_path import subsample_strided_depthwise
+from quantization.Torch.fx_tracing import without_stack_traces
 from quantization.Torch.histogram_observer import FastHistogramObserver
 from quantization.Torch.qconfig import build_qconfig_mapping, depthwise_convs, depthwise_weight_bits, weight_range
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
@@ -144,7 +145,8 @@ class FxQuantizer(TorchScriptQuantizer):
             raise SuiteError(f"--clamp-observers must be clamped or shared (got {clamp})")
         with self.timer.stage("prepare"):
             try:
-                prepared = prepare_fx(module, mapping, example_inputs=(self.example(model),))
+                with without_stack_traces():
+                    prepared = prepare_fx(module, mapping, example_inputs=(self.example(model),))
             except Exception as exc:  # symbolic tracing fails on data-dependent control flow
                 raise SuiteError(f"FX cannot trace {model.arch}: {str(exc).splitlines()[0]} "
                                  "(try --mode pt2e or --mode dynamic)") from exc

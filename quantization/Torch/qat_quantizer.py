@@ -14,6 +14,7 @@ import torch
 from torch.ao.quantization import disable_observer
 
 from quantization.Torch.config import TorchQuantConfig
+from quantization.Torch.fx_tracing import without_stack_traces
 from quantization.Torch.qconfig import build_qat_qconfig, build_qconfig_mapping, weight_bits
 from quantization.Torch.torchscript_quantizer import TorchScriptQuantizer
 from utils.config import SgdRecipe
@@ -84,7 +85,9 @@ class QatQuantizer(TorchScriptQuantizer):
 
             mapping = build_qconfig_mapping(t, self.target, qat=True)
             try:
-                return prepare_qat_fx(copy.deepcopy(model.module).train(), mapping, example_inputs=(self.example(model),))
+                with without_stack_traces():
+                    return prepare_qat_fx(copy.deepcopy(model.module).train(), mapping,
+                                          example_inputs=(self.example(model),))
             except Exception as exc:
                 raise SuiteError(f"FX cannot trace {model.arch}: {str(exc).splitlines()[0]}") from exc
         if t.qat_engine == "eager":
