@@ -88,12 +88,26 @@ def modelopt_installed() -> None:
 
 @pytest.mark.parametrize("point", MODELOPT_POINTS)
 def test_sigterm_while_the_modelopt_child_runs(tmp_path, modelopt_installed, point):
-    process, models, scratch = _start("quantization/ModelOpt/ModelOpt_PTQ.py", tmp_path, "--calib-size", "1000")
+    """Entropy calibration runs ModelOpt in its spawned child (max on the CPU runs in this process: below)."""
+    process, models, scratch = _start("quantization/ModelOpt/ModelOpt_PTQ.py", tmp_path, "--calib-size", "1000",
+                                      "--calibration-method", "entropy")
     reached = MODELOPT_POINTS[point]
     _wait_until(process, lambda: reached(scratch) and _modelopt_child(process), point)
     time.sleep(0.5)
     _terminate_and_check(process, models, scratch)
     assert not list(models.rglob("*modelopt_int8*.onnx"))  # the name's empty .lock file only
+
+
+def test_sigterm_while_modelopt_calibrates_in_this_process(tmp_path, modelopt_installed):
+    """The default (max on the CPU) runs ModelOpt in the CLI's own process: stopped while it calibrates, the run
+    exits 143 and leaves neither ModelOpt's temporaries nor the private copy."""
+    process, models, scratch = _start("quantization/ModelOpt/ModelOpt_PTQ.py", tmp_path, "--calib-size", "1000",
+                                      "--calib-batch-size", "1")
+    _wait_until(process, lambda: MODELOPT_POINTS["child calibrating"](scratch), "ModelOpt calibrates")
+    assert not _modelopt_child(process)
+    time.sleep(0.5)
+    _terminate_and_check(process, models, scratch)
+    assert not list(models.rglob("*modelopt_int8*.onnx"))
 
 
 def test_sighup_while_the_fp32_model_is_exported(tmp_path, modelopt_installed):

@@ -38,9 +38,10 @@ def default_calibration_eps() -> list[str]:
     return ["cuda:0", "cpu"] if has_cuda_gpu() else ["cpu"]
 
 
-def _quantize_in_child(kwargs: dict[str, Any], scratch: str, correction: WeightScheme | None = None) -> None:
-    """ModelOpt's ``quantize``; with ``correction`` (the weight grid), the fast bias correction from its max
-    calibration session's own input sums, folded into the float biases of the file it wrote."""
+def _quantize(kwargs: dict[str, Any], scratch: str, correction: WeightScheme | None = None) -> None:
+    """ModelOpt's ``quantize``, its temporary files in ``scratch``; with ``correction`` (the weight grid), the fast
+    bias correction from its max calibration session's own input sums, folded into the float biases of the file
+    it wrote."""
     from modelopt.onnx.quantization import quantize
 
     from quantization.ModelOpt.calibration_session import SUMMING, install
@@ -49,9 +50,13 @@ def _quantize_in_child(kwargs: dict[str, Any], scratch: str, correction: WeightS
     SUMMING.clear()
     install(input_sums=correction is not None)  # max calibration in an optimised CPU session, as the ORT toolchain's
 
+    before = tempfile.tempdir
     tempfile.tempdir = scratch  # ModelOpt's intermediate tmp*.onnx and ORT's ort.quant.* go there, not to /tmp
-    with library_output_to_run_log():  # its logger writes to stdout ("Failed to get GPU count" on every CPU run)
-        quantize(**kwargs)
+    try:
+        with library_output_to_run_log():  # its logger writes to stdout ("Failed to get GPU count" on every CPU run)
+            quantize(**kwargs)
+    finally:
+        tempfile.tempdir = before
     if correction is None:
         return
     import onnx
@@ -69,19 +74,41 @@ def _quantize_in_child(kwargs: dict[str, Any], scratch: str, correction: WeightS
     onnx.save_model(model, output)
 
 
-def run_modelopt_quantize(scratch: Path, correction: WeightScheme | None = None, **kwargs: Any) -> None:
-    """Call ModelOpt's ``quantize`` in a fresh process (utils.child_process: with huge-page malloc,
-    which its arena-less calibration session needs to run at the arena's speed).
+def _quantize_here(kwargs: dict[str, Any], scratch: str, correction: WeightScheme | None) -> None:
+    """:func:`_quantize` in this process, onnxruntime.quantization put back as it was afterwards."""
+    import modelopt.onnx.quantization  # noqa: F401 - loaded before the patches are recorded
 
-    ModelOpt patches onnxruntime.quantization's calibrators and quantizers while it runs and leaves
-    them patched, which breaks a later ``quantize_static`` in the same process (measured: "Quantization
-    parameters are not specified for param input"). A spawned child keeps this process clean.
+    from quantization.ModelOpt.ort_patches import restored_onnxruntime_quantization
+    from utils.console import route_library_logs
+
+    own = {key: value.copy() if isinstance(value, (list, dict)) else value for key, value in kwargs.items()}
+    try:  # (copies: ModelOpt extends the nodes_to_exclude list it is given; the child got copies by pickling)
+        with restored_onnxruntime_quantization():
+            _quantize(own, scratch, correction)
+    finally:
+        route_library_logs()  # every quantize() gives ModelOpt's logger a new stdout handler
+
+
+def run_modelopt_quantize(scratch: Path, correction: WeightScheme | None = None, in_process: bool = False,
+                          **kwargs: Any) -> None:
+    """Call ModelOpt's ``quantize``: in this process where the suite's own calibration session runs (max on the
+    CPU, ``in_process``), else in a fresh process (utils.child_process: with huge-page malloc, which ModelOpt's
+    arena-less calibration session needs to run at the arena's speed: entropy, GPU providers).
+
+    ModelOpt patches onnxruntime.quantization's calibrators and quantizers while it runs and leaves them
+    patched, which broke a later ``quantize_static`` in the same process (measured: "Quantization parameters
+    are not specified for param input"): in this process every patch is undone afterwards
+    (:mod:`quantization.ModelOpt.ort_patches`). The child's start cost the default path 7-8 s
+    (EfficientNet-Lite0, x86-vnni: 17.0 s in the child, 9.7-10.3 s here); huge-page malloc, which the child
+    exists to give ModelOpt's own session, slowed the suite's arena session (12.1 s in a child without it).
 
     ModelOpt removes its own temporary files only when it succeeds (an error or a stop left a ``tmp*.onnx``
-    in the system temp folder): the child's temp folder is ``scratch``, which the caller removes whatever
-    happens.
+    in the system temp folder): its temp folder is ``scratch``, which the caller removes whatever happens.
     """
-    run_in_spawned_child(_quantize_in_child, kwargs, str(scratch), correction)
+    if in_process:
+        _quantize_here(kwargs, str(scratch), correction)
+    else:
+        run_in_spawned_child(_quantize, kwargs, str(scratch), correction)
 
 
 def calibration_shapes(feed: dict[str, np.ndarray], batch_size: int, histogram: bool = True) -> str:
@@ -151,16 +178,20 @@ class ModelOptQuantizer(OnnxQuantizer):
         suffix = "" if dtype == "fp32" else f"_{dtype}"
         return f"modelopt_int8_{self.options.calibration_method}{suffix}{self.bits_tag()}"
 
+    def calibrates_in_suite_session(self) -> bool:
+        """max calibration on the CPU runs in the suite's session (calibration_session.py), and ModelOpt in this
+        process; entropy, and calibration on a GPU, keep ModelOpt's own session and its child."""
+        return self.options.calibration_method == "max" and self.calibration_eps() == ["cpu"]
+
     def gathers_bias_statistics(self) -> bool:
-        """max calibration on the CPU runs in the suite's session (calibration_session.py), where the fast
-        correction's input sums come along; entropy, and calibration on a GPU, keep ModelOpt's own."""
-        return (self.options.calibration_method == "max" and self.calibration_eps() == ["cpu"]
-                and self.high_precision_dtype() == "fp32")  # fp16 biases: the separate pass corrects before export
+        """Where the suite's session calibrates, the fast correction's input sums come along (fp16 biases: the
+        separate pass corrects before the export instead)."""
+        return self.calibrates_in_suite_session() and self.high_precision_dtype() == "fp32"
 
     def _quantize_file(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path,
                        timer: StageTimer, pending_correction: bool) -> None:
         """One stage, "quantize": ModelOpt calibrates and inserts Q/DQ inside one library call (the pending bias
-        correction is folded into its output in the same child)."""
+        correction is folded into its output in the same call)."""
         with timer.stage("quantize"):
             self._quantize_in_private_copy(fp32, feed, exclude, out,
                                            self.weight_scheme() if pending_correction else None)
@@ -174,7 +205,7 @@ class ModelOptQuantizer(OnnxQuantizer):
 
         private = Path(tempfile.mkdtemp(prefix="mls-modelopt-"))
         try:  # ModelOpt rewrites the file it is handed (shape inference): give it a private copy, and let it
-            source = private / fp32.name  # write its output there too (a killed child leaves nothing in models/)
+            source = private / fp32.name  # write its output there too (a run killed meanwhile leaves nothing in models/)
             shutil.copyfile(fp32, source)
             written = private / out.name
             self._run_modelopt(source, feed, exclude, written, scratch=private, correction=correction)
@@ -192,6 +223,7 @@ class ModelOptQuantizer(OnnxQuantizer):
         run_modelopt_quantize(
             scratch,
             correction,
+            self.calibrates_in_suite_session(),
             onnx_path=str(fp32),
             quantize_mode="int8",
             calibration_data=feed,
