@@ -1,7 +1,8 @@
 """Child processes for libraries that must not run in this one, started with a better malloc setting.
 
-ModelOpt runs in a spawned child (it leaves onnxruntime patched, see quantization/ModelOpt). Its
-calibration session also turns onnxruntime's memory arena off, so every intermediate tensor of every
+ModelOpt's entropy and GPU calibration run in a spawned child (ModelOpt leaves onnxruntime patched: its
+default max calibration on the CPU runs in this process and undoes the patches, quantization/ModelOpt/
+ort_patches.py). Its own calibration session, which those paths keep, turns onnxruntime's memory arena off, so every intermediate tensor of every
 calibration batch is a fresh mmap that the kernel faults in 4 KiB at a time: on EfficientNet-Lite0
 (batch 4, AMD EPYC AVX2) 17,000 page faults and 85 ms per image, against 46 ms with the arena. With
 glibc's ``glibc.malloc.hugetlb=1`` malloc asks for transparent huge pages on its mappings, so a buffer
