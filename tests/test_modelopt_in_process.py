@@ -77,3 +77,20 @@ def test_an_ort_run_after_modelopt_in_the_same_process_writes_what_a_fresh_proce
     same, alone = onnx.load(after_modelopt), onnx.load(fresh)
     assert [n.op_type for n in same.graph.node] == [n.op_type for n in alone.graph.node]
     assert {i.name: i.raw_data for i in same.graph.initializer} == {i.name: i.raw_data for i in alone.graph.initializer}
+
+
+@pytest.mark.slow
+def test_modelopt_in_this_process_writes_what_its_child_writes(tmp_path, monkeypatch):
+    """Same session, same code, other process: the artifact is byte for byte the child's."""
+    if reason := quantizer_class("modelopt").unavailable_reason():
+        pytest.skip(reason)
+    import quantization.ModelOpt.modelopt_quantizer as modelopt_quantizer
+
+    here = onnx.load(quantize(str(tmp_path / "here"), ["modelopt"]))
+    run = modelopt_quantizer.run_modelopt_quantize
+    monkeypatch.setattr(modelopt_quantizer, "run_modelopt_quantize",
+                        lambda scratch, correction=None, in_process=False, **kwargs: run(scratch, correction, False,
+                                                                                           **kwargs))
+    child = onnx.load(quantize(str(tmp_path / "child"), ["modelopt"]))
+    assert [n.op_type for n in here.graph.node] == [n.op_type for n in child.graph.node]
+    assert {i.name: i.raw_data for i in here.graph.initializer} == {i.name: i.raw_data for i in child.graph.initializer}
