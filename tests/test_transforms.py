@@ -415,6 +415,59 @@ def test_modelopt_max_gathers_the_fast_correction_in_its_calibration_session_wit
     _assert_same_shifts(gathered, separate, plain, frozenset(float_layers))
 
 
+def test_pt2e_gathers_the_fast_correction_through_its_observers_with_the_separate_pass_biases(tmp_cfg):
+    """PT2E's graph has no conv modules: counting identities sum each conv/linear input (one input may feed
+    several layers) and the correction lands in the graph's own bias tensors before convert_pt2e, with the shifts
+    of the separate pass."""
+    pytest.importorskip("torchao.quantization.pt2e", reason="needs torchao")
+    from quantization.Torch.pt2e_input_sums import LAYER_OPS, _tensor
+    from utils.stages import StageTimer
+
+    tmp_cfg.calibration.size = tmp_cfg.data.limit = 32
+    prepared = prepare(tmp_cfg)
+    seen = []
+    for gathers, correct in ((True, True), (False, True), (False, False)):
+        tmp_cfg.transforms.bias_correction = correct
+        quantizer = make_quantizer("torch_pt2e", tmp_cfg)
+        assert quantizer.gathers_bias_statistics()
+        quantizer.gathers_bias_statistics = lambda gathers=gathers: gathers
+        model = prepared.model_for(quantizer)
+        assert model.bias_correction_pending is (gathers and correct)
+        timer = StageTimer("torch_pt2e")
+        graph = quantizer.converted_module(model, prepared.calibration, timer)
+        assert ("bias correction" in timer.seconds) is (gathers and correct)
+        assert not [n for n in graph.graph.nodes if "bias_correction_sum" in str(n.target)]  # counting nodes removed
+        assert not [n for n, _ in graph.named_modules() if "bias_correction_sum" in n]
+        seen.append({n.name: _tensor(graph, n.args[2]).detach().clone() for n in graph.graph.nodes
+                     if n.op == "call_function" and n.target in LAYER_OPS})
+    gathered, separate, plain = seen
+    assert set(gathered) == set(separate) == set(plain) and len(gathered) >= 10
+    for name in gathered:
+        shift, expected = gathered[name] - plain[name], separate[name] - plain[name]
+        assert expected.abs().max() > 0, name
+        assert torch.allclose(shift, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())), name
+
+
+def test_pt2e_observer_follows_the_setting_and_reaches_the_manifest(tmp_cfg):
+    """minmax by default (as FX), the fast histogram or torchao's on request; FX-only observers are one line."""
+    pytest.importorskip("torchao.quantization.pt2e", reason="needs torchao")
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+
+    quantizer = make_quantizer("torch_pt2e", tmp_cfg)
+    assert quantizer.observer() == "minmax" and quantizer.settings()["observer"] == "minmax"
+    for observer, expected in (("minmax", MinMaxObserver), ("histogram", HistogramObserver),
+                               ("torchao_histogram", HistogramObserver)):
+        tmp_cfg.torch.observer = observer
+        quantizer = make_quantizer("torch_pt2e", tmp_cfg)
+        made = quantizer.quantization_config().input_activation.observer_or_fake_quant_ctr()
+        assert isinstance(made, expected), (observer, type(made))
+        assert (type(made) is HistogramObserver) is (observer == "torchao_histogram")  # "histogram": the fast one
+        assert quantizer.ranges_depend_on_batching() is (observer == "torchao_histogram")
+    tmp_cfg.torch.observer = "percentile"
+    with pytest.raises(SuiteError, match="not available for PT2E"):
+        make_quantizer("torch_pt2e", tmp_cfg).observer()
+
+
 def test_a_correction_made_on_the_onnx_graph_exports_the_model_without_it(tmp_cfg):
     """An FP32 export is named by what is in it: with the correction pending (made on the ONNX graph) the export is
     the reference itself, or with --cle the CLE-only model; a toolchain that corrects in PyTorch first (ORT entropy)

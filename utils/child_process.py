@@ -2,14 +2,14 @@
 
 ModelOpt's entropy and GPU calibration run in a spawned child (ModelOpt leaves onnxruntime patched: its
 default max calibration on the CPU runs in this process and undoes the patches, quantization/ModelOpt/
-ort_patches.py). Its own calibration session, which those paths keep, turns onnxruntime's memory arena off, so every intermediate tensor of every
-calibration batch is a fresh mmap that the kernel faults in 4 KiB at a time: on EfficientNet-Lite0
-(batch 4, AMD EPYC AVX2) 17,000 page faults and 85 ms per image, against 46 ms with the arena. With
-glibc's ``glibc.malloc.hugetlb=1`` malloc asks for transparent huge pages on its mappings, so a buffer
-faults in 2 MiB at a time (83 faults and 54 ms per image; ModelOpt's whole quantize of 300 images
-39.3 -> 23.9 s). glibc reads ``GLIBC_TUNABLES`` only when a process starts, hence the child. Where
-transparent huge pages are off (``/sys/kernel/mm/transparent_hugepage/enabled`` = never) or glibc is
-older than 2.35 the setting is ignored and nothing changes but the speed.
+ort_patches.py). Its own calibration session, which those paths keep, turns onnxruntime's memory arena off, so
+every intermediate tensor of every calibration batch is a fresh mmap that the kernel faults in 4 KiB at a
+time: on EfficientNet-Lite0 (batch 4, AMD EPYC AVX2) 17,000 page faults and 85 ms per image, against 46 ms
+with the arena. With glibc's ``glibc.malloc.hugetlb=1`` malloc asks for transparent huge pages on its
+mappings, so a buffer faults in 2 MiB at a time (83 faults and 54 ms per image; ModelOpt's whole quantize of
+300 images 39.3 -> 23.9 s). glibc reads ``GLIBC_TUNABLES`` only when a process starts, hence the child. Where
+transparent huge pages are off (``/sys/kernel/mm/transparent_hugepage/enabled`` = never) or glibc is older
+than 2.35 the setting is ignored and nothing changes but the speed.
 
 The child is never left behind: whatever ends the wait for it (an exception, Ctrl-C, SIGTERM through
 utils.signals) terminates it (SIGTERM, which it turns into an exception so its own clean-up runs), then kills

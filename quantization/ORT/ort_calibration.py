@@ -102,15 +102,16 @@ def calibrated_ranges(model_path: Path, feed: dict[str, np.ndarray], step: int, 
     return copy.deepcopy(_RANGES[key])
 
 
-def minmax_session(augmented_model_path: str) -> Any:
-    """ONNX Runtime's fully optimised CPU session for a MinMax calibration graph: the calibrated tensors survive
-    the fusions (each feeds its ReduceMin/ReduceMax), the ranges move by float rounding only (module docstring).
-    ModelOpt's max calibration on the CPU runs in it too (quantization/ModelOpt/calibration_session.py)."""
+def minmax_session(augmented_model: str | bytes) -> Any:
+    """ONNX Runtime's fully optimised CPU session for a MinMax calibration graph (a path, or the serialised
+    model): the calibrated tensors survive the fusions (each feeds its ReduceMin/ReduceMax), the ranges move by
+    float rounding only (module docstring). ModelOpt's max calibration on the CPU runs in it too
+    (quantization/ModelOpt/calibration_session.py)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(augmented_model_path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(augmented_model, options, providers=["CPUExecutionProvider"])
 
 
 def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method: str, op_types: list[str],
@@ -141,14 +142,17 @@ def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method:
 def summing_session(augmented_model_path: str, out: Path) -> Any:
     """:func:`minmax_session` over the MinMax calibration graph with each Conv/Gemm input summed over the batch,
     as a :class:`~quantization.transforms.onnx_bias_correction.SummingSession` (the calibrator sees its own
-    outputs only); the graph with the sums is written to ``out``."""
+    outputs only); the graph with the sums goes to the session in memory, or through ``out`` where it is too
+    large for one protobuf (ResNet-50: a ~100 MB write and read less)."""
     import onnx
 
     from quantization.transforms.onnx_bias_correction import SummingSession, add_input_sums, correctable_nodes
 
     model = onnx.load(augmented_model_path)
     outputs = add_input_sums(model, correctable_nodes(model))
-    onnx.save_model(model, str(out), save_as_external_data=model.ByteSize() > 1_800_000_000)
+    if model.ByteSize() < 1_800_000_000:
+        return SummingSession(minmax_session(model.SerializeToString()), outputs, model)
+    onnx.save_model(model, str(out), save_as_external_data=True)
     return SummingSession(minmax_session(str(out)), outputs, model)
 
 

@@ -7,6 +7,7 @@ same model exported without quantization, so both are compiled by Inductor and c
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Any
@@ -15,6 +16,8 @@ import torch
 
 from quantization.base import Quantizer
 from quantization.Torch.calibration import calibrate
+from quantization.Torch.pt2e_input_sums import summing_inputs
+from quantization.transforms.bn_fold import fold_batchnorm_if_traceable
 from quantization.transforms.weight_scheme import WeightScheme
 from utils.artifacts import Artifact, build_manifest, write_artifact, write_saved
 from utils.data import CalibrationSet
@@ -24,6 +27,8 @@ from utils.packages import missing_reason
 from utils.stages import StageTimer
 
 log = logging.getLogger(__name__)
+#: --observer -> the activation observer of PT2E (torchao's observer classes); the others are torch.ao FX's only
+OBSERVERS = ("minmax", "histogram", "torchao_histogram")
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor, strict: bool = True) -> torch.export.ExportedProgram:
@@ -53,13 +58,20 @@ class PT2EQuantizer(Quantizer):
         return self.target.weight_bits()
 
     def gathers_bias_statistics(self) -> bool:
-        """No: PT2E takes the fast correction from the separate pass, its ranges calibrated on the corrected model.
-        Gathering the sums in its own calibration pass (its ranges then from the uncorrected model, as FX's and
-        NNCF's) was measured on x86-vnni, CIFAR-10 ResNet-20/32/44/56 x 3 seeds: mean drop +0.135 against +0.090
-        pp, paired +0.045 (sd 0.08, t about 2), the one toolchain worse by more than a standard error
-        (docs/accuracy_recovery.md); the pass costs it about 1.3x NNCF's quantize time more, and PT2E is above 1.5x
-        either way (its export and histogram observer)."""
-        return False
+        """Its calibration pass runs the FP32 layers (pt2e_input_sums.summing_inputs), as FX's and NNCF's do.
+        With the histogram observer that was less accurate than a separate pass (CIFAR-10 ResNet-20/32/44/56 x 3
+        seeds, x86-vnni: +0.135 against +0.090 pp); with the min/max observer, the default since, it is the most
+        accurate of the four (+0.038: paired -0.052 against the separate pass with the histogram, -0.071
+        against no correction; docs/accuracy_recovery.md) and saves a pass over the images."""
+        return True
+
+    def observer(self) -> str:
+        """``--observer`` for PT2E's activations: minmax (the default, as FX's), histogram (the fast exact
+        histogram with torchao's L2 search) or torchao_histogram (torchao's own)."""
+        observer = self.cfg.torch.observer
+        if observer not in OBSERVERS:
+            raise SuiteError(f"--observer {observer} is not available for PT2E: choose from {', '.join(OBSERVERS)}")
+        return observer
 
     def weight_scheme(self) -> WeightScheme:
         """X86InductorQuantizer's default: per-channel symmetric qint8 over [-128, 127] (torch.ao observer);
@@ -70,10 +82,12 @@ class PT2EQuantizer(Quantizer):
 
     def quantization_config(self) -> Any:
         """torchao's x86 default config with two changes: the weight range of :meth:`weight_bits`, and the
-        activations observed by the fast exact histogram (torchao's L2 range search over a histogram that
-        is not re-binned per batch: EfficientNet-Lite0, 300 images, AVX2: calibration 36 s with torchao's)."""
+        activation observer of :meth:`observer` (torchao's default is its HistogramObserver, re-binned per
+        batch: EfficientNet-Lite0, 300 images, AVX2: calibration 36 s; "histogram" is the same L2 search on a
+        fast exact histogram; min/max calibrates EfficientNet-Lite0 in about 0.6x the fast histogram's time)."""
         import dataclasses
 
+        from torchao.quantization.pt2e.observer import MinMaxObserver
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             get_default_x86_inductor_quantization_config,
         )
@@ -81,20 +95,24 @@ class PT2EQuantizer(Quantizer):
         from quantization.Torch.histogram_observer import pt2e_fast_histogram_observer
 
         config = get_default_x86_inductor_quantization_config()
-        activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=(
-            pt2e_fast_histogram_observer().with_args(eps=2**-12)))  # torchao's x86 default eps
-        config = dataclasses.replace(config, input_activation=activation, output_activation=activation)
+        observer = self.observer()
+        if observer != "torchao_histogram":
+            chosen = MinMaxObserver if observer == "minmax" else pt2e_fast_histogram_observer()
+            activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=(
+                chosen.with_args(eps=2**-12)))  # torchao's x86 default eps
+            config = dataclasses.replace(config, input_activation=activation, output_activation=activation)
         if self.weight_bits() == 8:
             return config
         return dataclasses.replace(config, weight=dataclasses.replace(config.weight, quant_min=-64, quant_max=63))
 
     def ranges_depend_on_batching(self) -> bool:
-        """The fast histogram and the weights' min/max do not depend on how the sample is batched."""
-        return False
+        """Min/max and the fast histogram do not depend on how the sample is batched; torchao's histogram,
+        re-binned as later batches widen the range, does."""
+        return self.observer() == "torchao_histogram"
 
     def settings(self) -> dict[str, Any]:
         return {"mode": "pt2e", "quantizer": "X86InductorQuantizer", "granularity": "per_channel",
-                "observer": "histogram (fast exact histogram, torchao's L2 search)", "is_dynamic": False,
+                "observer": self.observer(), "is_dynamic": False,
                 "target": self.target.name, "weight_bits": self.weight_bits(),
                 "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed,
                 "calibration_batch_size": self.calibration_batch_size()}
@@ -126,7 +144,7 @@ class PT2EQuantizer(Quantizer):
         converted = self.converted_module(model, calibration, timer)
         with timer.stage("convert"):
             program = _export(converted, example, strict=False)
-        tag = "pt2e_x86inductor" + ("_w7" if self.weight_bits() == 7 else "")
+        tag = f"pt2e_x86inductor_{self.observer()}" + ("_w7" if self.weight_bits() == 7 else "")
         return self._write(program, model, tag, "int8", self.settings(), calibration.ids,
                            {"quantize_seconds": timer.total(), "quantize_seconds_by_stage": dict(timer.seconds)})
 
@@ -136,15 +154,23 @@ class PT2EQuantizer(Quantizer):
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
         example = torch.randn(2, *model.input_shape)
+        self.observer()  # an observer PT2E does not have: one line before any work
+        module = copy.deepcopy(model.module).eval()
+        if model.bias_correction_pending:  # BN folded as the separate pass folds it: the same weights, the same grid
+            fold_batchnorm_if_traceable(module)
         with timer.stage("export"):
-            graph = _export(copy.deepcopy(model.module).eval(), example).module()
+            graph = _export(module, example).module()
         with timer.stage("prepare"):
             quantizer = X86InductorQuantizer().set_global(self.quantization_config())
             try:
                 prepared = prepare_pt2e(graph, quantizer)
             except Exception as exc:
                 raise SuiteError(f"PT2E prepare failed on {model.arch}: {str(exc).splitlines()[0][:200]}") from exc
-        with timer.stage("calibrate"):
+        counting = summing_inputs(prepared) if model.bias_correction_pending else contextlib.nullcontext()
+        with timer.stage("calibrate"), counting as sums:
             calibrate(prepared, calibration, self.calibration_batch_size(), "calibrating (PT2E)")
+        if sums is not None:  # the fast correction, from the calibration pass's own FP32 inputs
+            with timer.stage("bias correction"):
+                sums.fold(self.weight_scheme())
         with timer.stage("convert"):
             return convert_pt2e(prepared)

@@ -123,14 +123,20 @@ class InputSums:
         self._counts: dict[str, dict[tuple, int]] = {n: {} for n in layers}
         self._handles: list = []
 
+    def add(self, names: list[str], x: torch.Tensor) -> None:
+        """Count ``x``, one batch of the input of each layer in ``names`` (all of one kind: conv or linear; a
+        graph whose convs are calls, PT2E's, sums an input shared by several layers once)."""
+        x = x.detach()
+        if isinstance(self.layers[names[0]], nn.Linear):  # every row of every sample is one output position
+            x = x.reshape(-1, x.shape[-1])
+        shape, summed = tuple(x.shape[1:]), _batch_sum(x)
+        for name in names:
+            self._sums[name][shape] = self._sums[name].get(shape, 0) + summed
+            self._counts[name][shape] = self._counts[name].get(shape, 0) + x.shape[0]
+
     def _hook(self, name: str):
         def run(module: nn.Module, inputs: tuple) -> None:
-            x = inputs[0].detach()
-            if isinstance(module, nn.Linear):  # every row of every sample is one output position
-                x = x.reshape(-1, x.shape[-1])
-            shape = tuple(x.shape[1:])
-            self._sums[name][shape] = self._sums[name].get(shape, 0) + _batch_sum(x)
-            self._counts[name][shape] = self._counts[name].get(shape, 0) + x.shape[0]
+            self.add([name], inputs[0])
         return run
 
     def attach(self) -> list:

@@ -90,8 +90,10 @@ class SummingSession:
             node = self._sum_outputs.get(name)
             if node is None:
                 kept.append(value)
+            elif node in self.sums:
+                np.add(self.sums[node], value, out=self.sums[node])  # in place: no new float64 array per batch
             else:
-                self.sums[node] = self.sums[node] + value if node in self.sums else value.astype(np.float64)
+                self.sums[node] = value.astype(np.float64)
         self.count += len(next(iter(feed.values())))
         return kept
 
