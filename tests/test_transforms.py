@@ -449,23 +449,26 @@ def test_pt2e_gathers_the_fast_correction_through_its_observers_with_the_separat
 
 
 def test_pt2e_observer_follows_the_setting_and_reaches_the_manifest(tmp_cfg):
-    """minmax by default (as FX), the fast histogram or torchao's on request; FX-only observers are one line."""
+    """minmax by default (as FX), every other --observer of FX on request, as torchao observer classes."""
     pytest.importorskip("torchao.quantization.pt2e", reason="needs torchao")
-    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
 
     quantizer = make_quantizer("torch_pt2e", tmp_cfg)
-    assert quantizer.observer() == "minmax" and quantizer.settings()["observer"] == "minmax"
-    for observer, expected in (("minmax", MinMaxObserver), ("histogram", HistogramObserver),
-                               ("torchao_histogram", HistogramObserver)):
+    assert quantizer.settings()["observer"] == "minmax"
+    for observer, expected, exact in (("minmax", MinMaxObserver, True),
+                                      ("moving_average_minmax", MovingAverageMinMaxObserver, True),
+                                      ("histogram", HistogramObserver, False), ("torchao_histogram", HistogramObserver, True),
+                                      ("percentile", HistogramObserver, False)):
         tmp_cfg.torch.observer = observer
         quantizer = make_quantizer("torch_pt2e", tmp_cfg)
         made = quantizer.quantization_config().input_activation.observer_or_fake_quant_ctr()
-        assert isinstance(made, expected), (observer, type(made))
-        assert (type(made) is HistogramObserver) is (observer == "torchao_histogram")  # "histogram": the fast one
-        assert quantizer.ranges_depend_on_batching() is (observer == "torchao_histogram")
-    tmp_cfg.torch.observer = "percentile"
-    with pytest.raises(SuiteError, match="not available for PT2E"):
-        make_quantizer("torch_pt2e", tmp_cfg).observer()
+        assert isinstance(made, expected) and (type(made) is expected) is exact, (observer, type(made))
+        assert quantizer.settings()["observer"] == observer
+        assert quantizer.ranges_depend_on_batching() is (observer in ("moving_average_minmax", "torchao_histogram"))
+    assert made.percentile == tmp_cfg.torch.percentile
+    tmp_cfg.torch.percentile = 20.0
+    with pytest.raises(SuiteError, match="--percentile"):
+        make_quantizer("torch_pt2e", tmp_cfg).activation_observer()
 
 
 def test_a_correction_made_on_the_onnx_graph_exports_the_model_without_it(tmp_cfg):

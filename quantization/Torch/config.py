@@ -53,7 +53,7 @@ def add_torch_args(parser: argparse.ArgumentParser) -> None:
     option(g, "--granularity", "torch.granularity", "weight scales")
     option(g, "--observer", "torch.observer", "activation observer: minmax, moving_average_minmax, histogram "
            "(torch.ao's L2-optimal range search on a fast exact histogram), torchao_histogram (torch.ao's own, "
-           "slower), percentile; PT2E takes minmax, histogram and torchao_histogram")
+           "slower), percentile; PT2E takes each of them too (torchao observer classes)")
     option(g, "--percentile", "torch.percentile", "percentile for --observer percentile", type=float)
     option(g, "--reduce-range", "torch.reduce_range", "7-bit activations (torch.ao's x86 default): on, off; "
            "auto = off (the bit is taken from the weights where needed)")

@@ -27,8 +27,6 @@ from utils.packages import missing_reason
 from utils.stages import StageTimer
 
 log = logging.getLogger(__name__)
-#: --observer -> the activation observer of PT2E (torchao's observer classes); the others are torch.ao FX's only
-OBSERVERS = ("minmax", "histogram", "torchao_histogram")
 
 
 def _export(module: torch.nn.Module, example: torch.Tensor, strict: bool = True) -> torch.export.ExportedProgram:
@@ -65,13 +63,22 @@ class PT2EQuantizer(Quantizer):
         against no correction; docs/accuracy_recovery.md) and saves a pass over the images."""
         return True
 
-    def observer(self) -> str:
-        """``--observer`` for PT2E's activations: minmax (the default, as FX's), histogram (the fast exact
-        histogram with torchao's L2 search) or torchao_histogram (torchao's own)."""
-        observer = self.cfg.torch.observer
-        if observer not in OBSERVERS:
-            raise SuiteError(f"--observer {observer} is not available for PT2E: choose from {', '.join(OBSERVERS)}")
-        return observer
+    def activation_observer(self) -> Any:
+        """``--observer`` for PT2E's activations, as FX's: minmax (the default), moving_average_minmax, histogram
+        (the fast exact histogram with the L2 search), torchao_histogram (torchao's own), percentile; each the
+        torchao observer class (prepare_pt2e accepts those only), with torchao's x86 default eps."""
+        from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver
+
+        from quantization.Torch.histogram_observer import pt2e_fast_histogram_observer
+        from quantization.Torch.qconfig import pt2e_percentile_observer, validate
+
+        t = self.cfg.torch
+        validate(t)
+        if t.observer == "percentile":
+            return pt2e_percentile_observer().with_args(percentile=t.percentile, eps=2**-12)
+        return {"minmax": MinMaxObserver, "moving_average_minmax": MovingAverageMinMaxObserver,
+                "histogram": pt2e_fast_histogram_observer(), "torchao_histogram": HistogramObserver,
+                }[t.observer].with_args(eps=2**-12)
 
     def weight_scheme(self) -> WeightScheme:
         """X86InductorQuantizer's default: per-channel symmetric qint8 over [-128, 127] (torch.ao observer);
@@ -82,37 +89,32 @@ class PT2EQuantizer(Quantizer):
 
     def quantization_config(self) -> Any:
         """torchao's x86 default config with two changes: the weight range of :meth:`weight_bits`, and the
-        activation observer of :meth:`observer` (torchao's default is its HistogramObserver, re-binned per
-        batch: EfficientNet-Lite0, 300 images, AVX2: calibration 36 s; "histogram" is the same L2 search on a
-        fast exact histogram; min/max calibrates EfficientNet-Lite0 in about 0.6x the fast histogram's time)."""
+        activation observer of :meth:`activation_observer` (torchao's default is its HistogramObserver,
+        re-binned per batch: EfficientNet-Lite0, 300 images, AVX2: calibration 36 s; "histogram" is the same L2
+        search on a fast exact histogram; min/max calibrates EfficientNet-Lite0 in about 0.6x its time)."""
         import dataclasses
 
-        from torchao.quantization.pt2e.observer import MinMaxObserver
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             get_default_x86_inductor_quantization_config,
         )
 
-        from quantization.Torch.histogram_observer import pt2e_fast_histogram_observer
-
         config = get_default_x86_inductor_quantization_config()
-        observer = self.observer()
-        if observer != "torchao_histogram":
-            chosen = MinMaxObserver if observer == "minmax" else pt2e_fast_histogram_observer()
-            activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=(
-                chosen.with_args(eps=2**-12)))  # torchao's x86 default eps
-            config = dataclasses.replace(config, input_activation=activation, output_activation=activation)
+        activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=self.activation_observer())
+        config = dataclasses.replace(config, input_activation=activation, output_activation=activation)
         if self.weight_bits() == 8:
             return config
         return dataclasses.replace(config, weight=dataclasses.replace(config.weight, quant_min=-64, quant_max=63))
 
     def ranges_depend_on_batching(self) -> bool:
-        """Min/max and the fast histogram do not depend on how the sample is batched; torchao's histogram,
-        re-binned as later batches widen the range, does."""
-        return self.observer() == "torchao_histogram"
+        """As FX's (qconfig.BATCH_INDEPENDENT_OBSERVERS): min/max, the fast histogram and the percentile do not
+        depend on how the sample is batched; torchao's histogram and the moving average do."""
+        from quantization.Torch.qconfig import BATCH_INDEPENDENT_OBSERVERS
+
+        return self.cfg.torch.observer not in BATCH_INDEPENDENT_OBSERVERS
 
     def settings(self) -> dict[str, Any]:
         return {"mode": "pt2e", "quantizer": "X86InductorQuantizer", "granularity": "per_channel",
-                "observer": self.observer(), "is_dynamic": False,
+                "observer": self.cfg.torch.observer, "is_dynamic": False,
                 "target": self.target.name, "weight_bits": self.weight_bits(),
                 "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed,
                 "calibration_batch_size": self.calibration_batch_size()}
@@ -144,7 +146,7 @@ class PT2EQuantizer(Quantizer):
         converted = self.converted_module(model, calibration, timer)
         with timer.stage("convert"):
             program = _export(converted, example, strict=False)
-        tag = f"pt2e_x86inductor_{self.observer()}" + ("_w7" if self.weight_bits() == 7 else "")
+        tag = f"pt2e_x86inductor_{self.cfg.torch.observer}" + ("_w7" if self.weight_bits() == 7 else "")
         return self._write(program, model, tag, "int8", self.settings(), calibration.ids,
                            {"quantize_seconds": timer.total(), "quantize_seconds_by_stage": dict(timer.seconds)})
 
@@ -154,7 +156,7 @@ class PT2EQuantizer(Quantizer):
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import X86InductorQuantizer
 
         example = torch.randn(2, *model.input_shape)
-        self.observer()  # an observer PT2E does not have: one line before any work
+        self.activation_observer()  # a bad --percentile: one line before any work
         module = copy.deepcopy(model.module).eval()
         if model.bias_correction_pending:  # BN folded as the separate pass folds it: the same weights, the same grid
             fold_batchnorm_if_traceable(module)

@@ -8,6 +8,7 @@ target (``utils.targets``; ``auto`` there is this machine's CPU), never from the
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -20,7 +21,7 @@ from torch.ao.quantization.observer import (
 )
 
 from quantization.Torch.config import TorchQuantConfig
-from quantization.Torch.histogram_observer import FastHistogramObserver
+from quantization.Torch.histogram_observer import FastHistogramObserver, pt2e_fast_histogram_observer
 from utils.errors import SuiteError
 from utils.models import is_depthwise
 from utils.targets import Target
@@ -32,7 +33,7 @@ BATCH_INDEPENDENT_OBSERVERS = ("minmax", "histogram", "percentile")
 warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*deprecated.*")
 
 
-class PercentileObserver(FastHistogramObserver):
+class _PercentileSearch:
     """Clips the activation range to a percentile of the calibration histogram.
 
     torch.ao has no percentile observer; this one reuses the fast histogram (folded onto 2048 bins
@@ -56,6 +57,17 @@ class PercentileObserver(FastHistogramObserver):
         new_min = self.min_val + bin_width * lo_bin
         new_max = self.min_val + bin_width * min(hi_bin + 1, self.bins)
         return torch.minimum(new_min, torch.zeros_like(new_min)), torch.maximum(new_max, torch.zeros_like(new_max))
+
+
+class PercentileObserver(_PercentileSearch, FastHistogramObserver):
+    """The percentile observer for torch.ao (FX, eager)."""
+
+
+@functools.cache
+def pt2e_percentile_observer() -> type:
+    """The same observer over torchao's observer classes, for PT2E."""
+    return type("Pt2ePercentileObserver", (_PercentileSearch, pt2e_fast_histogram_observer()),
+                {"__doc__": "The percentile observer for PT2E (torchao's observer classes).", "__module__": __name__})
 
 
 def resolve_backend(backend: str, mode: str, target: Target) -> str:
