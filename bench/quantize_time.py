@@ -6,12 +6,12 @@ its own spawned child process, so its peak RSS (VmHWM, utils.benchmark.peak_rss_
 and a toolchain that patches libraries (ModelOpt) cannot affect the next. Stages come from the
 artifact manifest (``quantize_seconds_by_stage``, utils/stages.py); ModelOpt calibrates and inserts Q/DQ
 inside one library call, so its is one "quantize" stage (ORT's: prepare, calibrate, quantize). The
-rows run in plain children, as the CLI would run them: ModelOpt's own child (utils/child_process.py)
-is the one with huge-page malloc. The FP32 ONNX export is timed
+rows run in plain children, as the CLI would run them: ModelOpt's max calibration on the CPU runs in the row's
+process, its entropy/GPU path in a child of its own (utils/child_process.py). The FP32 ONNX export is timed
 once per model (the "export" stage of the ONNX rows is then the reuse check). The suite's defaults include bias
 correction: its own column, inside the quantize time (the transforms' time, a separate pass over the calibration
 images where the toolchain cannot gather its statistics in its own calibration pass, plus the fold in the
-toolchain where it can; ModelOpt's fold runs in its child, inside its "quantize" stage). NNCF: OpenVINO model
+toolchain where it can; ModelOpt's fold is inside its "quantize" stage). NNCF: OpenVINO model
 read (conversion) and ``nncf.quantize`` (its defaults, fast bias correction on).
 
 Times depend on the machine and its load: the header says which CPU and how many threads.

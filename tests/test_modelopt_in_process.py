@@ -23,8 +23,9 @@ from tests.conftest import REPO
 
 def test_every_patch_made_inside_the_block_is_undone():
     collect, create, adjust = MinMaxCalibrater.collect_data, calibrate.create_calibrator, BaseQuantizer.adjust_tensor_ranges
-    registry = dict(QDQRegistry)
+    init, registry = CalibraterBase.__init__, dict(QDQRegistry)
     with restored_onnxruntime_quantization():
+        CalibraterBase.__init__ = lambda self, *a, **k: None
         QDQRegistry["BatchNormalization"] = object  # ModelOpt edits the op registries in place
         del QDQRegistry["Conv"]
         MinMaxCalibrater.collect_data = lambda self, reader: None  # what ModelOpt's patch_ort_modules does
@@ -35,7 +36,7 @@ def test_every_patch_made_inside_the_block_is_undone():
     assert MinMaxCalibrater.collect_data is collect and calibrate.create_calibrator is create
     assert BaseQuantizer.adjust_tensor_ranges is adjust
     assert not hasattr(CalibraterBase, "added_by_a_patch") and not hasattr(calibrate, "added_by_a_patch")
-    assert QDQRegistry == registry
+    assert QDQRegistry == registry and CalibraterBase.__init__ is init
 
 
 def test_the_patches_are_undone_when_the_block_raises():
@@ -46,6 +47,16 @@ def test_the_patches_are_undone_when_the_block_raises():
     assert MinMaxCalibrater.collect_data is collect
 
 
+def _no_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ModelOpt run must take the in-process path: a spawned child fails it."""
+    import quantization.ModelOpt.modelopt_quantizer as modelopt_quantizer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ModelOpt ran in a child: the in-process path was not taken")
+
+    monkeypatch.setattr(modelopt_quantizer, "run_in_spawned_child", refuse)
+
+
 _ORT_RUN = """
 import sys
 from tests.test_modelopt_in_process import quantize
@@ -54,9 +65,10 @@ print(quantize(sys.argv[1], ["ort"]))
 
 
 def quantize(models_dir: str, toolchains: list[str]) -> str:
-    """Run ``toolchains`` in turn on the demo model (32 calibration images); the last one's artifact path."""
+    """Run ``toolchains`` in turn on the demo model (32 calibration images, ModelOpt calibrating on the CPU even
+    on a GPU host: the in-process path); the last one's artifact path."""
     cfg = RunConfig()
-    cfg.models_dir, cfg.calibration.size = models_dir, 32
+    cfg.models_dir, cfg.calibration.size, cfg.modelopt.calibration_eps = models_dir, 32, ["cpu"]
     prepared = prepare(cfg)
     path = ""
     for toolchain in toolchains:
@@ -66,9 +78,10 @@ def quantize(models_dir: str, toolchains: list[str]) -> str:
 
 
 @pytest.mark.slow
-def test_an_ort_run_after_modelopt_in_the_same_process_writes_what_a_fresh_process_writes(tmp_path):
+def test_an_ort_run_after_modelopt_in_the_same_process_writes_what_a_fresh_process_writes(tmp_path, monkeypatch):
     if reason := quantizer_class("modelopt").unavailable_reason():
         pytest.skip(reason)
+    _no_child(monkeypatch)
     after_modelopt = quantize(str(tmp_path / "same_process"), ["modelopt", "ort"])
     done = subprocess.run([sys.executable, "-c", _ORT_RUN, str(tmp_path / "fresh")], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
@@ -86,7 +99,9 @@ def test_modelopt_in_this_process_writes_what_its_child_writes(tmp_path, monkeyp
         pytest.skip(reason)
     import quantization.ModelOpt.modelopt_quantizer as modelopt_quantizer
 
-    here = onnx.load(quantize(str(tmp_path / "here"), ["modelopt"]))
+    with monkeypatch.context() as patched:
+        _no_child(patched)
+        here = onnx.load(quantize(str(tmp_path / "here"), ["modelopt"]))
     run = modelopt_quantizer.run_modelopt_quantize
     monkeypatch.setattr(modelopt_quantizer, "run_modelopt_quantize",
                         lambda scratch, correction=None, in_process=False, **kwargs: run(scratch, correction, False,

@@ -210,7 +210,7 @@ def test_histogram_calibration_holds_one_batch_of_outputs(tmp_path):
 
 @pytest.mark.parametrize("method", ["MinMax", "Entropy"])
 def test_modelopt_max_calibration_gets_the_same_optimised_cpu_session(method, tmp_path):
-    """ModelOpt's own session factory (every optimisation off), wrapped as the ModelOpt child installs it: a
+    """ModelOpt's own session factory (every optimisation off), wrapped as ModelOpt's quantize installs it: a
     MinMax calibrator on the CPU gets ORT's optimised session, whose ranges are ORT's within float rounding;
     a histogram calibrator keeps ModelOpt's session."""
     pytest.importorskip("modelopt.onnx.quantization")

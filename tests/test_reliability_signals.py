@@ -102,7 +102,7 @@ def test_sigterm_while_modelopt_calibrates_in_this_process(tmp_path, modelopt_in
     """The default (max on the CPU) runs ModelOpt in the CLI's own process: stopped while it calibrates, the run
     exits 143 and leaves neither ModelOpt's temporaries nor the private copy."""
     process, models, scratch = _start("quantization/ModelOpt/ModelOpt_PTQ.py", tmp_path, "--calib-size", "1000",
-                                      "--calib-batch-size", "1")
+                                      "--calib-batch-size", "1", "--calibration-eps", "cpu")  # a GPU: its child
     _wait_until(process, lambda: MODELOPT_POINTS["child calibrating"](scratch), "ModelOpt calibrates")
     assert not _modelopt_child(process)
     time.sleep(0.5)

@@ -398,7 +398,7 @@ def test_ort_minmax_gathers_the_fast_correction_in_its_calibration_session_with_
 
 
 def test_modelopt_max_gathers_the_fast_correction_in_its_calibration_session_with_the_separate_pass_biases(tmp_cfg):
-    """ModelOpt's max calibration runs in the suite's CPU session, which sums each Conv/Gemm input; the child
+    """ModelOpt's max calibration runs in the suite's CPU session, which sums each Conv/Gemm input; the suite
     folds the correction into the float biases of ModelOpt's Q/DQ output (its weights already behind Q/DQ, read
     from the calibration graph): the same shifts as the separate PyTorch pass, in the artifact itself."""
     pytest.importorskip("modelopt.onnx.quantization", reason="needs nvidia-modelopt[onnx]")

@@ -33,6 +33,7 @@ from typing import Any, BinaryIO
 
 from utils.errors import SuiteError
 from utils.manifest_schema import read_manifest, validate_manifest, verify_sha256
+from utils.signals import raise_if_swallowed
 
 log = logging.getLogger(__name__)
 
@@ -321,6 +322,7 @@ def write_artifact(final: Path, writer: Callable[[Path], None], manifest: dict[s
                 write_bytes(manifest_tmp, (json.dumps(manifest, indent=2, default=str) + "\n").encode("utf-8"))
                 for path in temps:  # mkstemp makes 0600 files; an artifact gets the mode any new file gets here
                     os.chmod(path, 0o666 & ~_umask())
+                raise_if_swallowed()  # a stop a library's writer swallowed: no artifact
                 os.replace(tmp, final)
                 os.replace(manifest_tmp, manifest_path_for(final))
             finally:

@@ -193,7 +193,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     """Run ``main``; any exception becomes one line on stderr (utils.boundary): exit code 2 for bad input, 1 for
     an internal error, 128+N for Ctrl-C, SIGTERM, SIGHUP (utils.signals). ``-v`` adds the traceback."""
     from utils.boundary import describe
-    from utils.signals import Terminated, received, termination_as_interrupt
+    from utils.signals import Terminated, raise_if_swallowed, received, termination_as_interrupt
 
     quiet_known_warnings()
     for stream in (sys.stdout, sys.stderr):  # a non-UTF-8 file name in a message must not fail the message
@@ -201,7 +201,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
             stream.reconfigure(errors="backslashreplace")
     try:
         with termination_as_interrupt():
-            return int(main(argv) or 0)
+            code = int(main(argv) or 0)
+            raise_if_swallowed()  # a stop swallowed after the last stage: the run did not finish as asked
+            return code
     except (Exception, KeyboardInterrupt) as exc:
         signum = received()
         code, line = describe(Terminated(signum) if signum is not None else exc)

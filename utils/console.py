@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-#: the run log's path, inherited by child processes (ModelOpt runs in one) so their library output goes there too
+#: the run log's path, inherited by child processes (ModelOpt's entropy/GPU path) so their library output goes there too
 RUN_LOG_ENV = "MLS_RUN_LOG"
 LIBRARY_LOGGERS = ("modelopt", "modelopt.onnx", "py.warnings")
 _quiet = False
@@ -62,14 +62,16 @@ def route_library_logs() -> None:
         logger = logging.getLogger(name)
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
+            handler.close()  # called once per in-process ModelOpt run: no open file left behind per call
         logger.addHandler(RunLogHandler(Path(path)))
         logger.propagate = False
 
 
 @contextlib.contextmanager
 def library_output_to_run_log() -> Iterator[None]:
-    """In a child that runs a library call: its stdout (where ModelOpt's logger writes, re-created by every
-    ``quantize`` call) goes to the run log while the call runs; without a run log (-v), nothing changes."""
+    """Around a library call (ModelOpt's, in this process or in its child): its stdout (where ModelOpt's logger
+    writes, re-created by every ``quantize`` call) goes to the run log while the call runs; without a run log
+    (-v), nothing changes."""
     path = os.environ.get(RUN_LOG_ENV)
     if not path:
         yield

@@ -52,7 +52,8 @@ def raise_if_swallowed() -> None:
     """Raise :class:`Terminated` if a termination signal arrived and its KeyboardInterrupt never reached the
     suite. Python code that C++ runs (a callback, an import triggered inside a torch or ONNX Runtime call) can
     drop the exception: the stopped run would go on to write its artifact. :class:`utils.stages.StageTimer`
-    calls this at the end of every stage, so such a run stops at the next stage boundary instead."""
+    calls this at the end of every stage, ``utils.artifacts.write_artifact`` before it commits a file, and
+    ``utils.cli.run_cli`` when the run returns, so such a run stops at the next of those instead."""
     if _active and _received:
         raise Terminated(_received[0])
 

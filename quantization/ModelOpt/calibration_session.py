@@ -13,7 +13,9 @@ Q/DQ grouping); it is replaced only when it would run on the CPU.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ def _cpu_only(session: Any) -> bool:
     return session.get_providers() == ["CPUExecutionProvider"]
 
 
-#: the sessions of this process's max calibrations that sum each Conv/Gemm input (``install(input_sums=True)``)
+#: the sessions of the max calibrations that sum each Conv/Gemm input (inside ``installed(input_sums=True)``)
 SUMMING: list[Any] = []
 _ASK = {"input_sums": False}
 
@@ -52,16 +54,21 @@ def optimised_for_cpu_max(create: Any) -> Any:
     return create_session
 
 
-def install(input_sums: bool = False) -> None:
-    """Make ModelOpt's ``quantize()`` install the wrapped factory: it reads the module attribute each time it
-    patches ONNX Runtime's calibrators, so replacing the attribute before the call is enough."""
+@contextlib.contextmanager
+def installed(input_sums: bool = False) -> Iterator[list[Any]]:
+    """Within the block, ModelOpt's ``quantize()`` installs the wrapped factory (it reads the module attribute
+    each time it patches ONNX Runtime's calibrators, so replacing the attribute is enough); yields
+    :data:`SUMMING`. Afterwards ModelOpt's factory, the request and the list are as before the block: ModelOpt
+    runs in the caller's process now, where a later direct call must get ModelOpt's own session."""
     from modelopt.onnx.quantization import ort_patching
 
-    _ASK["input_sums"] = input_sums
-
     original = ort_patching._create_inference_session_with_ep_config
-    if getattr(original, "__wrapped_by_suite__", False):
-        return
-    wrapped = optimised_for_cpu_max(original)
-    wrapped.__wrapped_by_suite__ = True
-    ort_patching._create_inference_session_with_ep_config = wrapped
+    SUMMING.clear()
+    _ASK["input_sums"] = input_sums
+    ort_patching._create_inference_session_with_ep_config = optimised_for_cpu_max(original)
+    try:
+        yield SUMMING
+    finally:
+        ort_patching._create_inference_session_with_ep_config = original
+        _ASK["input_sums"] = False
+        SUMMING.clear()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from utils.packages import missing_reason
 from utils.stages import StageTimer
 
 log = logging.getLogger(__name__)
+_IN_PROCESS = threading.Lock()  # ModelOpt in this process: one call at a time (see _quantize_here)
 
 
 def default_calibration_eps() -> list[str]:
@@ -44,28 +46,28 @@ def _quantize(kwargs: dict[str, Any], scratch: str, correction: WeightScheme | N
     it wrote."""
     from modelopt.onnx.quantization import quantize
 
-    from quantization.ModelOpt.calibration_session import SUMMING, install
+    from quantization.ModelOpt.calibration_session import installed
     from utils.console import library_output_to_run_log
 
-    SUMMING.clear()
-    install(input_sums=correction is not None)  # max calibration in an optimised CPU session, as the ORT toolchain's
-
-    before = tempfile.tempdir
-    tempfile.tempdir = scratch  # ModelOpt's intermediate tmp*.onnx and ORT's ort.quant.* go there, not to /tmp
-    try:
-        with library_output_to_run_log():  # its logger writes to stdout ("Failed to get GPU count" on every CPU run)
-            quantize(**kwargs)
-    finally:
-        tempfile.tempdir = before
-    if correction is None:
-        return
+    # max calibration in an optimised CPU session, as the ORT toolchain's; ModelOpt's temporaries in scratch
+    before = tempfile.tempdir  # process-wide: put back after the call (ModelOpt may run in the caller's process)
+    with installed(input_sums=correction is not None) as summing:
+        tempfile.tempdir = scratch  # ModelOpt's intermediate tmp*.onnx and ORT's ort.quant.* go there, not to /tmp
+        try:
+            with library_output_to_run_log():  # its logger writes to stdout ("Failed to get GPU count" on CPU runs)
+                quantize(**kwargs)
+        finally:
+            tempfile.tempdir = before
+        if correction is None:
+            return
+        if len(summing) != 1:
+            raise RuntimeError(f"bias correction: expected one CPU max calibration session, ModelOpt ran {len(summing)}")
+        session = summing[0]
     import onnx
 
     from quantization.transforms.onnx_bias_correction import fold_shifts
 
-    if len(SUMMING) != 1:
-        raise RuntimeError(f"bias correction: expected one CPU max calibration session, ModelOpt ran {len(SUMMING)}")
-    session, output = SUMMING.pop(), kwargs["output_path"]
+    output = kwargs["output_path"]
     model = onnx.load(output)
     if session.sums and not set(session.sums) & {n.name for n in model.graph.node}:  # names no longer match
         raise RuntimeError("bias correction: no layer of ModelOpt's output matched the calibration graph")
@@ -82,11 +84,13 @@ def _quantize_here(kwargs: dict[str, Any], scratch: str, correction: WeightSchem
     from utils.console import route_library_logs
 
     own = {key: value.copy() if isinstance(value, (list, dict)) else value for key, value in kwargs.items()}
-    try:  # (copies: ModelOpt extends the nodes_to_exclude list it is given; the child got copies by pickling)
-        with restored_onnxruntime_quantization():
+    # (copies: ModelOpt extends the nodes_to_exclude list it is given; the child got copies by pickling). One
+    # call at a time: the patches, tempfile.tempdir and stdout it touches are the whole process's.
+    with _IN_PROCESS, restored_onnxruntime_quantization():
+        try:
             _quantize(own, scratch, correction)
-    finally:
-        route_library_logs()  # every quantize() gives ModelOpt's logger a new stdout handler
+        finally:
+            route_library_logs()  # every quantize() gives ModelOpt's logger a new stdout handler
 
 
 def run_modelopt_quantize(scratch: Path, correction: WeightScheme | None = None, in_process: bool = False,
@@ -223,7 +227,7 @@ class ModelOptQuantizer(OnnxQuantizer):
         run_modelopt_quantize(
             scratch,
             correction,
-            self.calibrates_in_suite_session(),
+            in_process=self.calibrates_in_suite_session(),
             onnx_path=str(fp32),
             quantize_mode="int8",
             calibration_data=feed,

@@ -32,7 +32,15 @@ def _namespaces() -> list[Any]:
     return modules + list(classes.values())
 
 
+#: attribute values whose contents are recorded too: a registry is edited in place, not replaced
 CONTAINERS = (dict, list, set)
+
+
+def _attributes(namespace: Any) -> dict[str, Any]:
+    """A namespace's own attributes (``__init__`` too: ModelOpt replaces ``CalibraterBase.__init__``), without a
+    module's ``__builtins__``: the interpreter's builtins dict, which restoring in place would empty for a moment
+    under every other thread."""
+    return {key: value for key, value in vars(namespace).items() if key != "__builtins__"}
 
 
 def _contents(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -40,7 +48,7 @@ def _contents(attributes: dict[str, Any]) -> dict[str, Any]:
 
 
 def _restore(namespace: Any, before: dict[str, Any], contents: dict[str, Any]) -> None:
-    now = dict(vars(namespace))
+    now = _attributes(namespace)
     for key, value in before.items():
         if now.get(key, before) is not value:
             setattr(namespace, key, value)
@@ -62,10 +70,16 @@ def restored_onnxruntime_quantization() -> Iterator[None]:
     recorded."""
     import onnxruntime.quantization  # noqa: F401 - its modules must be loaded to be recorded
 
-    recorded = [(namespace, dict(vars(namespace))) for namespace in _namespaces()]
+    recorded = [(namespace, _attributes(namespace)) for namespace in _namespaces()]
     contents = [_contents(before) for _, before in recorded]
     try:
         yield
     finally:
+        failed: list[Exception] = []
         for (namespace, before), inside in zip(recorded, contents, strict=True):
-            _restore(namespace, before, inside)
+            try:  # one namespace that cannot be put back must not leave the others patched
+                _restore(namespace, before, inside)
+            except Exception as exc:  # noqa: BLE001 - raised below, after every namespace was tried
+                failed.append(exc)
+        if failed:
+            raise RuntimeError(f"could not undo ModelOpt's patches of onnxruntime.quantization: {failed[0]}") from failed[0]

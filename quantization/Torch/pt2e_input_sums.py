@@ -23,8 +23,8 @@ from quantization.transforms.bias_correction import InputSums
 
 log = logging.getLogger(__name__)
 
-#: the aten calls the fast bias correction measures in a prepared PT2E graph
-LAYER_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.linear.default)
+#: the aten calls the fast bias correction measures in a prepared PT2E graph (padding="same" is its own overload)
+LAYER_OPS = (torch.ops.aten.conv2d.default, torch.ops.aten.conv2d.padding, torch.ops.aten.linear.default)
 
 
 def _tensor(graph: torch.fx.GraphModule, node: Any) -> torch.Tensor | None:
@@ -38,7 +38,7 @@ def _tensor(graph: torch.fx.GraphModule, node: Any) -> torch.Tensor | None:
 
 def _stand_in(node: torch.fx.Node, weight: torch.Tensor, bias: torch.Tensor) -> nn.Module:
     """An nn.Conv2d / nn.Linear of an aten conv2d / linear call whose weight and bias are the graph's own
-    tensors (shared storage)."""
+    tensors (shared storage). A padding given as a string ("same", "valid") is nn.Conv2d's too."""
     if node.target is torch.ops.aten.linear.default:
         layer = skip_init(nn.Linear, weight.shape[1], weight.shape[0])
     else:
@@ -71,27 +71,30 @@ def summing_inputs(prepared: torch.fx.GraphModule) -> Iterator[InputSums]:
     graph = prepared.graph
     layers: dict[str, nn.Module] = {}
     fed: dict[tuple[torch.fx.Node, bool], list[torch.fx.Node]] = {}
+    without_bias = 0
     for node in graph.nodes:
         if node.op != "call_function" or node.target not in LAYER_OPS or not isinstance(node.args[0], torch.fx.Node):
             continue
         weight, bias = _tensor(prepared, node.args[1]), _tensor(prepared, node.args[2] if len(node.args) > 2 else None)
         if weight is None or bias is None:
+            without_bias += weight is not None
             continue
         layers[node.name] = _stand_in(node, weight, bias)
         fed.setdefault((node.args[0], node.target is torch.ops.aten.linear.default), []).append(node)
     sums = InputSums(layers)
     inserted = []
-    for i, ((source, _), users) in enumerate(fed.items()):
-        name = f"bias_correction_sum_{i}"
-        prepared.add_submodule(name, _SumInput(sums, [n.name for n in users]))
-        with graph.inserting_after(source):
-            counter = graph.call_module(name, (source,))
-        for user in users:
-            user.replace_input_with(source, counter)
-        inserted.append((name, source, counter))
-    prepared.recompile()
-    log.info("PT2E bias correction: %d conv/linear inputs summed in the calibration pass", len(layers))
+    log.info("PT2E bias correction: %d conv/linear layers summed in the calibration pass%s", len(layers),
+             f", {without_bias} without a bias tensor in the graph left uncorrected" if without_bias else "")
     try:
+        for i, ((source, _), users) in enumerate(fed.items()):
+            name = f"bias_correction_sum_{i}"
+            prepared.add_submodule(name, _SumInput(sums, [n.name for n in users]))
+            with graph.inserting_after(source):
+                counter = graph.call_module(name, (source,))
+            for user in users:
+                user.replace_input_with(source, counter)
+            inserted.append((name, source, counter))
+        prepared.recompile()
         yield sums
     finally:
         for name, source, counter in inserted:

@@ -115,6 +115,7 @@ class PT2EQuantizer(Quantizer):
     def settings(self) -> dict[str, Any]:
         return {"mode": "pt2e", "quantizer": "X86InductorQuantizer", "granularity": "per_channel",
                 "observer": self.cfg.torch.observer, "is_dynamic": False,
+                **({"percentile": self.cfg.torch.percentile} if self.cfg.torch.observer == "percentile" else {}),
                 "target": self.target.name, "weight_bits": self.weight_bits(),
                 "calibration_size": self.cfg.calibration.size, "calibration_seed": self.cfg.calibration.seed,
                 "calibration_batch_size": self.calibration_batch_size()}
@@ -135,7 +136,8 @@ class PT2EQuantizer(Quantizer):
         return self._write(program, model, "fp32_exported", "fp32", {"mode": "fp32"}, None, {})
 
     def quantize(self, model: LoadedModel, calibration: CalibrationSet) -> Artifact:
-        """Stages: export (strict), prepare, calibrate, convert (convert_pt2e and the re-export).
+        """Stages: export (strict), prepare, calibrate, bias correction (the fold, where pending), convert
+        (convert_pt2e and the re-export).
 
         The re-export is non-strict: the converted module is the GraphModule of a strict export, plain
         aten calls with nothing left for Dynamo's bytecode tracing to check, and the non-strict trace

@@ -36,10 +36,11 @@ def apply_transforms(model: LoadedModel, cfg: TransformConfig, calibration: Cali
     """A transformed copy of ``model`` (the input is left untouched); the same model if none is asked.
 
     ``in_calibration``: the quantizer gathers the fast correction's statistics in its own calibration pass and
-    folds it there (FX: :class:`~quantization.transforms.bias_correction.InputSums`; ORT and ModelOpt:
-    quantization/transforms/onnx_bias_correction.py), which saves a pass over the calibration images; the model
-    is only marked ``bias_correction_pending`` here, its module left as it is (the ONNX toolchains then quantize
-    the reference export itself, whose BatchNorm the exporter folds; FX folds BatchNorm in its own copy).
+    folds it there (FX: :class:`~quantization.transforms.bias_correction.InputSums`; PT2E: the same through
+    quantization/Torch/pt2e_input_sums.py; ORT and ModelOpt: quantization/transforms/onnx_bias_correction.py),
+    which saves a pass over the calibration images; the model is only marked ``bias_correction_pending`` here, its
+    module left as it is (the ONNX toolchains then quantize the reference export itself, whose BatchNorm the
+    exporter folds; FX and PT2E fold BatchNorm in their own copies).
 
     Cross-layer equalization is asked for by name, so a model it cannot trace is an error. Bias correction is
     a default: on such a model (a TorchScript or torch.export file, data-dependent control flow) it is
