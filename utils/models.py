@@ -48,8 +48,8 @@ class LoadedModel:
     weights_path: Path | None
     transforms: list[str] = field(default_factory=list)  # passes applied since loading (cle, bias_correction)
     not_applied: dict[str, str] = field(default_factory=dict)  # passes asked for that cannot apply -> why
-    # the fast bias correction's statistics are to be gathered in the quantizer's own calibration pass (FX, ORT
-    # MinMax, ModelOpt max on the CPU), which folds it: the correction is in ``transforms`` already, the
+    # the fast bias correction's statistics are to be gathered in the quantizer's own calibration pass (FX, PT2E,
+    # ORT MinMax, ModelOpt max on the CPU), which folds it: the correction is in ``transforms`` already, the
     # biases change when that quantizer runs
     bias_correction_pending: bool = False
     # rewrites at load that keep the function (same_padding_convs): in the manifest, not in the file name,
