@@ -12,7 +12,9 @@ once per model (the "export" stage of the ONNX rows is then the reuse check). Th
 correction: its own column, inside the quantize time (the transforms' time, a separate pass over the calibration
 images where the toolchain cannot gather its statistics in its own calibration pass, plus the fold in the
 toolchain where it can; ModelOpt's fold is inside its "quantize" stage). NNCF: OpenVINO model
-read (conversion) and ``nncf.quantize`` (its defaults, fast bias correction on).
+read (conversion) and ``nncf.quantize`` (its defaults, fast bias correction on). Library imports are timed apart
+on both sides ("imports s": ``import nncf, openvino`` for NNCF, the toolchain's ``Quantizer.library_modules``
+for the suite), after the data and model are prepared; "x NNCF" is given without them and with them.
 
 Times depend on the machine and its load: the header says which CPU and how many threads.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import importlib
 import multiprocessing
 import platform
 import sys
@@ -36,6 +39,7 @@ from bench.common import ASSETS  # noqa: E402
 from quantization.run_config import RunConfig  # noqa: E402
 from utils.cli import csv_list  # noqa: E402
 
+NNCF_LABEL = "NNCF nncf.quantize"
 STAGES = ("bias correction", "export", "feed", "prepare", "calibrate", "statistics", "convert", "quantize", "save")
 # (row label, toolchain, config overrides)
 ROWS = {"torch_fx": ("FX minmax (the default)", "torch_fx", {"observer": "minmax"}),
@@ -80,6 +84,10 @@ def _quantize_child(arch: str, images: int, models_dir: str, row: str) -> dict:
     prepared = prepare(cfg)
     base_rss = _peak_rss_mib()
     quantizer = make_quantizer(toolchain, cfg)
+    start = time.perf_counter()
+    for name in type(quantizer).library_modules:  # timed apart, as NNCF's import is
+        importlib.import_module(name)
+    imports = time.perf_counter() - start
     export = 0.0
     if section != "torch":  # the one FP32 export of the run (a cached file is reused by later rows)
         start = time.perf_counter()
@@ -93,18 +101,19 @@ def _quantize_child(arch: str, images: int, models_dir: str, row: str) -> dict:
     stages = dict(int8.manifest.get("quantize_seconds_by_stage", {}))
     if model.transforms:  # the transforms' own time (a separate pass, or only the BN fold) plus the fold in the toolchain
         stages["bias correction"] = round(transforms + stages.get("bias correction", 0.0), 3)
-    return {"wall": wall, "fp32_export": export, "stages": stages,
+    return {"wall": wall, "imports": imports, "fp32_export": export, "stages": stages,
             "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": base_rss}
 
 
 def _nncf_child(arch: str, images: int, models_dir: str) -> dict:
-    import nncf
-    import openvino as ov
-
     from quantization.workflow import make_quantizer, prepare
 
     cfg = config_for(arch, images, models_dir)
     prepared = prepare(cfg)
+    start = time.perf_counter()
+    import nncf
+    import openvino as ov
+    imports = time.perf_counter() - start
     fp32 = make_quantizer("ort", cfg).export_fp32(prepared.model)
     calibration = prepared.calibration.as_array()
     base_rss = _peak_rss_mib()
@@ -115,7 +124,7 @@ def _nncf_child(arch: str, images: int, models_dir: str) -> dict:
     start = time.perf_counter()
     nncf.quantize(model, dataset, subset_size=len(calibration))
     wall = time.perf_counter() - start
-    return {"wall": wall, "fp32_export": 0.0, "stages": {"convert (read_model)": round(convert, 3),
+    return {"wall": wall, "imports": imports, "fp32_export": 0.0, "stages": {"convert (read_model)": round(convert, 3),
                                                          "quantize": round(wall, 3)},
             "peak_rss_mib": _peak_rss_mib(), "rss_before_mib": base_rss}
 
@@ -126,15 +135,26 @@ def _in_child(fn, *args) -> dict:
         return pool.submit(fn, *args).result()
 
 
+def _ratio(value: float, nncf: float | None) -> str:
+    return f"{value / nncf:.2f}" if nncf else "-"
+
+
 def table(results: list[tuple[str, str, dict]]) -> str:
+    """One row per (model, toolchain); "x NNCF" divides by NNCF's time on the same model in the same run, without
+    the library imports on both sides (first) and with them (second)."""
     stages = [s for s in STAGES if any(s in r["stages"] for _, _, r in results)]
     stages += sorted({s for _, _, r in results for s in r["stages"]} - set(stages))
-    lines = ["| model | toolchain | quantize s | FP32 ONNX export s (once per run) | " + " | ".join(stages)
-             + " | peak RSS MiB |", "|---|---|---|---|" + "---|" * len(stages) + "---|"]
+    nncf = {arch: r for arch, label, r in results if label == NNCF_LABEL}
+    lines = ["| model | toolchain | quantize s | x NNCF | imports s | x NNCF with imports | "
+             "FP32 ONNX export s (once per run) | " + " | ".join(stages) + " | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|" + "---|" * len(stages) + "---|"]
     for arch, label, r in results:
+        peer = nncf.get(arch)
         cells = [f"{r['stages'][s]:.2f}" if s in r["stages"] else "-" for s in stages]
         export = f"{r['fp32_export']:.2f}" if r["fp32_export"] else "-"
-        lines.append(f"| {arch} | {label} | {r['wall']:.1f} | {export} | " + " | ".join(cells)
+        with_imports = _ratio(r["wall"] + r["imports"], peer and peer["wall"] + peer["imports"])
+        lines.append(f"| {arch} | {label} | {r['wall']:.1f} | {_ratio(r['wall'], peer and peer['wall'])} | "
+                     f"{r['imports']:.2f} | {with_imports} | {export} | " + " | ".join(cells)
                      + f" | {r['peak_rss_mib']:.0f} |")
     return "\n".join(lines)
 
@@ -169,7 +189,7 @@ def main() -> None:
             print(f"{arch} {ROWS[row][0]}: {r['wall']:.1f} s {r['stages']} peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
         if not args.no_nncf:
             r = _in_child(_nncf_child, arch, args.images, args.models_dir)
-            results.append((arch, "NNCF nncf.quantize", r))
+            results.append((arch, NNCF_LABEL, r))
             print(f"{arch} NNCF: {r['wall']:.1f} s {r['stages']}", flush=True)
     text = f"# Quantize time per stage\n\n{header}\n\n{table(results)}\n"
     out = Path(args.out)

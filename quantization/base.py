@@ -55,6 +55,9 @@ class Quantizer(ABC):
     driver_only: ClassVar[str | None] = None
     #: whether ``python -m resnet.run`` runs it when --toolchains is not given
     runs_by_default: ClassVar[bool] = False
+    #: the library modules quantize() imports on first use: bench/quantize_time.py imports them before its clock
+    #: starts, as it imports nncf before NNCF's, so both sides time the work and report the imports beside it
+    library_modules: ClassVar[tuple[str, ...]] = ()
     #: whether quantizable_layers/with_float_layers keep single layers in float (sensitivity, --max-drop)
     layer_fallback: ClassVar[bool] = False
     #: whether it takes an ONNX or TorchScript model source (through ONNX); the others need an nn.Module in Python

@@ -72,3 +72,6 @@ def test_it_writes_a_valid_artifact_that_its_recommended_runtime_runs(name, demo
     reference = open_runner(load_artifact(fp32.path), runtime).predict(batch)
     assert logits.shape == reference.shape == (4, prepared.model.num_classes)
     assert np.isfinite(logits).all()
+    import sys  # the modules bench/quantize_time.py imports before its clock are ones the run imported
+
+    assert all(module in sys.modules for module in quantizer_class(name).library_modules)

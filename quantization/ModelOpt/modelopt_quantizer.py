@@ -131,6 +131,7 @@ class ModelOptQuantizer(OnnxQuantizer):
     toolchain = "modelopt"
     folder = "modelopt"
     section = "modelopt"
+    library_modules = ("modelopt.onnx.quantization",)
     # OpenVINO first: ONNX Runtime's CPU EP fuses almost none of ModelOpt's Q/DQ (placed for TensorRT) into integer
     # kernels and runs DequantizeLinear + float kernels (EfficientNet-Lite0 on AVX2: 0.33x FP32 speed on ORT, 1.17x
     # on OpenVINO, same accuracy); the report says why (evaluation/pipelines/onnxruntime_kernels.py)

@@ -28,6 +28,7 @@ class OrtQuantizer(OnnxQuantizer):
     folder = "ort"
     section = "ort"
     runs_by_default = True
+    library_modules = ("onnxruntime.quantization", "onnxruntime.quantization.qdq_quantizer")
     calibrations = {"minmax": "minmax", "percentile": "percentile", "entropy": "entropy"}
     unsupported_calibrations = {"mse": "onnxruntime's calibrators are MinMax, Entropy, Percentile and Distribution"}
     granularities = ("per_tensor", "per_channel")

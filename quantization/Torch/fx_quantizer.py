@@ -104,6 +104,7 @@ class FxQuantizer(TorchScriptQuantizer):
     toolchain = "torch_fx"
     mode = "fx"
     runs_by_default = True
+    library_modules = ("torch.ao.quantization.quantize_fx",)
     layer_fallback = True
     calibrations = {"minmax": "minmax", "percentile": "percentile", "mse": "histogram"}
     unsupported_calibrations = {

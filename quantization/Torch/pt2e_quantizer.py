@@ -36,6 +36,8 @@ class PT2EQuantizer(Quantizer):
     section = "torch"
     runtimes = ("torch_compile",)
     runs_by_default = True
+    library_modules = ("torchao.quantization.pt2e.quantize_pt2e",
+                       "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer")
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
