@@ -265,3 +265,31 @@ def test_the_onnx_fold_leaves_float_layers_alone(tmp_path):
     assert fold(skip={names[0]}) == 2
     assert fold(skip_op_types={"Conv"}) == 1
     assert fold(weights_from=model) == 0  # no weight behind a DequantizeLinear: nothing was quantized
+
+
+@pytest.mark.parametrize("opset", [17, 19])
+def test_spatial_reductions_give_the_all_axes_ranges_exactly(opset, tmp_path):
+    """The calibration session reduces 4-D tensors over the spatial axes in the graph and finishes in numpy
+    (quantization/ORT/calibration_reductions.py): every output the calibrator sees equals, bit for bit, what the
+    same optimised session gives on ORT's all-axes graph, with the axes as an attribute (opset 17) and as an
+    input (opset 19, ModelOpt's)."""
+    import onnxruntime as ort
+    from onnx import version_converter
+    from onnxruntime.quantization.calibrate import MinMaxCalibrater
+
+    from quantization.ORT.ort_calibration import default_op_types, minmax_session
+
+    fp32, feed = tmp_path / "fp32.onnx", _feed(8)
+    _tiny_onnx(fp32)
+    if opset != 17:
+        onnx.save(version_converter.convert_version(onnx.load(str(fp32)), opset), str(fp32))
+    calibrator = MinMaxCalibrater(str(fp32), default_op_types(), augmented_model_path=str(tmp_path / "aug.onnx"))
+    calibrator.augment_graph()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    reference = ort.InferenceSession(str(tmp_path / "aug.onnx"), options, providers=["CPUExecutionProvider"])
+    session = minmax_session(onnx.load(str(tmp_path / "aug.onnx")), tmp_path / "scratch.onnx")
+    assert len(session._finish) >= 8  # four 4-D tensors at least, a ReduceMin and a ReduceMax each
+    assert [o.name for o in session.get_outputs()] == [o.name for o in reference.get_outputs()]
+    for got, expected in zip(session.run(None, feed), reference.run(None, feed), strict=True):
+        assert got.shape == expected.shape and got.dtype == expected.dtype and np.array_equal(got, expected)

@@ -35,6 +35,7 @@ def optimised_for_cpu_max(create: Any) -> Any:
     """Wrap ModelOpt's session factory ``create(calibrator, **kwargs)``: for a MinMax calibrator whose session
     runs on the CPU alone, swap in a session of the same model with ``ORT_ENABLE_ALL``; with input sums asked
     for, one that also sums each Conv/Gemm input for the fast bias correction (kept in :data:`SUMMING`)."""
+    import onnx
     from onnxruntime.quantization.calibrate import MinMaxCalibrater
 
     from quantization.ORT.ort_calibration import minmax_session, summing_session
@@ -48,7 +49,7 @@ def optimised_for_cpu_max(create: Any) -> Any:
             calibrator.infer_session = summing_session(path, Path(path).with_suffix(".sums.onnx"))
             SUMMING.append(calibrator.infer_session)
         else:
-            calibrator.infer_session = minmax_session(path)
+            calibrator.infer_session = minmax_session(onnx.load(path), Path(path).with_suffix(".fast.onnx"))
         log.info("ModelOpt max calibration: ONNX Runtime session with full graph optimisations on the CPU")
 
     return create_session

@@ -7,7 +7,8 @@
 - Its calibration session runs with every graph optimisation off (``ORT_DISABLE_ALL``). For MinMax
   it runs here with ORT's full optimisations (fusions, blocked layouts): EfficientNet-Lite0, batch 4,
   AMD EPYC AVX2, 47 -> 34 ms per image (80 images: 3.8 -> 2.8 s). The ranges move by float rounding
-  only (measured: at most 3e-5 on ranges of order 10; tests/test_ort_calibration.py bounds it).
+  only (measured: at most 3e-5 on ranges of order 10; tests/test_ort_calibration.py bounds it). Its
+  reductions run over the spatial axes and finish in numpy (calibration_reductions.py: the same values).
   Entropy and Percentile keep ORT's own session: their time is numpy's histograms of every output
   (60 images: 16.2 s either way) and the optimised layouts only cost memory (+340 MiB).
 - Every variant of a run (a sweep over granularities and activation types, each step of a
@@ -102,20 +103,32 @@ def calibrated_ranges(model_path: Path, feed: dict[str, np.ndarray], step: int, 
     return copy.deepcopy(_RANGES[key])
 
 
-def minmax_session(augmented_model: str | bytes) -> Any:
-    """ONNX Runtime's fully optimised CPU session for a MinMax calibration graph (a path, or the serialised
-    model): the calibrated tensors survive the fusions (each feeds its ReduceMin/ReduceMax), the ranges move by
-    float rounding only (module docstring). ModelOpt's max calibration on the CPU runs in it too
+def minmax_session(model: Any, scratch: Path) -> Any:
+    """ONNX Runtime's fully optimised CPU session for a MinMax calibration graph (an onnx ModelProto, changed in
+    place): the calibrated tensors survive the fusions (each feeds its ReduceMin/ReduceMax), the ranges move by
+    float rounding only (module docstring), and the reductions run over the spatial axes in the graph and finish
+    in numpy (calibration_reductions.py). The graph goes to the session in memory, or through the file
+    ``scratch`` where it is too large for one protobuf. ModelOpt's max calibration on the CPU runs in it too
     (quantization/ModelOpt/calibration_session.py)."""
+    import onnx
     import onnxruntime as ort
 
+    from quantization.ORT.calibration_reductions import PartialReductions, reduce_spatial_axes_only
+
+    finish = reduce_spatial_axes_only(model)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(augmented_model, options, providers=["CPUExecutionProvider"])
+    if model.ByteSize() < 1_800_000_000:
+        source: str | bytes = model.SerializeToString()
+    else:
+        onnx.save_model(model, str(scratch), save_as_external_data=True)
+        source = str(scratch)
+    return PartialReductions(ort.InferenceSession(source, options, providers=["CPUExecutionProvider"]), finish)
 
 
 def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method: str, op_types: list[str],
                input_sums: bool) -> Calibration:
+    import onnx
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.calibrate import create_calibrator
     from tqdm import tqdm
@@ -128,7 +141,8 @@ def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method:
             summing = summing_session(calibrator.augmented_model_path, Path(tmp) / "augmented_sums.onnx")
             calibrator.infer_session = summing
         elif method == "MinMax":  # the one calibrator whose time is the session's (see the module docstring)
-            calibrator.infer_session = minmax_session(calibrator.augmented_model_path)
+            calibrator.infer_session = minmax_session(onnx.load(calibrator.augmented_model_path),
+                                                      Path(tmp) / "augmented_fast.onnx")
         n = len(next(iter(feed.values())))
         for batch in tqdm(feed_batches(feed, step), desc=f"calibrating (ORT {method})", unit="batch",
                           total=n // step, disable=progress_disabled()):
@@ -142,18 +156,14 @@ def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method:
 def summing_session(augmented_model_path: str, out: Path) -> Any:
     """:func:`minmax_session` over the MinMax calibration graph with each Conv/Gemm input summed over the batch,
     as a :class:`~quantization.transforms.onnx_bias_correction.SummingSession` (the calibrator sees its own
-    outputs only); the graph with the sums goes to the session in memory, or through ``out`` where it is too
-    large for one protobuf (ResNet-50: a ~100 MB write and read less)."""
+    outputs only); ``out`` is :func:`minmax_session`'s scratch file."""
     import onnx
 
     from quantization.transforms.onnx_bias_correction import SummingSession, add_input_sums, correctable_nodes
 
     model = onnx.load(augmented_model_path)
     outputs = add_input_sums(model, correctable_nodes(model))
-    if model.ByteSize() < 1_800_000_000:
-        return SummingSession(minmax_session(model.SerializeToString()), outputs, model)
-    onnx.save_model(model, str(out), save_as_external_data=True)
-    return SummingSession(minmax_session(str(out)), outputs, model)
+    return SummingSession(minmax_session(model, out), outputs, model)
 
 
 def load_for_quantization(prepped: Path, weight_type: Any, scratch: Path) -> tuple[Any, Path]:
