@@ -12,12 +12,13 @@ calibration) and tensors of another rank are left alone.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-SPATIAL_AXES = [2, 3]
-_FINISH = {"ReduceMin": np.min, "ReduceMax": np.max}
+SPATIAL_AXES = (2, 3)
+_FINISH: dict[str, Callable[..., np.ndarray]] = {"ReduceMin": np.min, "ReduceMax": np.max}
 
 
 def _opset(model: Any) -> int:
@@ -29,31 +30,55 @@ def _ranks(model: Any) -> dict[str, int]:
     return {vi.name: len(vi.type.tensor_type.shape.dim) for vi in infos if vi.type.tensor_type.HasField("shape")}
 
 
-def reduce_spatial_axes_only(model: Any) -> dict[str, Any]:
-    """Rewrite, in place, each all-axes ReduceMin/ReduceMax of a 4-D tensor whose result reaches a graph output
-    through ORT's Reshape to reduce axes 2 and 3 only. Returns graph output name -> the numpy reduction that
-    finishes it (:class:`PartialReductions`)."""
-    from onnx import helper, numpy_helper
+def _orts_reductions(model: Any) -> dict[str, Any]:
+    """ORT's calibration reductions, as ``augment_graph`` builds them: graph output ``<tensor>_ReduceMin`` (or
+    Max) <- Reshape to ``[-1]`` <- ReduceMin named like the output, over every axis, feeding that Reshape alone.
+    Returns graph output name -> the reduce node."""
+    from onnx import numpy_helper
 
     graph = model.graph
     outputs = {o.name for o in graph.output}
-    reshaped = {n.input[0]: n.output[0] for n in graph.node if n.op_type == "Reshape" and n.output[0] in outputs}
+    initializers = {i.name: i for i in graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    reshapes = {n.input[0]: n for n in graph.node if n.op_type == "Reshape" and len(n.input) == 2
+                and n.output[0] in outputs and n.input[1] in initializers
+                and numpy_helper.to_array(initializers[n.input[1]]).tolist() == [-1]}
+    found = {}
+    for node in graph.node:
+        reshape = reshapes.get(node.output[0])
+        if (node.op_type in _FINISH and reshape is not None and node.name == reshape.output[0]
+                and consumers.get(node.output[0]) == 1 and len(node.input) == 1
+                and not any(a.name in ("axes", "noop_with_empty_axes") for a in node.attribute)):
+            found[reshape.output[0]] = node
+    return found
+
+
+def reduce_spatial_axes_only(model: Any) -> dict[str, Callable[..., np.ndarray]]:
+    """Rewrite, in place, each of ORT's all-axes calibration reductions (:func:`_orts_reductions`) of a 4-D
+    tensor to reduce axes 2 and 3 only. Returns graph output name -> the numpy reduction that finishes it
+    (:class:`PartialReductions`); reductions of any other shape are left alone."""
+    import uuid
+
+    from onnx import helper, numpy_helper
+
     ranks = _ranks(model)
     axes_input = None
-    finish: dict[str, Any] = {}
-    for node in graph.node:
-        if node.op_type not in _FINISH or node.output[0] not in reshaped or ranks.get(node.input[0]) != 4:
-            continue
-        if len(node.input) > 1 or any(a.name == "axes" for a in node.attribute):  # already restricted
+    finish: dict[str, Callable[..., np.ndarray]] = {}
+    for output, node in _orts_reductions(model).items():
+        if ranks.get(node.input[0]) != 4:
             continue
         if _opset(model) < 18:
-            node.attribute.append(helper.make_attribute("axes", SPATIAL_AXES))
+            node.attribute.append(helper.make_attribute("axes", list(SPATIAL_AXES)))
         else:
             if axes_input is None:
-                axes_input = "calibration_spatial_axes"
-                graph.initializer.append(numpy_helper.from_array(np.array(SPATIAL_AXES, dtype=np.int64), axes_input))
+                axes_input = f"calibration_spatial_axes_{uuid.uuid4().hex}"
+                model.graph.initializer.append(numpy_helper.from_array(np.array(SPATIAL_AXES, dtype=np.int64),
+                                                                       axes_input))
             node.input.append(axes_input)
-        finish[reshaped[node.output[0]]] = _FINISH[node.op_type]
+        finish[output] = _FINISH[node.op_type]
     return finish
 
 
@@ -61,14 +86,14 @@ class PartialReductions:
     """A session over a graph rewritten by :func:`reduce_spatial_axes_only`: ``run`` finishes the partial
     reductions, so a calibrator sees what the all-axes graph would give it."""
 
-    def __init__(self, session: Any, finish: dict[str, Any]) -> None:
+    def __init__(self, session: Any, finish: dict[str, Callable[..., np.ndarray]]) -> None:
         self._session = session
         self._finish = finish
         self._names = [o.name for o in session.get_outputs()]
 
     def run(self, output_names: Any, feed: dict[str, np.ndarray], *args: Any, **kwargs: Any) -> list:
         names = self._names if output_names is None else list(output_names)
-        values = self._session.run(output_names, feed, *args, **kwargs)
+        values = self._session.run(None if output_names is None else names, feed, *args, **kwargs)
         return [self._finish[n](v, keepdims=False).reshape(1) if n in self._finish else v
                 for n, v in zip(names, values, strict=True)]
 

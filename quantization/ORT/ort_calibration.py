@@ -116,12 +116,13 @@ def minmax_session(model: Any, scratch: Path) -> Any:
     from quantization.ORT.calibration_reductions import PartialReductions, reduce_spatial_axes_only
 
     finish = reduce_spatial_axes_only(model)
+    log.info("calibration session: %d of its reductions run over the spatial axes", len(finish))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if model.ByteSize() < 1_800_000_000:
         source: str | bytes = model.SerializeToString()
     else:
-        onnx.save_model(model, str(scratch), save_as_external_data=True)
+        onnx.save_model(copy.deepcopy(model), str(scratch), save_as_external_data=True)  # ``model`` keeps its weights
         source = str(scratch)
     return PartialReductions(ort.InferenceSession(source, options, providers=["CPUExecutionProvider"]), finish)
 

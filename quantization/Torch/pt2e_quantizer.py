@@ -1,9 +1,9 @@
 """PT2E PTQ: torch.export -> torchao X86InductorQuantizer -> ExportedProgram, run with torch.compile.
 
 The forward-compatible PyTorch path (torch.ao.quantization is deprecated upstream). Every export is the
-non-strict one with the source metadata the quantizer needs (pt2e_export.py: a third of the strict export's
-time, the same quantized graph). The FP32 reference is the same model exported without quantization, so
-both are compiled by Inductor and compared fairly.
+non-strict one with the source metadata the quantizer needs (pt2e_export.py: a third to a half of the strict
+export's time; the same quantized graph on every model tested). The FP32 reference is the same model exported
+without quantization, so both are compiled by Inductor and compared fairly.
 """
 from __future__ import annotations
 
