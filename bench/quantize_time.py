@@ -21,7 +21,7 @@ Times depend on the machine and its load: the header says which CPU and how many
 
     pip install -r bench/requirements.txt     # nncf
     .venv/bin/python bench/quantize_time.py [--images 300] [--archs efficientnet_lite0,resnet50]
-        [--toolchains torch_fx,modelopt,ort] [--out results/bench/quantize_time.md]
+        [--toolchains torch_fx,modelopt,ort] [--rounds 3] [--out results/bench/quantize_time.md]
 """
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ import concurrent.futures
 import importlib
 import multiprocessing
 import platform
+import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
@@ -137,26 +139,53 @@ def _in_child(fn, *args) -> dict:
         return pool.submit(fn, *args).result()
 
 
-def _ratio(value: float, nncf: float | None) -> str:
-    return f"{value / nncf:.2f}" if nncf else "-"
+def _ratios(rows: list[dict], peers: list[dict | None], key: Callable[[dict], float]) -> list[float]:
+    return [key(r) / key(p) for r, p in zip(rows, peers, strict=True) if p]
+
+
+def _cell(ratios: list[float]) -> str:
+    """The median of the per-round ratios, with their range where there are several."""
+    if not ratios:
+        return "-"
+    spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+    return f"{statistics.median(ratios):.2f}{spread}"
+
+
+def aggregate(rounds: list[list[tuple[str, str, dict]]]) -> list[tuple[str, str, dict]]:
+    """Per (model, toolchain) over the rounds: median seconds (wall, imports, each stage), the largest peak RSS,
+    and each round's ratio to NNCF's time on the same model in the same round, without and with the imports."""
+    order = [(arch, label) for arch, label, _ in rounds[0]]
+    by_key = {key: [next(r for a, lab, r in one if (a, lab) == key) for one in rounds] for key in order}
+    out = []
+    for arch, label in order:
+        rows = by_key[(arch, label)]
+        peers = by_key.get((arch, NNCF_LABEL), [None] * len(rows))
+        stages = {s: statistics.median([r["stages"][s] for r in rows if s in r["stages"]])
+                  for s in {s for r in rows for s in r["stages"]}}
+        out.append((arch, label, {
+            "wall": statistics.median(r["wall"] for r in rows),
+            "imports": statistics.median(r["imports"] for r in rows),
+            "fp32_export": statistics.median(r["fp32_export"] for r in rows), "stages": stages,
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
+            "x_nncf": _ratios(rows, peers, lambda r: r["wall"]),
+            "x_nncf_with_imports": _ratios(rows, peers, lambda r: r["wall"] + r["imports"])}))
+    return out
 
 
 def table(results: list[tuple[str, str, dict]]) -> str:
-    """One row per (model, toolchain); "x NNCF" divides by NNCF's time on the same model in the same run, without
-    the library imports on both sides (first) and with them (second)."""
+    """One row per (model, toolchain) from :func:`aggregate`: median seconds; "x NNCF" is the median of the
+    rounds' ratios to NNCF on the same model (their range in brackets), without the library imports on both
+    sides and with them."""
     stages = [s for s in STAGES if any(s in r["stages"] for _, _, r in results)]
     stages += sorted({s for _, _, r in results for s in r["stages"]} - set(stages))
-    nncf = {arch: r for arch, label, r in results if label == NNCF_LABEL}
     lines = ["| model | toolchain | quantize s | x NNCF | imports s | x NNCF with imports | "
              "FP32 ONNX export s (once per run) | " + " | ".join(stages) + " | peak RSS MiB |",
              "|---|---|---|---|---|---|---|" + "---|" * len(stages) + "---|"]
     for arch, label, r in results:
-        peer = nncf.get(arch)
         cells = [f"{r['stages'][s]:.2f}" if s in r["stages"] else "-" for s in stages]
         export = f"{r['fp32_export']:.2f}" if r["fp32_export"] else "-"
-        with_imports = _ratio(r["wall"] + r["imports"], peer and peer["wall"] + peer["imports"])
-        lines.append(f"| {arch} | {label} | {r['wall']:.1f} | {_ratio(r['wall'], peer and peer['wall'])} | "
-                     f"{r['imports']:.2f} | {with_imports} | {export} | " + " | ".join(cells)
+        lines.append(f"| {arch} | {label} | {r['wall']:.1f} | {_cell(r['x_nncf'])} | {r['imports']:.2f} | "
+                     f"{_cell(r['x_nncf_with_imports'])} | {export} | " + " | ".join(cells)
                      + f" | {r['peak_rss_mib']:.0f} |")
     return "\n".join(lines)
 
@@ -168,11 +197,16 @@ def main() -> None:
     parser.add_argument("--toolchains", type=csv_list(), default=list(ROWS),
                         help=f"rows to run (known: {', '.join(ROWS)})")
     parser.add_argument("--no-nncf", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every row this many times, in turn; the table gives medians (this machine's "
+                             "timings move by up to 30%% from one minute to the next)")
     parser.add_argument("--models-dir", default="models/bench_quantize_time")
     parser.add_argument("--out", default="results/bench/quantize_time.md")
     args = parser.parse_args()
     if not ASSETS.is_dir():
         raise SystemExit(f"needs {ASSETS} (real calibration images)")
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be at least 1")
     unknown = sorted(set(args.toolchains) - set(ROWS))
     if unknown:
         raise SystemExit(f"unknown rows {unknown} (known: {', '.join(ROWS)})")
@@ -183,17 +217,22 @@ def main() -> None:
 
     header = (f"{cpu_model_name() or platform.machine()}, CPU class {resolve_target('auto').name}, "
               f"{torch.get_num_threads()} torch threads, {args.images} calibration images")
-    results = []
-    for arch in args.archs:
-        for row in args.toolchains:
-            r = _in_child(_quantize_child, arch, args.images, args.models_dir, row)
-            results.append((arch, ROWS[row][0], r))
-            print(f"{arch} {ROWS[row][0]}: {r['wall']:.1f} s {r['stages']} peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
-        if not args.no_nncf:
-            r = _in_child(_nncf_child, arch, args.images, args.models_dir)
-            results.append((arch, NNCF_LABEL, r))
-            print(f"{arch} NNCF: {r['wall']:.1f} s {r['stages']}", flush=True)
-    text = f"# Quantize time per stage\n\n{header}\n\n{table(results)}\n"
+    rounds = []
+    for round_ in range(args.rounds):  # each round runs every row once, NNCF right after a model's rows
+        results = []
+        for arch in args.archs:
+            for row in args.toolchains:
+                r = _in_child(_quantize_child, arch, args.images, args.models_dir, row)
+                results.append((arch, ROWS[row][0], r))
+                print(f"round {round_ + 1} {arch} {ROWS[row][0]}: {r['wall']:.1f} s {r['stages']} "
+                      f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+            if not args.no_nncf:
+                r = _in_child(_nncf_child, arch, args.images, args.models_dir)
+                results.append((arch, NNCF_LABEL, r))
+                print(f"round {round_ + 1} {arch} NNCF: {r['wall']:.1f} s {r['stages']}", flush=True)
+        rounds.append(results)
+    header += f", {args.rounds} round{'s' if args.rounds > 1 else ''} (medians; ratios paired within a round)"
+    text = f"# Quantize time per stage\n\n{header}\n\n{table(aggregate(rounds))}\n"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
