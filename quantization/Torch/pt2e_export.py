@@ -15,8 +15,8 @@ how the code spells it, ``torch_fn`` cannot tell them apart, and torchao treats 
 The converted graphs have the same calls in the same order and give bit-identical outputs on nine models
 (tests/test_torch_modes.py::test_pt2e_non_strict_export_quantizes_as_the_strict_one: torchvision ResNets,
 MobileNets, ShuffleNet, GoogLeNet and Inception-v3 with functional ReLUs, EfficientNet-Lite0, CIFAR ResNet-20, a
-module called three times) and on five timm models checked by hand (resnet50d, efficientnet_b0,
-mobilenetv3_large_100, convnext_atto, regnety_002; timm is not installed in CI).
+module called three times) and on six timm models checked by hand (resnet50d, efficientnet_b0,
+mobilenetv3_large_100, convnext_atto, regnety_002, inception_v4; timm is not installed in CI).
 """
 from __future__ import annotations
 
