@@ -7,7 +7,9 @@ import copy
 import subprocess
 import sys
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 from onnxruntime.quantization import calibrate
 from onnxruntime.quantization.base_quantizer import BaseQuantizer
@@ -64,11 +66,13 @@ print(quantize(sys.argv[1], ["ort"]))
 """
 
 
-def quantize(models_dir: str, toolchains: list[str]) -> str:
-    """Run ``toolchains`` in turn on the demo model (32 calibration images, ModelOpt calibrating on the CPU even
-    on a GPU host: the in-process path); the last one's artifact path."""
+def quantize(models_dir: str, toolchains: list[str], arch: str | None = None) -> str:
+    """Run ``toolchains`` in turn on the demo model, or ``arch`` on the demo images (32 calibration images,
+    ModelOpt calibrating on the CPU even on a GPU host: the in-process path); the last one's artifact path."""
     cfg = RunConfig()
     cfg.models_dir, cfg.calibration.size, cfg.modelopt.calibration_eps = models_dir, 32, ["cpu"]
+    if arch:
+        cfg.model.arch = arch
     prepared = prepare(cfg)
     path = ""
     for toolchain in toolchains:
@@ -104,8 +108,74 @@ def test_modelopt_in_this_process_writes_what_its_child_writes(tmp_path, monkeyp
         here = onnx.load(quantize(str(tmp_path / "here"), ["modelopt"]))
     run = modelopt_quantizer.run_modelopt_quantize
     monkeypatch.setattr(modelopt_quantizer, "run_modelopt_quantize",
-                        lambda scratch, correction=None, in_process=False, **kwargs: run(scratch, correction, False,
-                                                                                           **kwargs))
+                        lambda scratch, correction=None, in_process=False, every_range=False, **kwargs: run(
+                            scratch, correction, False, every_range, **kwargs))
     child = onnx.load(quantize(str(tmp_path / "child"), ["modelopt"]))
     assert [n.op_type for n in here.graph.node] == [n.op_type for n in child.graph.node]
     assert {i.name: i.raw_data for i in here.graph.initializer} == {i.name: i.raw_data for i in child.graph.initializer}
+
+
+def _every_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ModelOpt's calibration session gathers every range ORT's calibrator adds, as before it dropped any."""
+    import quantization.ModelOpt.modelopt_quantizer as modelopt_quantizer
+
+    run = modelopt_quantizer.run_modelopt_quantize
+    monkeypatch.setattr(modelopt_quantizer, "run_modelopt_quantize",
+                        lambda scratch, correction=None, in_process=False, every_range=False, **kwargs: run(
+                            scratch, correction, in_process, True, **kwargs))
+
+
+def _same_file(path: str, other: str) -> None:
+    """Same nodes; the same initializers, within float rounding for float ones (a range or an input sum read
+    after a fused kernel may differ in its last bit: biases moved by 1e-8 on EfficientNet-Lite0)."""
+    model, reference = onnx.load(path), onnx.load(other)
+    assert [(n.op_type, list(n.input)) for n in model.graph.node] == \
+        [(n.op_type, list(n.input)) for n in reference.graph.node]
+    ours = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    theirs = {i.name: onnx.numpy_helper.to_array(i) for i in reference.graph.initializer}
+    assert ours.keys() == theirs.keys()
+    for name, value in ours.items():
+        if value.dtype.kind == "f":
+            np.testing.assert_allclose(value, theirs[name], rtol=1e-5, atol=1e-7, err_msg=name)
+        else:
+            assert np.array_equal(value, theirs[name]), name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [None, "mobilenet_v3_small"])
+def test_modelopt_calibrates_only_the_ranges_it_reads_and_writes_the_same_file(arch, tmp_path, monkeypatch):
+    """The session drops the ranges ModelOpt's Q/DQ placement never reads (calibration_session.py): the demo
+    model and MobileNet-V3 (Hardswish, squeeze-excite Mul) come out as with every range gathered."""
+    if reason := quantizer_class("modelopt").unavailable_reason():
+        pytest.skip(reason)
+    from quantization.ORT import calibration_reductions
+
+    _no_child(monkeypatch)
+    drop, dropped = calibration_reductions.drop_reductions, []
+    monkeypatch.setattr(calibration_reductions, "drop_reductions",
+                        lambda model, tensors: dropped.append(drop(model, tensors)) or dropped[-1])
+    pruned = quantize(str(tmp_path / "pruned"), ["modelopt"], arch)
+    assert len(dropped) == 1 and dropped[0], "no range was dropped"
+    with monkeypatch.context() as patched:
+        _every_range(patched)
+        full = quantize(str(tmp_path / "full"), ["modelopt"], arch)
+    assert len(dropped) == 1
+    _same_file(pruned, full)
+
+
+@pytest.mark.slow
+def test_a_dropped_range_modelopt_asks_for_means_calibrating_again_with_every_range(tmp_path, monkeypatch):
+    """Drop every range: ORT's quantizer asks for one and stops; the suite calibrates again with every range, on a
+    fresh copy of the FP32 file, and writes what the full calibration writes."""
+    if reason := quantizer_class("modelopt").unavailable_reason():
+        pytest.skip(reason)
+    import quantization.ModelOpt.calibration_session as calibration_session
+
+    _no_child(monkeypatch)
+    with monkeypatch.context() as patched:
+        patched.setattr(calibration_session, "ranges_modelopt_reads", lambda model, calibrator: set())
+        retried = quantize(str(tmp_path / "retried"), ["modelopt"])
+    with monkeypatch.context() as patched:
+        _every_range(patched)
+        full = quantize(str(tmp_path / "full"), ["modelopt"])
+    _same_file(retried, full)

@@ -295,3 +295,36 @@ def test_spatial_reductions_give_the_all_axes_ranges_exactly(opset, tmp_path):
     assert [o.name for o in session.get_outputs()] == [o.name for o in reference.get_outputs()]
     for got, expected in zip(session.run(None, feed), reference.run(None, feed), strict=True):
         assert got.shape == expected.shape and got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+def test_dropped_reductions_take_both_halves_and_leave_the_other_ranges(tmp_path):
+    """drop_reductions (calibration_reductions.py) removes a tensor's ReduceMin and ReduceMax together, so the
+    calibrator's min/max pairs stay aligned, and the ranges it keeps are the full graph's (within float
+    rounding: with the dropped outputs gone ONNX Runtime may fuse a Conv with its Relu)."""
+    from onnxruntime.quantization.calibrate import MinMaxCalibrater
+
+    from quantization.ORT.calibration_reductions import calibrated_tensors, drop_reductions
+    from quantization.ORT.ort_calibration import default_op_types, minmax_session
+
+    fp32, feed = tmp_path / "fp32.onnx", _feed(8)
+    _tiny_onnx(fp32)
+    calibrator = MinMaxCalibrater(str(fp32), default_op_types(), augmented_model_path=str(tmp_path / "aug.onnx"))
+    calibrator.augment_graph()
+    full = onnx.load(str(tmp_path / "aug.onnx"))
+    tensors = calibrated_tensors(full)
+    conv_outputs = {t for t in tensors if t.endswith("Conv_output_0")}
+    assert len(tensors) >= 5 and conv_outputs
+    pruned = onnx.load(str(tmp_path / "aug.onnx"))
+    assert drop_reductions(pruned, conv_outputs | {"not_a_tensor"}) == conv_outputs
+    assert calibrated_tensors(pruned) == tensors - conv_outputs
+    names = [o.name for o in pruned.graph.output]
+    model_outputs = len(full.graph.output) - 2 * len(tensors)
+    added = names[model_outputs:]
+    assert len(added) == 2 * len(tensors - conv_outputs)
+    assert all(a.endswith("_ReduceMin") and b == a[:-len("Min")] + "Max" for a, b in zip(added[::2], added[1::2], strict=True))
+    assert not {n.output[0] for n in pruned.graph.node} & {f"{t}_Reduce{k}" for t in conv_outputs for k in ("Min", "Max")}
+    got = dict(zip(names, minmax_session(pruned, tmp_path / "a.onnx").run(None, feed), strict=True))
+    full_names = [o.name for o in full.graph.output]
+    expected = dict(zip(full_names, minmax_session(full, tmp_path / "b.onnx").run(None, feed), strict=True))
+    for name in added:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-6, err_msg=name)

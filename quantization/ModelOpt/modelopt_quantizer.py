@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from quantization.ModelOpt.calibration_session import RangeDropped
 from quantization.onnx_quantizer import OnnxQuantizer, calibration_step
 from quantization.onnx_weights import SEVEN_BIT_LIMIT, fold_weight_quantizers
 from quantization.transforms.weight_scheme import WeightScheme
@@ -40,10 +41,12 @@ def default_calibration_eps() -> list[str]:
     return ["cuda:0", "cpu"] if has_cuda_gpu() else ["cpu"]
 
 
-def _quantize(kwargs: dict[str, Any], scratch: str, correction: WeightScheme | None = None) -> None:
+def _quantize(kwargs: dict[str, Any], scratch: str, correction: WeightScheme | None = None,
+              every_range: bool = False) -> None:
     """ModelOpt's ``quantize``, its temporary files in ``scratch``; with ``correction`` (the weight grid), the fast
     bias correction from its max calibration session's own input sums, folded into the float biases of the file
-    it wrote."""
+    it wrote. The session gathers only the ranges ModelOpt reads unless ``every_range``
+    (quantization/ModelOpt/calibration_session.py)."""
     from modelopt.onnx.quantization import quantize
 
     from quantization.ModelOpt.calibration_session import installed
@@ -51,7 +54,7 @@ def _quantize(kwargs: dict[str, Any], scratch: str, correction: WeightScheme | N
 
     # max calibration in an optimised CPU session, as the ORT toolchain's; ModelOpt's temporaries in scratch
     before = tempfile.tempdir  # process-wide: put back after the call (ModelOpt may run in the caller's process)
-    with installed(input_sums=correction is not None) as summing:
+    with installed(input_sums=correction is not None, read_ranges_only=not every_range) as summing:
         tempfile.tempdir = scratch  # ModelOpt's intermediate tmp*.onnx and ORT's ort.quant.* go there, not to /tmp
         try:
             with library_output_to_run_log():  # its logger writes to stdout ("Failed to get GPU count" on CPU runs)
@@ -76,7 +79,8 @@ def _quantize(kwargs: dict[str, Any], scratch: str, correction: WeightScheme | N
     onnx.save_model(model, output)
 
 
-def _quantize_here(kwargs: dict[str, Any], scratch: str, correction: WeightScheme | None) -> None:
+def _quantize_here(kwargs: dict[str, Any], scratch: str, correction: WeightScheme | None,
+                   every_range: bool = False) -> None:
     """:func:`_quantize` in this process, onnxruntime.quantization put back as it was afterwards."""
     import modelopt.onnx.quantization  # noqa: F401 - loaded before the patches are recorded
 
@@ -88,13 +92,13 @@ def _quantize_here(kwargs: dict[str, Any], scratch: str, correction: WeightSchem
     # call at a time: the patches, tempfile.tempdir and stdout it touches are the whole process's.
     with _IN_PROCESS, restored_onnxruntime_quantization():
         try:
-            _quantize(own, scratch, correction)
+            _quantize(own, scratch, correction, every_range)
         finally:
             route_library_logs()  # every quantize() gives ModelOpt's logger a new stdout handler
 
 
 def run_modelopt_quantize(scratch: Path, correction: WeightScheme | None = None, in_process: bool = False,
-                          **kwargs: Any) -> None:
+                          every_range: bool = False, **kwargs: Any) -> None:
     """Call ModelOpt's ``quantize``: in this process where the suite's own calibration session runs (max on the
     CPU, ``in_process``), else in a fresh process (utils.child_process: with huge-page malloc, which ModelOpt's
     arena-less calibration session needs to run at the arena's speed: entropy, GPU providers).
@@ -110,9 +114,9 @@ def run_modelopt_quantize(scratch: Path, correction: WeightScheme | None = None,
     in the system temp folder): its temp folder is ``scratch``, which the caller removes whatever happens.
     """
     if in_process:
-        _quantize_here(kwargs, str(scratch), correction)
+        _quantize_here(kwargs, str(scratch), correction, every_range)
     else:
-        run_in_spawned_child(_quantize, kwargs, str(scratch), correction)
+        run_in_spawned_child(_quantize, kwargs, str(scratch), correction, every_range)
 
 
 def calibration_shapes(feed: dict[str, np.ndarray], batch_size: int, histogram: bool = True) -> str:
@@ -213,7 +217,12 @@ class ModelOptQuantizer(OnnxQuantizer):
             source = private / fp32.name  # write its output there too (a run killed meanwhile leaves nothing in models/)
             shutil.copyfile(fp32, source)
             written = private / out.name
-            self._run_modelopt(source, feed, exclude, written, scratch=private, correction=correction)
+            try:
+                self._run_modelopt(source, feed, exclude, written, scratch=private, correction=correction)
+            except RangeDropped:  # it read a range the session had dropped: the unchanged path, from a fresh copy
+                shutil.copyfile(fp32, source)
+                self._run_modelopt(source, feed, exclude, written, scratch=private, correction=correction,
+                                   every_range=True)
             if not written.is_file() or written.stat().st_size == 0:
                 raise SuiteError(f"ModelOpt wrote no model for {fp32.name}")
             model = onnx.load(str(written))
@@ -223,12 +232,13 @@ class ModelOptQuantizer(OnnxQuantizer):
         write_bytes(out, model.SerializeToString())
 
     def _run_modelopt(self, fp32: Path, feed: dict[str, np.ndarray], exclude: list[str], out: Path,
-                      scratch: Path, correction: WeightScheme | None = None) -> None:
+                      scratch: Path, correction: WeightScheme | None = None, every_range: bool = False) -> None:
         m = self.options
         run_modelopt_quantize(
             scratch,
             correction,
             in_process=self.calibrates_in_suite_session(),
+            every_range=every_range,
             onnx_path=str(fp32),
             quantize_mode="int8",
             calibration_data=feed,

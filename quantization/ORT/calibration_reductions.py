@@ -56,6 +56,35 @@ def _orts_reductions(model: Any) -> dict[str, Any]:
     return found
 
 
+def calibrated_tensors(model: Any) -> set[str]:
+    """The tensors whose ranges ORT's calibration graph gathers (:func:`_orts_reductions`)."""
+    return {node.input[0] for node in _orts_reductions(model).values()}
+
+
+def drop_reductions(model: Any, tensors: set[str]) -> set[str]:
+    """Remove, in place, ORT's calibration reductions of each tensor in ``tensors``: its ReduceMin and its
+    ReduceMax, their Reshapes and graph outputs. A tensor goes whole or stays (calibrators pair the added outputs
+    two by two, min then max). A reduced tensor no longer leaves the graph, so ONNX Runtime can fuse the node
+    that makes it with its consumer again (a Conv with its Relu or Add). Returns the tensors dropped."""
+    found = _orts_reductions(model)
+    halves: dict[str, list[str]] = {}
+    for output, node in found.items():
+        if node.input[0] in tensors:
+            halves.setdefault(node.input[0], []).append(output)
+    dropped = {tensor for tensor, outputs in halves.items() if len(outputs) == 2}
+    outputs = {output for tensor in dropped for output in halves[tensor]}
+    reduces = {found[output].output[0] for output in outputs}
+    graph = model.graph
+    for index in reversed(range(len(graph.node))):
+        node = graph.node[index]
+        if node.output[0] in reduces or (node.op_type == "Reshape" and node.output[0] in outputs):
+            del graph.node[index]
+    for index in reversed(range(len(graph.output))):
+        if graph.output[index].name in outputs:
+            del graph.output[index]
+    return dropped
+
+
 def reduce_spatial_axes_only(model: Any) -> dict[str, Callable[..., np.ndarray]]:
     """Rewrite, in place, each of ORT's all-axes calibration reductions (:func:`_orts_reductions`) of a 4-D
     tensor to reduce axes 2 and 3 only. Returns graph output name -> the numpy reduction that finishes it

@@ -139,7 +139,7 @@ def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method:
                                        calibrate_method=getattr(CalibrationMethod, method))
         summing = None
         if input_sums:
-            summing = summing_session(calibrator.augmented_model_path, Path(tmp) / "augmented_sums.onnx")
+            summing = summing_session(onnx.load(calibrator.augmented_model_path), Path(tmp) / "augmented_sums.onnx")
             calibrator.infer_session = summing
         elif method == "MinMax":  # the one calibrator whose time is the session's (see the module docstring)
             calibrator.infer_session = minmax_session(onnx.load(calibrator.augmented_model_path),
@@ -154,15 +154,13 @@ def _calibrate(model_path: Path, feed: dict[str, np.ndarray], step: int, method:
         return Calibration(ranges, summing.sums, summing.count)
 
 
-def summing_session(augmented_model_path: str, out: Path) -> Any:
-    """:func:`minmax_session` over the MinMax calibration graph with each Conv/Gemm input summed over the batch,
-    as a :class:`~quantization.transforms.onnx_bias_correction.SummingSession` (the calibrator sees its own
-    outputs only); ``out`` is :func:`minmax_session`'s scratch file."""
-    import onnx
-
+def summing_session(model: Any, out: Path) -> Any:
+    """:func:`minmax_session` over the MinMax calibration graph ``model`` (a ModelProto, changed in place) with
+    each Conv/Gemm input summed over the batch, as a
+    :class:`~quantization.transforms.onnx_bias_correction.SummingSession` (the calibrator sees its own outputs
+    only); ``out`` is :func:`minmax_session`'s scratch file."""
     from quantization.transforms.onnx_bias_correction import SummingSession, add_input_sums, correctable_nodes
 
-    model = onnx.load(augmented_model_path)
     outputs = add_input_sums(model, correctable_nodes(model))
     return SummingSession(minmax_session(model, out), outputs, model)
 

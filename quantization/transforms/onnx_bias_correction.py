@@ -109,11 +109,11 @@ def _depthwise(node: Any, weight: np.ndarray) -> bool:
 def _shift(node: Any, weight: np.ndarray, summed: np.ndarray, count: int, scheme: WeightScheme) -> np.ndarray:
     """Mean per output channel of (Q(W) - W) x over the ``count`` samples whose inputs sum to ``summed``."""
     if node.op_type == "Gemm":
-        w = torch.from_numpy(weight if node_attr(node, "transB", 0) else weight.T)  # [out, in]
+        w = torch.tensor(weight if node_attr(node, "transB", 0) else weight.T)  # [out, in] (a copy: ONNX arrays are read-only)
         error = fake_quantize_weight(w, scheme) - w
         x = torch.from_numpy(summed.astype(np.float32)).reshape(1, -1)
         return ((x @ error.T)[0] / count).numpy()
-    w = torch.from_numpy(weight)
+    w = torch.tensor(weight)  # a copy: onnx.numpy_helper arrays are read-only, which torch warns about
     error = fake_quantize_weight(w, scheme.for_layer(depthwise=_depthwise(node, weight))) - w
     pads = list(node_attr(node, "pads", [0, 0, 0, 0]))
     x = F.pad(torch.from_numpy(summed.astype(np.float32)), (pads[1], pads[3], pads[0], pads[2]))
