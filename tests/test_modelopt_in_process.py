@@ -69,10 +69,13 @@ print(quantize(sys.argv[1], ["ort"]))
 def quantize(models_dir: str, toolchains: list[str], arch: str | None = None) -> str:
     """Run ``toolchains`` in turn on the demo model, or ``arch`` on the demo images (32 calibration images,
     ModelOpt calibrating on the CPU even on a GPU host: the in-process path); the last one's artifact path."""
+    import torch
+
     cfg = RunConfig()
     cfg.models_dir, cfg.calibration.size, cfg.modelopt.calibration_eps = models_dir, 32, ["cpu"]
     if arch:
         cfg.model.arch = arch
+        torch.manual_seed(0)  # its random initialisation: the same weights in every call
     prepared = prepare(cfg)
     path = ""
     for toolchain in toolchains:

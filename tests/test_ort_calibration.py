@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -328,3 +329,47 @@ def test_dropped_reductions_take_both_halves_and_leave_the_other_ranges(tmp_path
     expected = dict(zip(full_names, minmax_session(full, tmp_path / "b.onnx").run(None, feed), strict=True))
     for name in added:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_a_pointwise_conv_gets_the_shift_of_its_whole_input_from_the_input_mean(tmp_path, monkeypatch):
+    """A 1x1 Conv at stride 1 without padding sums only its input's spatial mean (onnx_bias_correction.py):
+    one number per channel instead of a map, and the same shift as the summed map gives, grouped or not. A
+    padded or strided conv keeps the map."""
+    import torch
+
+    from quantization.ORT.ort_calibration import minmax_session
+    from quantization.transforms import onnx_bias_correction as bc
+    from quantization.transforms.weight_scheme import WeightScheme
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 1),
+                                torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 1, groups=4), torch.nn.ReLU(),
+                                torch.nn.Conv2d(32, 8, 1, stride=2)).eval()
+    fp32 = tmp_path / "fp32.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 20, 20),), str(fp32), input_names=["input"], opset_version=17,
+                      dynamo=False, dynamic_axes={"input": {0: "batch"}})
+    feed = _feed(12, size=20)
+    scheme = WeightScheme(per_channel=True)
+
+    def sums(pointwise: bool) -> tuple[dict, dict, Any]:
+        graph = onnx.load(str(fp32))
+        with monkeypatch.context() as patched:
+            if not pointwise:
+                patched.setattr(bc, "_pointwise", lambda node, inits: False)
+            outputs = bc.add_input_sums(graph, bc.correctable_nodes(graph))
+        session = bc.SummingSession(minmax_session(graph, tmp_path / "s.onnx"), outputs, graph)
+        for start in (0, 5):
+            session.run(None, {"input": feed["input"][start:start + 7 if start else 5]})
+        return session.sums, bc.correctable_nodes(graph), graph
+
+    means, nodes, graph = sums(True)
+    maps, _, _ = sums(False)
+    weights = {i.name: onnx.numpy_helper.to_array(i) for i in graph.graph.initializer}
+    assert len(nodes) == 4
+    reduced = {name for name, summed in means.items() if summed.shape[2:] == (1, 1)}
+    assert len(reduced) == 2  # the two 1x1 stride-1 convs; the 3x3 and the strided 1x1 sum the map
+    for name, node in nodes.items():
+        got = bc._shift(node, weights[node.input[1]], means[name], 12, scheme)
+        expected = bc._shift(node, weights[node.input[1]], maps[name], 12, scheme)
+        assert np.abs(expected).max() > 0
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max(), err_msg=name)

@@ -8,6 +8,11 @@ from typing import Any
 import numpy as np
 
 
+def onnx_opset(model: Any) -> int:
+    """The model's default-domain opset version (0 where it imports none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
 def producers(graph: Any) -> dict[str, Any]:
     """Tensor name -> the node that writes it."""
     return {out: node for node in graph.node for out in node.output}

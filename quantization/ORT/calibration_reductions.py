@@ -17,12 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from utils.onnx_qdq import onnx_opset
+
 SPATIAL_AXES = (2, 3)
 _FINISH: dict[str, Callable[..., np.ndarray]] = {"ReduceMin": np.min, "ReduceMax": np.max}
-
-
-def _opset(model: Any) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _ranks(model: Any) -> dict[str, int]:
@@ -99,7 +97,7 @@ def reduce_spatial_axes_only(model: Any) -> dict[str, Callable[..., np.ndarray]]
     for output, node in _orts_reductions(model).items():
         if ranks.get(node.input[0]) != 4:
             continue
-        if _opset(model) < 18:
+        if onnx_opset(model) < 18:
             node.attribute.append(helper.make_attribute("axes", list(SPATIAL_AXES)))
         else:
             if axes_input is None:
