@@ -331,10 +331,12 @@ def test_dropped_reductions_take_both_halves_and_leave_the_other_ranges(tmp_path
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-6, err_msg=name)
 
 
-def test_a_pointwise_conv_gets_the_shift_of_its_whole_input_from_the_input_mean(tmp_path, monkeypatch):
+@pytest.mark.parametrize("opset", [17, 19])
+def test_a_pointwise_conv_gets_the_shift_of_its_whole_input_from_the_input_mean(opset, tmp_path, monkeypatch):
     """A 1x1 Conv at stride 1 without padding sums only its input's spatial mean (onnx_bias_correction.py):
     one number per channel instead of a map, and the same shift as the summed map gives, grouped or not. A
-    padded or strided conv keeps the map."""
+    padded or strided conv keeps the map. ReduceMean's axes: an attribute at opset 17, an input at 19
+    (ModelOpt's)."""
     import torch
 
     from quantization.ORT.ort_calibration import minmax_session
@@ -344,10 +346,15 @@ def test_a_pointwise_conv_gets_the_shift_of_its_whole_input_from_the_input_mean(
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 1),
                                 torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 1, groups=4), torch.nn.ReLU(),
-                                torch.nn.Conv2d(32, 8, 1, stride=2)).eval()
+                                torch.nn.Conv2d(32, 16, 1, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 8, 1, stride=2)).eval()
     fp32 = tmp_path / "fp32.onnx"
     torch.onnx.export(model, (torch.randn(1, 3, 20, 20),), str(fp32), input_names=["input"], opset_version=17,
                       dynamo=False, dynamic_axes={"input": {0: "batch"}})
+    if opset != 17:
+        from onnx import version_converter
+
+        onnx.save(version_converter.convert_version(onnx.load(str(fp32)), opset), str(fp32))
     feed = _feed(12, size=20)
     scheme = WeightScheme(per_channel=True)
 
@@ -365,11 +372,65 @@ def test_a_pointwise_conv_gets_the_shift_of_its_whole_input_from_the_input_mean(
     means, nodes, graph = sums(True)
     maps, _, _ = sums(False)
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in graph.graph.initializer}
-    assert len(nodes) == 4
+    assert len(nodes) == 5
     reduced = {name for name, summed in means.items() if summed.shape[2:] == (1, 1)}
-    assert len(reduced) == 2  # the two 1x1 stride-1 convs; the 3x3 and the strided 1x1 sum the map
+    assert len(reduced) == 2  # the two 1x1 stride-1 unpadded convs; the 3x3, the padded and the strided 1x1: maps
     for name, node in nodes.items():
         got = bc._shift(node, weights[node.input[1]], means[name], 12, scheme)
         expected = bc._shift(node, weights[node.input[1]], maps[name], 12, scheme)
         assert np.abs(expected).max() > 0
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max(), err_msg=name)
+
+
+class _Calibrator:
+    """What ranges_modelopt_reads reads of ModelOpt's calibrator: the node names it calibrates, its Q/DQ groups."""
+
+    def __init__(self, names: list[str], groups: dict | None = None):
+        self.op_types_to_calibrate, self.group_qdq_tensors = names, groups
+
+
+def test_modelopt_reads_the_inputs_of_the_nodes_it_quantizes_a_clip_through_them_and_its_groups():
+    """Conv -> Clip -> Conv, and a Concat: the Clip's input (the first conv's output) is read only where another
+    quantized node reads it; every member of a Q/DQ group is read; a selection naming no node reads everything."""
+    pytest.importorskip("modelopt.onnx.quantization")
+    from onnx import TensorProto, helper
+
+    from quantization.ModelOpt.calibration_session import ranges_modelopt_reads
+
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"),
+             helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"], name="clip"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+             helper.make_node("Concat", ["c2", "r1"], ["cat"], name="concat", axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("cat", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph)
+    assert ranges_modelopt_reads(model, _Calibrator(["conv1", "clip", "conv2"])) == {"x", "w1", "r1", "w2"}
+    assert ranges_modelopt_reads(model, _Calibrator(["conv1", "clip", "conv2"], {"c2": ["c2", "c1"]})) == \
+        {"x", "w1", "r1", "w2", "c2", "c1"}
+    assert ranges_modelopt_reads(model, _Calibrator(["conv1", "concat"])) == {"x", "w1", "c2", "r1"}
+    assert ranges_modelopt_reads(model, _Calibrator(["Conv", "Relu"])) is None  # op types: ORT's own selection
+
+
+def test_a_tensor_with_one_reduction_left_keeps_it(tmp_path):
+    """drop_reductions takes a tensor's two reductions or none: with its ReduceMax gone already, its ReduceMin
+    stays (dropping it would shift every min/max pair after it)."""
+    from onnxruntime.quantization.calibrate import MinMaxCalibrater
+
+    from quantization.ORT.calibration_reductions import _orts_reductions, drop_reductions
+
+    fp32 = tmp_path / "fp32.onnx"
+    _tiny_onnx(fp32)
+    calibrator = MinMaxCalibrater(str(fp32), ["Conv"], augmented_model_path=str(tmp_path / "aug.onnx"))
+    calibrator.augment_graph()
+    model = onnx.load(str(tmp_path / "aug.onnx"))
+    half, other = sorted({node.input[0] for node in _orts_reductions(model).values()})[:2]
+    graph = model.graph
+    maximum = f"{half}_ReduceMax"
+    for index in reversed(range(len(graph.node))):
+        if maximum in graph.node[index].output:
+            del graph.node[index]
+    for index in reversed(range(len(graph.output))):
+        if graph.output[index].name == maximum:
+            del graph.output[index]
+    assert drop_reductions(model, {half, other}) == {other}
+    assert f"{half}_ReduceMin" in {o.name for o in graph.output}

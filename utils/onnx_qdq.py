@@ -7,6 +7,9 @@ from typing import Any
 
 import numpy as np
 
+#: the spatial axes of an NCHW activation
+SPATIAL_AXES = (2, 3)
+
 
 def onnx_opset(model: Any) -> int:
     """The model's default-domain opset version (0 where it imports none)."""

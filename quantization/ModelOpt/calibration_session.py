@@ -13,12 +13,14 @@ Q/DQ grouping); it is replaced only when it would run on the CPU.
 
 ORT's calibrator gathers the range of every input and output of the nodes ModelOpt quantizes, but ModelOpt's
 Q/DQ placement reads those of their inputs (and of its Q/DQ groups) only: on ResNet-50, 56 of the 170 tensors
-calibrated. Each other one costs a ReduceMin/ReduceMax pass and, leaving the graph, keeps ONNX Runtime from fusing
-the Conv that makes it with its Relu or Add. The session drops them (:func:`ranges_modelopt_reads`); the ranges
-of the rest are the same numbers, so the artifact is the same file (tests/test_ort_calibration.py). Should
-ModelOpt ask for a range that was dropped (a Q/DQ on a node output), ORT's quantizer stops with "Quantization
-parameters are not specified"; after any failure with ranges dropped the caller calibrates again with every
-range (:class:`RangeDropped`).
+calibrated. Each other one costs a ReduceMin/ReduceMax pass and keeps ONNX Runtime from fusing
+the Conv that makes it with its Relu or Add (the Reduce nodes are its other consumers). The session drops them
+(:func:`ranges_modelopt_reads`); the ranges it keeps are the same within float rounding (a fused kernel may
+round its last bit otherwise), and so is the artifact (tests/test_modelopt_in_process.py). This rests on
+ModelOpt 0.47's settings: symmetric activations (its Relu/Clip range adjustment is off) and no Q/DQ on node
+outputs. Should ModelOpt ask for a dropped range, ORT's quantizer stops with "Quantization parameters are not
+specified" (a ValueError; a Q/DQ group with a missing member, a KeyError), and the caller calibrates again
+with every range (:class:`RangeDropped`).
 """
 from __future__ import annotations
 
@@ -43,7 +45,8 @@ DROPPED: set[str] = set()
 
 
 class RangeDropped(RuntimeError):
-    """ModelOpt asked for the range of a tensor the calibration session dropped: calibrate again, every range."""
+    """ModelOpt failed as it does on a missing range (ValueError, KeyError) after the session dropped some:
+    calibrate again, every range."""
 
 
 def ranges_modelopt_reads(model: Any, calibrator: Any) -> set[str] | None:
@@ -68,6 +71,25 @@ def ranges_modelopt_reads(model: Any, calibrator: Any) -> set[str] | None:
     return read
 
 
+def _drop_unread_ranges(model: Any, calibrator: Any) -> None:
+    """Drop from the calibration graph ``model`` the reductions of the ranges ModelOpt does not read (recorded in
+    :data:`DROPPED`). Only a speed-up: where working that out fails, every range stays."""
+    from quantization.ORT.calibration_reductions import calibrated_tensors, drop_reductions
+
+    try:
+        read = ranges_modelopt_reads(model, calibrator)
+        if read is None:
+            return
+        calibrated = calibrated_tensors(model)
+        dropped = drop_reductions(model, calibrated - read)
+    except Exception as error:  # noqa: BLE001 - drop_reductions edits the graph only once it knows what to drop
+        log.warning("ModelOpt max calibration: every range kept (%s: %s)", type(error).__name__, error)
+        return
+    DROPPED.update(dropped)
+    log.info("ModelOpt max calibration: %d of %d calibrated tensors kept (the ranges its Q/DQ reads)",
+             len(calibrated) - len(dropped), len(calibrated))
+
+
 def optimised_for_cpu_max(create: Any) -> Any:
     """Wrap ModelOpt's session factory ``create(calibrator, **kwargs)``: for a MinMax calibrator whose session
     runs on the CPU alone, swap in a session of the same model with ``ORT_ENABLE_ALL``; with input sums asked
@@ -75,7 +97,6 @@ def optimised_for_cpu_max(create: Any) -> Any:
     import onnx
     from onnxruntime.quantization.calibrate import MinMaxCalibrater
 
-    from quantization.ORT.calibration_reductions import calibrated_tensors, drop_reductions
     from quantization.ORT.ort_calibration import minmax_session, summing_session
 
     def create_session(calibrator: Any, **kwargs: Any) -> None:
@@ -84,13 +105,8 @@ def optimised_for_cpu_max(create: Any) -> Any:
             return
         path = kwargs.get("model_path") or calibrator.augmented_model_path
         model = onnx.load(path)
-        read = ranges_modelopt_reads(model, calibrator) if _ASK["read_ranges_only"] else None
-        if read is not None:
-            calibrated = calibrated_tensors(model)
-            dropped = drop_reductions(model, calibrated - read)
-            DROPPED.update(dropped)
-            log.info("ModelOpt max calibration: %d of %d calibrated tensors kept (the ranges its Q/DQ reads)",
-                     len(calibrated) - len(dropped), len(calibrated))
+        if _ASK["read_ranges_only"]:
+            _drop_unread_ranges(model, calibrator)
         if _ASK["input_sums"]:
             calibrator.infer_session = summing_session(model, Path(path).with_suffix(".sums.onnx"))
             SUMMING.append(calibrator.infer_session)
@@ -105,10 +121,10 @@ def optimised_for_cpu_max(create: Any) -> Any:
 def installed(input_sums: bool = False, read_ranges_only: bool = False) -> Iterator[list[Any]]:
     """Within the block, ModelOpt's ``quantize()`` installs the wrapped factory (it reads the module attribute
     each time it patches ONNX Runtime's calibrators, so replacing the attribute is enough); yields
-    :data:`SUMMING`. With ``read_ranges_only`` the session gathers only the ranges ModelOpt reads, and a request
-    for a dropped one leaves the block as :class:`RangeDropped`. Afterwards ModelOpt's factory, the requests and
-    the lists are as before the block: ModelOpt runs in the caller's process now, where a later direct call must
-    get ModelOpt's own session."""
+    :data:`SUMMING`. With ``read_ranges_only`` the session gathers only the ranges ModelOpt reads, and a
+    ValueError or KeyError after some were dropped leaves the block as :class:`RangeDropped`. Afterwards
+    ModelOpt's factory, the requests, the list and the set are as before the block: ModelOpt runs in the
+    caller's process now, where a later direct call must get ModelOpt's own session."""
     from modelopt.onnx.quantization import ort_patching
 
     original = ort_patching._create_inference_session_with_ep_config
@@ -118,8 +134,8 @@ def installed(input_sums: bool = False, read_ranges_only: bool = False) -> Itera
     ort_patching._create_inference_session_with_ep_config = optimised_for_cpu_max(original)
     try:
         yield SUMMING
-    except Exception as error:
-        if DROPPED:  # whatever ModelOpt tripped on, the retry with every range is its own unchanged path
+    except (ValueError, KeyError) as error:  # how ORT's quantizer and ModelOpt's grouping meet a missing range
+        if DROPPED:
             log.warning("ModelOpt failed after %d unread ranges were dropped (%s): calibrating again with every "
                         "range", len(DROPPED), str(error).splitlines()[0] if str(error) else type(error).__name__)
             raise RangeDropped(str(error)) from error

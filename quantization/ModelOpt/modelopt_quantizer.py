@@ -110,6 +110,9 @@ def run_modelopt_quantize(scratch: Path, correction: WeightScheme | None = None,
     (EfficientNet-Lite0, x86-vnni: 17.0 s in the child, 9.7-10.3 s here); huge-page malloc, which the child
     exists to give ModelOpt's own session, slowed the suite's arena session (12.1 s in a child without it).
 
+    ``every_range``: the calibration session gathers every range ORT's calibrator adds, the retry after
+    :class:`~quantization.ModelOpt.calibration_session.RangeDropped`.
+
     ModelOpt removes its own temporary files only when it succeeds (an error or a stop left a ``tmp*.onnx``
     in the system temp folder): its temp folder is ``scratch``, which the caller removes whatever happens.
     """

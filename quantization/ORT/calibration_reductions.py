@@ -17,9 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from utils.onnx_qdq import onnx_opset
+from utils.onnx_qdq import SPATIAL_AXES, onnx_opset
 
-SPATIAL_AXES = (2, 3)
 _FINISH: dict[str, Callable[..., np.ndarray]] = {"ReduceMin": np.min, "ReduceMax": np.max}
 
 

@@ -22,12 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from quantization.transforms.weight_scheme import WeightScheme, fake_quantize_weight
-from utils.onnx_qdq import consumers, initializers, node_attr, onnx_opset, producers
+from utils.onnx_qdq import SPATIAL_AXES, consumers, initializers, node_attr, onnx_opset, producers
 
 log = logging.getLogger(__name__)
 
 SUM_SUFFIX = "_bias_correction_sum"
-SPATIAL_AXES = (2, 3)
 
 
 def correctable_nodes(model: Any) -> dict[str, Any]:
@@ -57,26 +56,28 @@ def _pointwise(node: Any, inits: dict[str, Any]) -> bool:
 def add_input_sums(model: Any, nodes: dict[str, Any]) -> dict[str, str]:
     """Add to ``model`` (in place) a graph output per node: its input summed over the batch axis, or for a
     pointwise Conv (:func:`_pointwise`) its input's spatial mean summed over the batch: one number per channel
-    rather than a whole map to copy out of the session and add up at every batch (on ResNet-50, 32 of its 53
+    rather than a whole map to copy out of the session and add up at every batch (on ResNet-50, 33 of its 53
     convs).
 
     Returns output name -> node name."""
     from onnx import TensorProto, helper, numpy_helper
 
-    inits = initializers(model.graph)
+    inits, opset = initializers(model.graph), onnx_opset(model)
     axes, spatial = f"axes{SUM_SUFFIX}", f"spatial_axes{SUM_SUFFIX}"
     model.graph.initializer.append(numpy_helper.from_array(np.array([0], dtype=np.int64), axes))
-    if onnx_opset(model) >= 18:  # ReduceMean takes its axes as an input from opset 18, as an attribute before
-        model.graph.initializer.append(numpy_helper.from_array(np.array(SPATIAL_AXES, dtype=np.int64), spatial))
     outputs = {}
     for name, node in nodes.items():
         out, summed = f"{name}{SUM_SUFFIX}", node.input[0]
         if _pointwise(node, inits):
             summed = f"{name}_spatial_mean{SUM_SUFFIX}"
-            mean = (helper.make_node("ReduceMean", [node.input[0], spatial], [summed], name=summed, keepdims=1)
-                    if onnx_opset(model) >= 18 else
-                    helper.make_node("ReduceMean", [node.input[0]], [summed], name=summed, keepdims=1,
-                                     axes=list(SPATIAL_AXES)))
+            if opset < 18:  # ReduceMean takes its axes as an attribute before opset 18, as an input from it on
+                mean = helper.make_node("ReduceMean", [node.input[0]], [summed], name=summed, keepdims=1,
+                                        axes=list(SPATIAL_AXES))
+            else:
+                if spatial not in inits:  # added on first use: an unused initializer is a warning in ORT
+                    inits[spatial] = numpy_helper.from_array(np.array(SPATIAL_AXES, dtype=np.int64), spatial)
+                    model.graph.initializer.append(inits[spatial])
+                mean = helper.make_node("ReduceMean", [node.input[0], spatial], [summed], name=summed, keepdims=1)
             model.graph.node.append(mean)
         model.graph.node.append(helper.make_node("ReduceSum", [summed, axes], [out], name=out, keepdims=1))
         model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
