@@ -104,28 +104,31 @@ def test_modelopt_in_this_process_writes_what_its_child_writes(tmp_path, monkeyp
     """Same session, same code, other process: the artifact is byte for byte the child's."""
     if reason := quantizer_class("modelopt").unavailable_reason():
         pytest.skip(reason)
-    import quantization.ModelOpt.modelopt_quantizer as modelopt_quantizer
-
     with monkeypatch.context() as patched:
         _no_child(patched)
         here = onnx.load(quantize(str(tmp_path / "here"), ["modelopt"]))
-    run = modelopt_quantizer.run_modelopt_quantize
-    monkeypatch.setattr(modelopt_quantizer, "run_modelopt_quantize",
-                        lambda scratch, correction=None, in_process=False, every_range=False, **kwargs: run(
-                            scratch, correction, False, every_range, **kwargs))
+    _call_modelopt_with(monkeypatch, in_process=False)
     child = onnx.load(quantize(str(tmp_path / "child"), ["modelopt"]))
     assert [n.op_type for n in here.graph.node] == [n.op_type for n in child.graph.node]
     assert {i.name: i.raw_data for i in here.graph.initializer} == {i.name: i.raw_data for i in child.graph.initializer}
 
 
-def _every_range(monkeypatch: pytest.MonkeyPatch) -> None:
-    """ModelOpt's calibration session gathers every range ORT's calibrator adds, as before it dropped any."""
+def _call_modelopt_with(monkeypatch: pytest.MonkeyPatch, **fixed: bool) -> None:
+    """Every ``run_modelopt_quantize`` call with ``in_process`` / ``every_range`` set as ``fixed`` says."""
     import quantization.ModelOpt.modelopt_quantizer as modelopt_quantizer
 
     run = modelopt_quantizer.run_modelopt_quantize
-    monkeypatch.setattr(modelopt_quantizer, "run_modelopt_quantize",
-                        lambda scratch, correction=None, in_process=False, every_range=False, **kwargs: run(
-                            scratch, correction, in_process, True, **kwargs))
+
+    def call(scratch, correction=None, in_process=False, every_range=False, **kwargs):
+        chosen = {"in_process": in_process, "every_range": every_range, **fixed}
+        return run(scratch, correction, chosen["in_process"], chosen["every_range"], **kwargs)
+
+    monkeypatch.setattr(modelopt_quantizer, "run_modelopt_quantize", call)
+
+
+def _every_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ModelOpt's calibration session gathers every range ORT's calibrator adds, as before it dropped any."""
+    _call_modelopt_with(monkeypatch, every_range=True)
 
 
 def _runs(monkeypatch: pytest.MonkeyPatch) -> list[bool]:

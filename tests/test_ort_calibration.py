@@ -32,6 +32,14 @@ def _tiny_onnx(path: Path, channels: int = 32, size: int = 48) -> None:
                       opset_version=17, dynamo=False, dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
 
+def _at_opset(path: Path, opset: int) -> None:
+    """Raise the exported (opset 17) file at ``path`` to ``opset``, in place."""
+    from onnx import version_converter
+
+    if opset != 17:
+        onnx.save(version_converter.convert_version(onnx.load(str(path)), opset), str(path))
+
+
 def _feed(n: int, size: int = 48, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {"input": rng.standard_normal((n, 3, size, size)).astype(np.float32)}
@@ -275,7 +283,6 @@ def test_spatial_reductions_give_the_all_axes_ranges_exactly(opset, tmp_path):
     same optimised session gives on ORT's all-axes graph, with the axes as an attribute (opset 17) and as an
     input (opset 19, ModelOpt's)."""
     import onnxruntime as ort
-    from onnx import version_converter
     from onnxruntime.quantization.calibrate import MinMaxCalibrater
 
     from quantization.ORT.calibration_reductions import reduce_spatial_axes_only
@@ -283,8 +290,7 @@ def test_spatial_reductions_give_the_all_axes_ranges_exactly(opset, tmp_path):
 
     fp32, feed = tmp_path / "fp32.onnx", _feed(8)
     _tiny_onnx(fp32)
-    if opset != 17:
-        onnx.save(version_converter.convert_version(onnx.load(str(fp32)), opset), str(fp32))
+    _at_opset(fp32, opset)
     calibrator = MinMaxCalibrater(str(fp32), default_op_types(), augmented_model_path=str(tmp_path / "aug.onnx"))
     calibrator.augment_graph()
     options = ort.SessionOptions()
@@ -351,10 +357,7 @@ def test_a_pointwise_conv_gets_the_shift_of_its_whole_input_from_the_input_mean(
     fp32 = tmp_path / "fp32.onnx"
     torch.onnx.export(model, (torch.randn(1, 3, 20, 20),), str(fp32), input_names=["input"], opset_version=17,
                       dynamo=False, dynamic_axes={"input": {0: "batch"}})
-    if opset != 17:
-        from onnx import version_converter
-
-        onnx.save(version_converter.convert_version(onnx.load(str(fp32)), opset), str(fp32))
+    _at_opset(fp32, opset)
     feed = _feed(12, size=20)
     scheme = WeightScheme(per_channel=True)
 

@@ -16,6 +16,20 @@ def onnx_opset(model: Any) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
+def reduce_over_spatial_axes(model: Any, node: Any, axes_name: str) -> None:
+    """Make the Reduce ``node`` of ``model`` reduce over :data:`SPATIAL_AXES` (in place): an ``axes`` attribute
+    below opset 18, an ``axes`` input from 18 on (the int64 initializer ``axes_name``, added on first use: an
+    unused initializer is a warning in ONNX Runtime)."""
+    from onnx import helper, numpy_helper
+
+    if onnx_opset(model) < 18:
+        node.attribute.append(helper.make_attribute("axes", list(SPATIAL_AXES)))
+        return
+    if not any(init.name == axes_name for init in model.graph.initializer):
+        model.graph.initializer.append(numpy_helper.from_array(np.array(SPATIAL_AXES, dtype=np.int64), axes_name))
+    node.input.append(axes_name)
+
+
 def producers(graph: Any) -> dict[str, Any]:
     """Tensor name -> the node that writes it."""
     return {out: node for node in graph.node for out in node.output}

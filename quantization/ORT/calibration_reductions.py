@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from utils.onnx_qdq import SPATIAL_AXES, onnx_opset
+from utils.onnx_qdq import consumers, initializers, reduce_over_spatial_axes
 
 _FINISH: dict[str, Callable[..., np.ndarray]] = {"ReduceMin": np.min, "ReduceMax": np.max}
 
@@ -35,19 +35,15 @@ def _orts_reductions(model: Any) -> dict[str, Any]:
 
     graph = model.graph
     outputs = {o.name for o in graph.output}
-    initializers = {i.name: i for i in graph.initializer}
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers[name] = consumers.get(name, 0) + 1
+    inits, readers = initializers(graph), consumers(graph)
     reshapes = {n.input[0]: n for n in graph.node if n.op_type == "Reshape" and len(n.input) == 2
-                and n.output[0] in outputs and n.input[1] in initializers
-                and numpy_helper.to_array(initializers[n.input[1]]).tolist() == [-1]}
+                and n.output[0] in outputs and n.input[1] in inits
+                and numpy_helper.to_array(inits[n.input[1]]).tolist() == [-1]}
     found = {}
     for node in graph.node:
         reshape = reshapes.get(node.output[0])
         if (node.op_type in _FINISH and reshape is not None and node.name == reshape.output[0]
-                and consumers.get(node.output[0]) == 1 and len(node.input) == 1
+                and len(readers.get(node.output[0], ())) == 1 and len(node.input) == 1
                 and not any(a.name in ("axes", "noop_with_empty_axes") for a in node.attribute)):
             found[reshape.output[0]] = node
     return found
@@ -61,8 +57,8 @@ def calibrated_tensors(model: Any) -> set[str]:
 def drop_reductions(model: Any, tensors: set[str]) -> set[str]:
     """Remove, in place, ORT's calibration reductions of each tensor in ``tensors``: its ReduceMin and its
     ReduceMax, their Reshapes and graph outputs. A tensor goes whole or stays (calibrators pair the added outputs
-    two by two, min then max). A reduced tensor no longer leaves the graph, so ONNX Runtime can fuse the node
-    that makes it with its consumer again (a Conv with its Relu or Add). Returns the tensors dropped."""
+    two by two, min then max). Without its Reduce consumers ONNX Runtime can fuse the node that makes it with its
+    one consumer again (a Conv with its Relu or Add). Returns the tensors dropped."""
     found = _orts_reductions(model)
     halves: dict[str, list[str]] = {}
     for output, node in found.items():
@@ -88,22 +84,13 @@ def reduce_spatial_axes_only(model: Any) -> dict[str, Callable[..., np.ndarray]]
     (:class:`PartialReductions`); reductions of any other shape are left alone."""
     import uuid
 
-    from onnx import helper, numpy_helper
-
     ranks = _ranks(model)
-    axes_input = None
+    axes_name = f"calibration_spatial_axes_{uuid.uuid4().hex}"
     finish: dict[str, Callable[..., np.ndarray]] = {}
     for output, node in _orts_reductions(model).items():
         if ranks.get(node.input[0]) != 4:
             continue
-        if onnx_opset(model) < 18:
-            node.attribute.append(helper.make_attribute("axes", list(SPATIAL_AXES)))
-        else:
-            if axes_input is None:
-                axes_input = f"calibration_spatial_axes_{uuid.uuid4().hex}"
-                model.graph.initializer.append(numpy_helper.from_array(np.array(SPATIAL_AXES, dtype=np.int64),
-                                                                       axes_input))
-            node.input.append(axes_input)
+        reduce_over_spatial_axes(model, node, axes_name)
         finish[output] = _FINISH[node.op_type]
     return finish
 

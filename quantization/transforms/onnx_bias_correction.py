@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from quantization.transforms.weight_scheme import WeightScheme, fake_quantize_weight
-from utils.onnx_qdq import SPATIAL_AXES, consumers, initializers, node_attr, onnx_opset, producers
+from utils.onnx_qdq import consumers, initializers, node_attr, producers, reduce_over_spatial_axes
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +62,16 @@ def add_input_sums(model: Any, nodes: dict[str, Any]) -> dict[str, str]:
     Returns output name -> node name."""
     from onnx import TensorProto, helper, numpy_helper
 
-    inits, opset = initializers(model.graph), onnx_opset(model)
-    axes, spatial = f"axes{SUM_SUFFIX}", f"spatial_axes{SUM_SUFFIX}"
+    inits = initializers(model.graph)
+    axes = f"axes{SUM_SUFFIX}"
     model.graph.initializer.append(numpy_helper.from_array(np.array([0], dtype=np.int64), axes))
     outputs = {}
     for name, node in nodes.items():
         out, summed = f"{name}{SUM_SUFFIX}", node.input[0]
         if _pointwise(node, inits):
             summed = f"{name}_spatial_mean{SUM_SUFFIX}"
-            if opset < 18:  # ReduceMean takes its axes as an attribute before opset 18, as an input from it on
-                mean = helper.make_node("ReduceMean", [node.input[0]], [summed], name=summed, keepdims=1,
-                                        axes=list(SPATIAL_AXES))
-            else:
-                if spatial not in inits:  # added on first use: an unused initializer is a warning in ORT
-                    inits[spatial] = numpy_helper.from_array(np.array(SPATIAL_AXES, dtype=np.int64), spatial)
-                    model.graph.initializer.append(inits[spatial])
-                mean = helper.make_node("ReduceMean", [node.input[0], spatial], [summed], name=summed, keepdims=1)
+            mean = helper.make_node("ReduceMean", [node.input[0]], [summed], name=summed, keepdims=1)
+            reduce_over_spatial_axes(model, mean, f"spatial_axes{SUM_SUFFIX}")
             model.graph.node.append(mean)
         model.graph.node.append(helper.make_node("ReduceSum", [summed, axes], [out], name=out, keepdims=1))
         model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
