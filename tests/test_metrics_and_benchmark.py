@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from utils.benchmark import PeakRSS, interleaved_latency
-from utils.metrics import agreement, classification_metrics, topk_accuracy
+from utils.metrics import agreement, classification_metrics, relative_logit_mse, topk_accuracy
 
 
 def test_topk_and_agreement():
@@ -13,6 +13,14 @@ def test_topk_and_agreement():
     assert topk_accuracy(logits, labels, 1) == pytest.approx(1 / 3)
     assert topk_accuracy(logits, labels, 2) == pytest.approx(2 / 3)
     assert agreement(np.array([1, 2, 3]), np.array([1, 0, 3])) == pytest.approx(2 / 3)
+
+
+def test_relative_logit_mse_is_the_error_power_over_the_fp32_power():
+    fp32 = np.array([[3.0, -1.0], [1.0, 1.0]])  # mean square 3
+    assert relative_logit_mse(fp32, fp32) == 0.0
+    assert relative_logit_mse(fp32, fp32 + 0.5) == pytest.approx(0.25 / 3)
+    assert relative_logit_mse(fp32, -fp32) == pytest.approx(4.0)
+    assert relative_logit_mse(np.zeros((2, 2)), np.zeros((2, 2))) == 0.0
 
 
 def test_precision_recall_f1_and_confusion_match_scikit_learn():

@@ -139,6 +139,7 @@ def test_cle_and_bias_correction_cut_the_per_tensor_error_on_resnet20(tmp_path):
 
     from evaluation.pipelines.torch_runner import TorchRunner
     from utils.data import evaluation_loader
+    from utils.metrics import agreement, relative_logit_mse
 
     cfg = _cifar_cfg("resnet20", tmp_path)
     cfg.data.limit = None
@@ -156,7 +157,7 @@ def test_cle_and_bias_correction_cut_the_per_tensor_error_on_resnet20(tmp_path):
             setattr(variant.transforms, key, value)
         fp32, int8, *_ = run_toolchain("torch_fx", variant, prepared)
         f, q = logits(fp32), logits(int8)
-        error[name] = (float(np.mean((f - q) ** 2) / np.mean(f ** 2)), float(np.mean(f.argmax(1) != q.argmax(1))))
+        error[name] = (relative_logit_mse(f, q), 1.0 - agreement(f.argmax(1), q.argmax(1)))
     print(f"relative logit MSE, disagreement: {error}")
     assert error["cle+bc"][0] <= 0.75 * error["plain"][0]
     assert error["cle+bc"][1] <= 0.85 * error["plain"][1]

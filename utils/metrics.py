@@ -19,6 +19,13 @@ def agreement(pred_a: np.ndarray, pred_b: np.ndarray) -> float:
     return float(np.mean(pred_a == pred_b))
 
 
+def relative_logit_mse(fp32: np.ndarray, int8: np.ndarray) -> float:
+    """Mean squared logit error over the FP32 logits' mean square: a fidelity measure that moves with every
+    image, where top-1 (and agreement) move only when a class flips, so small differences between settings show
+    with far fewer images."""
+    return float(np.mean((fp32 - int8) ** 2) / max(float(np.mean(fp32 ** 2)), 1e-12))
+
+
 def predictions_digest(preds: np.ndarray) -> str:
     """sha256 of the predicted classes in evaluation-id order (int64, little-endian): two runs predicted
     every image alike exactly when their digests are equal (one machine against a cluster, two machines)."""
