@@ -95,6 +95,8 @@ METRICS = {"drop_pp": ("Top-1 drop vs FP32 on the same runtime, pp", "{:+.3f}"),
 
 
 def spread(values: list[float], fmt: str = "{:+.2f}") -> str:
+    if not values:
+        return "-"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{fmt.format(statistics.mean(values))} ± {fmt.format(sd).lstrip('+')}"
 
@@ -117,6 +119,8 @@ def print_tables(rows: list[dict], archs: list[str], settings: list[str]) -> Non
         for toolchain, runtime in keys:
             for setting in settings:
                 mine = [r for r in rows if (r["toolchain"], r["runtime"], r["bias_correction"]) == (toolchain, runtime, setting)]
+                if not mine:
+                    continue
                 cells = [spread([_scaled(r, metric) for r in mine if r["arch"] == a], fmt) for a in archs]
                 print(f"| {toolchain} | {runtime} | {setting} | " + " | ".join(cells)
                       + f" | {spread([_scaled(r, metric) for r in mine], fmt)}"
@@ -186,7 +190,8 @@ def main() -> None:
     out.write_text(json.dumps({"cpu": cpu_summary(), "rows": rows}, indent=2), encoding="utf-8")
     print(f"\nwritten: {out}")
     every = rows + load_rows(args.merge)
-    print_tables(every, args.arch, [s for s in SETTINGS if any(r["bias_correction"] == s for r in every)])
+    archs = args.arch + sorted({r["arch"] for r in every} - set(args.arch))
+    print_tables(every, archs, [s for s in SETTINGS if any(r["bias_correction"] == s for r in every)])
 
 
 if __name__ == "__main__":
