@@ -68,12 +68,18 @@ def cpu_summary() -> str:
     return f"{cpu_model_name()}, int8 dot product: {', '.join(dots) or 'none (AVX2 16-bit pair sums)'}"
 
 
-def predictions_per_pair(runners: dict, prepared) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def logits_per_pair(runners: dict, prepared) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One pass over the evaluation images; every (artifact, runtime) runner predicts each batch.
-    Returns each pair's top-1 class per image, and the labels."""
+    Returns each pair's logits, and the labels."""
     batches = evaluation_batches(prepared.splits, 50)
     logits = collect_logits({key: runner.predict for key, runner in runners.items()}, batches, desc="accuracy")
-    return {key: out.argmax(1) for key, out in logits.items()}, batches.labels
+    return logits, batches.labels
+
+
+def predictions_per_pair(runners: dict, prepared) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """:func:`logits_per_pair` as each pair's top-1 class per image, and the labels."""
+    logits, labels = logits_per_pair(runners, prepared)
+    return {key: out.argmax(1) for key, out in logits.items()}, labels
 
 
 def top1_of(predicted: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:

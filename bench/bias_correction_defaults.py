@@ -29,9 +29,9 @@ import yaml
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.accuracy_recipes import cpu_runtimes, cpu_summary, top1_of  # noqa: E402
+from bench.accuracy_recipes import cpu_runtimes, cpu_summary, logits_per_pair, top1_of  # noqa: E402
 from bench.torch_modes_cifar import CIFAR, WEIGHTS, parse_cifar_bench_args  # noqa: E402
-from evaluation.pipelines.loop import collect_logits, evaluation_batches, open_runners  # noqa: E402
+from evaluation.pipelines.loop import open_runners  # noqa: E402
 from quantization.run_config import RunConfig  # noqa: E402
 from quantization.workflow import make_quantizer, prepare, run_toolchain  # noqa: E402
 from utils.cli import csv_list  # noqa: E402
@@ -72,13 +72,11 @@ def one_sample(arch: str, seed: int, toolchains: list[str], args: argparse.Names
                 pairs[(setting, toolchain, runtime)] = (int8, runtime)
                 rows.append({"arch": arch, "seed": seed, "toolchain": toolchain, "runtime": runtime,
                              "bias_correction": setting, "quantize_s": seconds, "artifact": int8.path.name})
-    runners = open_runners(pairs)
-    batches = evaluation_batches(prepared.splits, 50)
-    logits = collect_logits({key: runner.predict for key, runner in runners.items()}, batches, desc="accuracy")
-    top1 = top1_of({key: out.argmax(1) for key, out in logits.items()}, batches.labels)
+    logits, labels = logits_per_pair(open_runners(pairs), prepared)
+    top1 = top1_of({key: out.argmax(1) for key, out in logits.items()}, labels)
     for row in rows:
-        fp32_key, int8_key = ("fp32", row["toolchain"], row["runtime"]), (row["bias_correction"], row["toolchain"],
-                                                                          row["runtime"])
+        fp32_key = ("fp32", row["toolchain"], row["runtime"])
+        int8_key = (row["bias_correction"], row["toolchain"], row["runtime"])
         row["fp32_top1"], row["int8_top1"] = top1[fp32_key], top1[int8_key]
         row["drop_pp"] = row["fp32_top1"] - row["int8_top1"]
         row["agreement_pct"] = 100.0 * agreement(logits[fp32_key].argmax(1), logits[int8_key].argmax(1))
@@ -87,11 +85,11 @@ def one_sample(arch: str, seed: int, toolchains: list[str], args: argparse.Names
     return rows
 
 
-#: metric -> (title, format of a mean): top-1 nets fixes against breaks; agreement and the logit error measure
-#: fidelity to FP32, which moves with far less noise than top-1 on 10,000 images
-METRICS = {"drop_pp": ("Top-1 drop vs FP32 on the same runtime, pp", "{:+.3f}"),
-           "agreement_pct": ("Agreement with FP32 on the same runtime, %", "{:.2f}"),
-           "relative_logit_mse": ("Relative logit MSE vs FP32 on the same runtime (x1e-3)", "{:.3f}")}
+#: metric -> (title, format of a mean, scale printed): top-1 nets fixes against breaks; agreement and the logit
+#: error measure fidelity to FP32, which moves with far less noise than top-1 on 10,000 images
+METRICS = {"drop_pp": ("Top-1 drop vs FP32 on the same runtime, pp", "{:+.3f}", 1.0),
+           "agreement_pct": ("Agreement with FP32 on the same runtime, %", "{:.2f}", 1.0),
+           "relative_logit_mse": ("Relative logit MSE vs FP32 on the same runtime (x1e-3)", "{:.3f}", 1e3)}
 
 
 def spread(values: list[float], fmt: str = "{:+.2f}") -> str:
@@ -102,7 +100,7 @@ def spread(values: list[float], fmt: str = "{:+.2f}") -> str:
 
 
 def _scaled(row: dict, metric: str) -> float:
-    return row[metric] * (1e3 if metric == "relative_logit_mse" else 1.0)
+    return row[metric] * METRICS[metric][2]
 
 
 def print_tables(rows: list[dict], archs: list[str], settings: list[str]) -> None:
@@ -110,7 +108,7 @@ def print_tables(rows: list[dict], archs: list[str], settings: list[str]) -> Non
     paired by (model, seed): the mean difference and its standard error, the figure that says whether a default
     is worse or only noisier."""
     keys = sorted({(r["toolchain"], r["runtime"]) for r in rows})
-    for metric, (title, fmt) in METRICS.items():
+    for metric, (title, fmt, _) in METRICS.items():
         if not all(metric in r for r in rows):
             continue  # rows written before the metric existed
         print(f"\n{title}: mean ± sd over calibration seeds; CPU: {cpu_summary()}\n")
@@ -143,7 +141,7 @@ def print_paired(rows: list[dict], settings: list[str]) -> None:
                      if (r["toolchain"], r["runtime"], r["bias_correction"]) == (toolchain, runtime, setting)
                      and (toolchain, runtime, r["arch"], r["seed"]) in off]
             cells = []
-            for metric, (_, fmt) in METRICS.items():
+            for metric, (_, fmt, _) in METRICS.items():
                 diffs = [_scaled(a, metric) - _scaled(b, metric) for a, b in pairs if metric in a and metric in b]
                 se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
                 signed = fmt if "+" in fmt else fmt.replace("{:", "{:+")
@@ -181,6 +179,10 @@ def main() -> None:
         if not sep or "." not in key:
             parser.error(f"--set {item}: expected SECTION.KEY=VALUE")
         args.overrides[key] = yaml.safe_load(value)
+    merged = load_rows(args.merge)
+    planned = {(t, s, a, seed) for t in args.toolchains for s in args.settings for a in args.arch for seed in args.seeds}
+    if again := sorted({(r["toolchain"], r["bias_correction"], r["arch"], r["seed"]) for r in merged} & planned):
+        parser.error(f"--merge: {again[0]} would run again here; pairs must be one run each (merge other seeds)")
     rows = []
     for arch in args.arch:
         for seed in args.seeds:
@@ -189,7 +191,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"cpu": cpu_summary(), "rows": rows}, indent=2), encoding="utf-8")
     print(f"\nwritten: {out}")
-    every = rows + load_rows(args.merge)
+    every = rows + merged
+    if len({r["images"] for r in every}) > 1:
+        parser.error(f"--merge: the runs scored different numbers of test images {sorted({r['images'] for r in every})}")
     archs = args.arch + sorted({r["arch"] for r in every} - set(args.arch))
     print_tables(every, archs, [s for s in SETTINGS if any(r["bias_correction"] == s for r in every)])
 
