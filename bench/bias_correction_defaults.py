@@ -92,6 +92,10 @@ METRICS = {"drop_pp": ("Top-1 drop vs FP32 on the same runtime, pp", "{:+.3f}", 
            "relative_logit_mse": ("Relative logit MSE vs FP32 on the same runtime (x1e-3)", "{:.3f}", 1e3)}
 
 
+#: what every row has, this run's or a merged one's (the metrics may be missing from rows before stop 42)
+ROW_KEYS = {"arch", "seed", "toolchain", "runtime", "bias_correction", "quantize_s", "drop_pp", "images"}
+
+
 def spread(values: list[float], fmt: str = "{:+.2f}") -> str:
     if not values:
         return "-"
@@ -154,6 +158,9 @@ def load_rows(paths: list[str]) -> list[dict]:
     rows = []
     for path in paths:
         rows += json.loads(resolve_path(path).read_text(encoding="utf-8"))["rows"]
+    for row in rows:
+        if missing := sorted(ROW_KEYS - set(row)):
+            raise KeyError(f"a row without {', '.join(missing)}: not this bench's file")
     return rows
 
 
@@ -179,7 +186,10 @@ def main() -> None:
         if not sep or "." not in key:
             parser.error(f"--set {item}: expected SECTION.KEY=VALUE")
         args.overrides[key] = yaml.safe_load(value)
-    merged = load_rows(args.merge)
+    try:
+        merged = load_rows(args.merge)
+    except (OSError, ValueError, KeyError) as error:  # missing file, not JSON, not this bench's
+        parser.error(f"--merge: cannot read the rows of {args.merge} ({type(error).__name__}: {error})")
     planned = {(t, s, a, seed) for t in args.toolchains for s in args.settings for a in args.arch for seed in args.seeds}
     if again := sorted({(r["toolchain"], r["bias_correction"], r["arch"], r["seed"]) for r in merged} & planned):
         parser.error(f"--merge: {again[0]} would run again here; pairs must be one run each (merge other seeds)")
